@@ -1,0 +1,149 @@
+"""``voice-worker``: the worker daemon and its tools.
+
+stdout carries JSON where a program would read it; errors go to stderr naming the field or
+file at fault, with exit code 2 for bad input and 1 for a failure at run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipelines.audio import AudioFormatError
+from pipelines.errors import (
+    AgentNotFound,
+    ConfigError,
+    InvalidPayload,
+    RoutingError,
+    VoiceWorkerError,
+)
+
+EXIT_OK, EXIT_RUNTIME, EXIT_BAD_INPUT = 0, 1, 2
+BAD_INPUT = (ConfigError, RoutingError, AgentNotFound, InvalidPayload, AudioFormatError, ValueError)
+
+
+def emit(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _json_arg(value: str | None, what: str) -> Any:
+    """A JSON argument given inline or as a file path."""
+    if value is None:
+        return None
+    path = Path(value)
+    if not value.lstrip().startswith("{") and path.exists():
+        from .loader import read_json_file
+
+        return read_json_file(path)
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{what}: not JSON and not a file ({exc.msg})") from None
+
+
+def _agent_source(agent: str) -> tuple[str | None, Path | None]:
+    path = Path(agent)
+    if path.suffix == ".json" or path.exists():
+        if not path.exists():
+            raise ConfigError(f"{path}: no such file")
+        return None, path
+    return agent, None
+
+
+async def _plan(args: argparse.Namespace) -> int:
+    from .dispatch import parse_dispatch
+    from .loader import load_call, open_cached
+    from .plan import plan_to_json
+    from .settings import Settings
+
+    settings = Settings()
+    raw = _json_arg(args.dispatch, "--dispatch") or {}
+    agent_id, agent_file = _agent_source(args.agent)
+    if agent_id:
+        raw = {**raw, "agentId": agent_id}
+    dispatch = parse_dispatch(raw, source="--dispatch")
+    cp = open_cached(settings)
+    try:
+        loaded = await load_call(cp, dispatch, settings, agent_file=agent_file)
+    finally:
+        await cp.aclose()
+    out = plan_to_json(loaded.plan)
+    out["stale_config"] = loaded.stale_config
+    emit(out)
+    return EXIT_OK
+
+
+def _run_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .entrypoint import run_worker
+
+    run_worker(args.command, list(extra))
+    return EXIT_OK
+
+
+Handler = Callable[[argparse.Namespace], Any]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voice-worker",
+        description="Real-time voice worker: a LiveKit agent worker for voice-agent calls.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name, text in (
+        ("start", "run the worker (production mode)"),
+        ("dev", "run the worker with debug logging and auto-reload off"),
+    ):
+        p = sub.add_parser(
+            name,
+            help=text,
+            description=text + "; further arguments go to "
+            "the livekit-agents CLI (e.g. --log-level).",
+        )
+        p.set_defaults(handler=None)
+
+    p = sub.add_parser(
+        "plan",
+        help="print the resolved session plan as JSON",
+        description="Fetch an agent (id from CONTROL_PLANE_URL, or a JSON "
+        "file), merge a dispatch and print the SessionPlan. Secrets show "
+        "only as *_set: true.",
+    )
+    p.add_argument("--agent", required=True, help="agent id or path to an agent JSON file")
+    p.add_argument("--dispatch", help="dispatch metadata: inline JSON or a JSON file")
+    p.set_defaults(handler=_plan)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command in ("start", "dev"):
+        return _run_worker(args, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    handler: Handler = args.handler
+    try:
+        result = handler(args)
+        code = asyncio.run(result) if asyncio.iscoroutine(result) else result
+        return int(code or 0)
+    except BAD_INPUT as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except VoiceWorkerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+
+
+if __name__ == "__main__":
+    sys.exit(main())
