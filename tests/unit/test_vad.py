@@ -30,8 +30,8 @@ def buzz(seconds: float, rate: int, f0: float = 150.0) -> Float32Array:
     """Harmonic 'vowel' at about -20 dBFS: webrtcvad calls it speech at every mode."""
     t = np.arange(int(seconds * rate)) / rate
     k = np.arange(1, 8)[:, None]
-    wave = (np.sin(2 * np.pi * f0 * k * t) / k).sum(axis=0)
-    return (0.1 * wave).astype(np.float32)
+    wave: Float32Array = (0.1 * np.sin(2 * np.pi * f0 * k * t) / k).sum(axis=0).astype(np.float32)
+    return wave
 
 
 def noise(seconds: float, rate: int, seed: int = 0) -> Float32Array:
