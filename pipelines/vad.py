@@ -565,6 +565,14 @@ class VADCore:
         self._audio[self._audio_len : end] = x
         self._audio_len = end
 
+    def utterance_audio(self) -> Float32Array | None:
+        """Input-rate audio of the open utterance so far, pre-roll included (what its END
+        event would carry now); None while silent or when the core keeps no audio."""
+        if not (self._speaking and self._keep_audio):
+            return None
+        first = max(self._utterance_first, self._audio_first) - self._audio_first
+        return self._audio[first : self._audio_len].copy()
+
     def finish(self) -> list[VADCoreEvent]:
         """Ends the stream: an utterance still open gets its END_OF_SPEECH, stamped at the
         end of the audio processed so far. The state then resets."""
@@ -639,7 +647,9 @@ class WebRTCVAD(agents.vad.VAD):
             )
         )
 
-    def __init__(self, *, opts: _VADOptions) -> None:
+    def __init__(self, *, opts: _VADOptions | None = None) -> None:
+        """Prefer ``load(...)``; ``WebRTCVAD()`` gives the defaults."""
+        opts = opts or _make_options()
         super().__init__(
             capabilities=agents.vad.VADCapabilities(update_interval=opts.frame_ms / 1000)
         )
@@ -687,6 +697,7 @@ class WebRTCVAD(agents.vad.VAD):
             prefix_padding_duration=prefix_padding_duration,
             max_buffered_speech=max_buffered_speech,
         )
+        self._capabilities = agents.vad.VADCapabilities(update_interval=self._opts.frame_ms / 1000)
         for stream in self._streams:
             stream._core._apply(replace(self._opts))
 

@@ -156,6 +156,7 @@ def test_event_fields_and_speech_audio() -> None:
     for i in range(0, len(x), 480):
         events += core.push(x[i : i + 480], rate)
     start, end = events
+    assert core.utterance_audio() is None  # silent again
     assert start.type is VADEventType.START_OF_SPEECH
     assert start.speech_start == pytest.approx(1.0, abs=0.06)
     assert start.silence_duration == 0.0
@@ -268,6 +269,29 @@ def _frames(x: Float32Array, rate: int, ms: int = 10) -> list[rtc.AudioFrame]:
         )
         for i in range(0, len(pcm) - step + 1, step)
     ]
+
+
+def test_utterance_audio_while_speaking() -> None:
+    rate = 16000
+    core = VADCore(prefix_padding_duration=0.2)
+    assert core.utterance_audio() is None
+    core.push(concat(silence(0.5, rate), buzz(0.5, rate)), rate)
+    audio = core.utterance_audio()
+    assert audio is not None
+    assert len(audio) / rate == pytest.approx(0.7, abs=0.05)
+    assert VADCore(keep_speech_audio=False).utterance_audio() is None
+
+
+async def test_default_constructed_vad_works() -> None:
+    vad = WebRTCVAD()
+    assert vad.model == "webrtcvad" and vad.capabilities.update_interval == 0.01
+    stream = vad.stream()
+    for frame in _frames(concat(buzz(0.3, 16000), silence(0.8, 16000)), 16000, ms=20):
+        stream.push_frame(frame)
+    stream.end_input()
+    kinds = [ev.type async for ev in stream if ev.type is not VADEventType.INFERENCE_DONE]
+    await stream.aclose()
+    assert kinds == [VADEventType.START_OF_SPEECH, VADEventType.END_OF_SPEECH]
 
 
 async def test_stream_emits_livekit_events() -> None:
