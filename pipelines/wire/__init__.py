@@ -24,6 +24,7 @@ import contextlib
 import io
 import logging
 import time
+import uuid
 import wave
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -197,6 +198,7 @@ class WireServer:
         )
         self.requests.append(record)
         request["wire_record"] = record
+        request_id = request["wire_request_id"] = uuid.uuid4().hex
         status = self.knobs.fail_with_status
         if status is not None and self.knobs.fail_count != 0:
             if self.knobs.fail_count is not None:
@@ -211,13 +213,18 @@ class WireServer:
             record.closed = True
             # the transport is gone: hand aiohttp the response already started, if any
             started = request.get("wire_response")
-            return started if isinstance(started, web.StreamResponse) else web.Response(status=499)
+            if isinstance(started, web.StreamResponse):
+                record.status = started.status
+                return started
+            return web.Response(status=499)
         except web.HTTPException as exc:
             record.status = exc.status
             record.closed = True
             raise
         if record.status is None:
             record.status = response.status
+        if not response.prepared:
+            response.headers.setdefault("x-request-id", request_id)
         record.closed = True
         return response
 
@@ -244,6 +251,7 @@ class WireServer:
     ) -> web.StreamResponse:
         """Starts a streamed HTTP response (SSE, chunked audio) that ``pace`` may drop."""
         request["wire_response"] = response
+        response.headers.setdefault("x-request-id", request["wire_request_id"])
         await response.prepare(request)
         return response
 
