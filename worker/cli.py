@@ -79,6 +79,18 @@ async def _plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _replay(args: argparse.Namespace) -> int:
+    from .replay import replay, summary_text
+
+    out = Path(args.out)
+    result = await replay(args.agent, Path(args.audio), out,
+                          dispatch=_json_arg(args.dispatch, "--dispatch"),
+                          livekit_url=args.livekit_url, tail_seconds=args.tail)
+    print(summary_text(result), file=sys.stderr)
+    emit({"out": result["out"], "turns": result["turns"]})
+    return EXIT_OK
+
+
 def _run_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .entrypoint import run_worker
 
@@ -118,6 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", required=True, help="agent id or path to an agent JSON file")
     p.add_argument("--dispatch", help="dispatch metadata: inline JSON or a JSON file")
     p.set_defaults(handler=_plan)
+
+    p = sub.add_parser("replay", help="run one real call in a local LiveKit room from a WAV",
+                       description="Start a local LiveKit server (unless --livekit-url), "
+                       "the offline LLM if needed and a worker; dispatch the agent, play the "
+                       "WAV as the caller in real time and write DIR/agent.wav, "
+                       "DIR/transcript.json and DIR/metrics.json.")
+    p.add_argument("--agent", required=True, help="agent id or path to an agent JSON file")
+    p.add_argument("--audio", required=True, help="caller recording (16-bit PCM WAV)")
+    p.add_argument("--out", default="out/replay", help="output directory (default out/replay)")
+    p.add_argument("--dispatch", help="extra dispatch metadata: inline JSON or a JSON file")
+    p.add_argument("--livekit-url", help="use this LiveKit server (LIVEKIT_API_KEY/SECRET)")
+    p.add_argument("--tail", type=float, default=12.0,
+                   help="seconds to keep listening after the WAV ends (default 12)")
+    p.set_defaults(handler=_replay)
     return parser
 
 

@@ -350,14 +350,13 @@ def resolve(
         parse_tools(
             tools if tools is not None else agent.tools or [],
             tool_url=agent.tool_url,
-            default_timeout=settings.tool_timeout,
         )
     )
     if agent.tools and tools is not None:
         tool_plans += [
             t
             for t in parse_tools(
-                agent.tools, tool_url=agent.tool_url, default_timeout=settings.tool_timeout
+                agent.tools, tool_url=agent.tool_url
             )
             if t.name not in {p.name for p in tool_plans}
         ]

@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     agent_name: str = "voice-worker"
     """Name jobs are explicitly dispatched to."""
     worker_http_port: int = 8081
-    """Health and metrics HTTP port of the worker process."""
+    """Health and metrics HTTP port of the worker process (0 picks a free one)."""
+    num_idle_processes: int = Field(1, ge=0)
+    """Job processes kept warm (models loaded) ahead of dispatch."""
 
     # Control plane
     control_plane_url: str = DEFAULT_CONTROL_PLANE
@@ -48,7 +50,6 @@ class Settings(BaseSettings):
     eleven_base_url: str | None = None
     local_llm_base_url: str = "http://127.0.0.1:8088/v1"
     """OpenAI-compatible llama.cpp server of the offline stack."""
-    local_llm_model: str = "gemma3-270m"
     offline_providers: bool = True
     """Whether the offline stack (pocketsphinx, espeak-ng, llama.cpp) may be routed to."""
 

@@ -1,0 +1,88 @@
+"""Turns a ``SessionPlan`` into LiveKit objects. Nothing is decided here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Sequence
+from typing import Any
+
+from livekit.agents import Agent, AgentSession, ModelSettings, llm
+from livekit.agents.voice.turn import TurnHandlingOptions
+
+from pipelines.providers import ProviderSpec, build
+from pipelines.vad import WebRTCVAD
+
+from .plan import ProviderChoice, SessionPlan
+
+
+def provider_spec(layer: str, choice: ProviderChoice, plan: SessionPlan) -> ProviderSpec:
+    return ProviderSpec(
+        layer=layer,
+        vendor=choice.vendor,
+        model=choice.model,
+        base_url=choice.base_url,
+        api_key=choice.api_key.get_secret_value() if choice.api_key else None,
+        language=plan.language,
+        voice=plan.speech.voice,
+        speaking_rate=plan.speech.speaking_rate,
+        temperature=plan.llm.temperature,
+        max_tokens=plan.llm.max_tokens,
+        extra_body=plan.llm.extra_body if choice.vendor == "custom" else None,
+    )
+
+
+def build_vad(plan: SessionPlan) -> WebRTCVAD:
+    e = plan.endpointing
+    return WebRTCVAD.load(
+        aggressiveness=e.vad_aggressiveness,
+        min_speech_duration=e.min_speech_duration,
+        min_silence_duration=e.min_silence_duration,
+    )
+
+
+def turn_handling(plan: SessionPlan) -> TurnHandlingOptions:
+    e = plan.endpointing
+    return {
+        "turn_detection": "stt" if e.turn_detection == "stt" else "vad",
+        "endpointing": {"mode": "fixed", "min_delay": e.min_delay, "max_delay": e.max_delay},
+        "interruption": {
+            "enabled": e.allow_interruptions,
+            "mode": "vad",
+            "min_duration": e.min_interruption_duration,
+        },
+    }
+
+
+class VoiceAgent(Agent):
+    """The call's agent: the plan's prompt, tools, and a bounded conversation window."""
+
+    def __init__(self, plan: SessionPlan, tools: Sequence[llm.Tool] = ()) -> None:
+        super().__init__(instructions=plan.prompt, tools=list(tools))
+        self._context_window = plan.llm.context_window
+
+    async def llm_node(
+        self,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool],
+        model_settings: ModelSettings,
+    ) -> AsyncIterable[llm.ChatChunk | str]:
+        # context_window counts turns; a turn is a caller message plus the agent's reply.
+        window = chat_ctx.copy().truncate(max_items=2 * self._context_window)
+        async for chunk in Agent.default.llm_node(self, window, tools, model_settings):
+            yield chunk
+
+
+def build_session(plan: SessionPlan, *, layers: dict[str, Any] | None = None) -> AgentSession:
+    """An ``AgentSession`` for ``plan``; ``layers`` may supply prebuilt STT/LLM/TTS (the
+    failover chains)."""
+    built = dict(layers or {})
+    for layer in ("stt", "llm", "tts"):
+        if layer not in built:
+            built[layer] = build(provider_spec(layer, plan.providers[layer][0], plan))  # type: ignore[index]
+    return AgentSession(
+        stt=built["stt"],
+        llm=built["llm"],
+        tts=built["tts"],
+        vad=build_vad(plan),
+        turn_handling=turn_handling(plan),
+        user_away_timeout=plan.timeouts.inactivity,
+    )
