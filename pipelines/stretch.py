@@ -129,7 +129,8 @@ class TimeStretcher:
         if usable > 0:
             lo = done_d * d - self._buf_start
             block = self._buf[lo : lo + usable * d]
-            dec = block.reshape(usable, d).mean(axis=1) if d > 1 else block
+            # a sum, not a mean: the search's normalised correlation ignores scale
+            dec = block.reshape(usable, d).sum(axis=1) if d > 1 else block
             self._dbuf = np.concatenate((self._dbuf, dec.astype(np.float32, copy=False)))
 
     def _run(self, limit: int | None = None) -> Float32Array:
@@ -211,10 +212,11 @@ def _best_match(region: Float32Array, template: Float32Array) -> int:
     """Offset in ``region`` whose window best matches ``template`` (normalised correlation)."""
     n = len(template)
     corr = np.correlate(region, template, mode="valid")
-    sq = np.concatenate(([0.0], np.cumsum(np.square(region, dtype=np.float64))))
-    energy = sq[n:] - sq[: len(sq) - n]
-    score = corr / np.sqrt(np.maximum(energy, 1e-9))
-    return int(np.argmax(score))
+    cum = np.cumsum(np.square(region))
+    energy = cum[n - 1 :].copy()
+    energy[1:] -= cum[: len(cum) - n]
+    np.maximum(energy, 1e-9, out=energy)
+    return int((corr / np.sqrt(energy)).argmax())
 
 
 def stretch_audio(audio: Audio, rate: float) -> Audio:

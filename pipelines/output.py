@@ -1,0 +1,420 @@
+"""The agent's audio output chain: time-stretch on top, noise bed at the tail.
+
+After ``AgentSession.start(room=...)`` the session's audio output is
+
+    RecorderAudioOutput -> TranscriptSynchronizer -> _AudioSinkProxy -> RoomIO track
+
+``install_output_chain`` turns it into
+
+    StretchOutput -> RecorderAudioOutput -> TranscriptSynchronizer -> _AudioSinkProxy
+        -> NoiseBedOutput -> RoomIO track
+
+so the recorder and the transcript synchronizer see (and pace text by) the stretched
+speech, and the bed is mixed into the agent's own published track: a phone leg, a room
+egress and any subscriber hear one mix, not two tracks. The mixer owns the track's clock:
+it sends a frame every 20 ms, bed only while the agent is silent, speech over the bed
+while it talks, and reports playback of each speech segment itself.
+
+Unlike LiveKit's ``BackgroundAudioPlayer`` (a second track), nothing here publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+from livekit import rtc
+from livekit.agents.voice import io
+
+from pipelines.audio import Float32Array, float_to_int16, int16_to_float, resample
+from pipelines.noise import NoiseBed, mix, validate_preset, validate_volume
+from pipelines.stretch import TimeStretcher, validate_rate
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SAMPLE_RATE = 24000
+"""RoomIO's default output rate, used when the sink accepts any rate."""
+
+
+def _frame_samples(frame: rtc.AudioFrame) -> Float32Array:
+    pcm = np.frombuffer(frame.data, dtype=np.int16)
+    if frame.num_channels > 1:
+        pcm = pcm.reshape(-1, frame.num_channels).mean(axis=1).astype(np.int16)
+    return int16_to_float(pcm)
+
+
+def _make_frame(samples: Float32Array, sample_rate: int) -> rtc.AudioFrame:
+    return rtc.AudioFrame(float_to_int16(samples).tobytes(), sample_rate, 1, len(samples))
+
+
+class StretchOutput(io.AudioOutput):
+    """Time-stretches each speech segment before passing it on.
+
+    ``flush`` (segment end) emits the stretcher's tail before flushing downstream;
+    ``clear_buffer`` (interruption) drops everything it holds. Playback positions coming
+    back up are in stretched time and are reported in the caller's (unstretched) time.
+    """
+
+    def __init__(self, next_in_chain: io.AudioOutput, *, playback_rate: float) -> None:
+        super().__init__(
+            label="TimeStretch",
+            capabilities=io.AudioOutputCapabilities(pause=True),
+            next_in_chain=next_in_chain,
+            sample_rate=next_in_chain.sample_rate,
+        )
+        self.playback_rate = validate_rate(playback_rate)
+        self._stretcher: TimeStretcher | None = None
+        self._tail_task: asyncio.Task[None] | None = None
+        self._forwarded = False
+
+    @property
+    def _next(self) -> io.AudioOutput:
+        assert self._next_in_chain is not None
+        return self._next_in_chain
+
+    def _stretcher_for(self, sample_rate: int) -> TimeStretcher:
+        if self._stretcher is None or self._stretcher.sample_rate != sample_rate:
+            self._stretcher = TimeStretcher(self.playback_rate, sample_rate)
+        return self._stretcher
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        if self._tail_task is not None:
+            await asyncio.shield(self._tail_task)
+        await super().capture_frame(frame)
+        stretcher = self._stretcher_for(frame.sample_rate)
+        out = stretcher.process(_frame_samples(frame))
+        if len(out):
+            self._forwarded = True
+            await self._next.capture_frame(_make_frame(out, frame.sample_rate))
+
+    def flush(self) -> None:
+        super().flush()
+        tail = self._stretcher.flush() if self._stretcher is not None else np.zeros(0)
+        if len(tail) and self._stretcher is not None:
+            frame = _make_frame(tail.astype(np.float32), self._stretcher.sample_rate)
+            self._tail_task = asyncio.create_task(self._push_tail(frame))
+            return
+        self._end_segment(interrupted=False)
+
+    async def _push_tail(self, frame: rtc.AudioFrame) -> None:
+        # a cancellation comes from clear_buffer, which ends the segment itself
+        self._forwarded = True
+        await self._next.capture_frame(frame)
+        self._tail_task = None
+        self._end_segment(interrupted=False)
+
+    def _end_segment(self, *, interrupted: bool) -> None:
+        if self._forwarded:
+            self._next.flush()
+        elif self._pending_playback_count > 0:
+            # nothing reached the sink, so no sink will report this segment
+            self.on_playback_finished(playback_position=0.0, interrupted=interrupted)
+        self._forwarded = False
+
+    def clear_buffer(self) -> None:
+        if self._stretcher is not None:
+            self._stretcher.reset()
+        task, self._tail_task = self._tail_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            forwarded = self._forwarded
+            self._end_segment(interrupted=True)
+            if not forwarded:
+                return
+        self._next.clear_buffer()
+
+    def _forward_next_playback_finished(self, ev: io.PlaybackFinishedEvent) -> None:
+        self.on_playback_finished(
+            playback_position=ev.playback_position * self.playback_rate,
+            interrupted=ev.interrupted,
+            synchronized_transcript=ev.synchronized_transcript,
+        )
+
+    def _forward_next_playback_progressed(self, ev: io.PlaybackProgressedEvent) -> None:
+        self.on_playback_progressed(
+            started_at=ev.started_at,
+            offset=ev.offset * self.playback_rate,
+            duration=ev.duration * self.playback_rate,
+        )
+
+
+@dataclass
+class _Segment:
+    chunks: deque[Float32Array] = field(default_factory=deque)
+    flushed: bool = False
+    dropped: bool = False
+    """Cleared while still being captured: the rest of its audio is thrown away."""
+    played: int = 0
+    started: bool = False
+
+
+class NoiseBedOutput(io.AudioOutput):
+    """Keeps the agent's track continuous and mixes a noise bed under its speech.
+
+    Sits directly above the sink that publishes the track. A real-time loop sends one
+    ``tick_ms`` frame per tick, ``lead_ms`` ahead of the clock: the bed alone while no
+    speech is queued, speech plus bed otherwise. The sink sees one endless stream, so this
+    stage reports ``playback_started``/``playback_finished`` for each speech segment itself,
+    from the samples it has sent. ``pause`` holds speech while the bed keeps playing.
+    """
+
+    def __init__(
+        self,
+        sink: io.AudioOutput,
+        *,
+        noise_preset: str,
+        noise_volume: float,
+        sample_rate: int | None = None,
+        tick_ms: int = 20,
+        lead_ms: int = 60,
+    ) -> None:
+        rate = sink.sample_rate or sample_rate or DEFAULT_SAMPLE_RATE
+        super().__init__(
+            label="NoiseBed",
+            capabilities=io.AudioOutputCapabilities(pause=True),
+            next_in_chain=sink,
+            sample_rate=rate,
+        )
+        self.bed = NoiseBed(noise_preset, noise_volume, rate)
+        self._rate = rate
+        self._tick = tick_ms / 1000.0
+        self._tick_samples = rate * tick_ms // 1000
+        self._lead = lead_ms / 1000.0
+        self._segments: deque[_Segment] = deque()
+        self._capturing: _Segment | None = None
+        self._paused = False
+        self._pending_finish: list[tuple[asyncio.TimerHandle, _Segment, float]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.frames_sent = 0
+
+    @property
+    def _next(self) -> io.AudioOutput:
+        assert self._next_in_chain is not None
+        return self._next_in_chain
+
+    # the sink sees one endless segment; its events say nothing about speech segments
+    def _dispatch_playback_finished(self, ev: io.PlaybackFinishedEvent) -> None:
+        return
+
+    def _forward_next_playback_started(self, ev: io.PlaybackStartedEvent) -> None:
+        return
+
+    def _forward_next_playback_progressed(self, ev: io.PlaybackProgressedEvent) -> None:
+        return
+
+    def on_attached(self) -> None:
+        super().on_attached()
+        self.start()
+
+    def on_detached(self) -> None:
+        super().on_detached()
+        self.stop()
+
+    def start(self) -> None:
+        """Starts the clock (done on attach); needs a running event loop."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="noise_bed")
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        await super().capture_frame(frame)
+        if self._capturing is None:
+            self._capturing = _Segment()
+            self._segments.append(self._capturing)
+        if self._capturing.dropped:
+            return
+        samples = _frame_samples(frame)
+        if frame.sample_rate != self._rate:
+            samples = resample(samples, frame.sample_rate, self._rate)
+        self._capturing.chunks.append(samples)
+
+    def flush(self) -> None:
+        super().flush()
+        seg, self._capturing = self._capturing, None
+        if seg is None:
+            return
+        seg.flushed = True
+        if seg.dropped or (not seg.chunks and not seg.played):
+            self._finish_now(seg, interrupted=seg.dropped)
+
+    def clear_buffer(self) -> None:
+        self._fire_pending()
+        for seg in list(self._segments):
+            seg.chunks.clear()
+            if seg.flushed:
+                self._finish_now(seg, interrupted=True)
+            else:
+                seg.dropped = True
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    def _finish_now(self, seg: _Segment, *, interrupted: bool) -> None:
+        if seg in self._segments:
+            self._segments.remove(seg)
+        self.on_playback_finished(
+            playback_position=seg.played / self._rate, interrupted=interrupted
+        )
+
+    def _fire_pending(self) -> None:
+        pending, self._pending_finish = self._pending_finish, []
+        for handle, seg, _ in pending:
+            handle.cancel()
+            self.on_playback_finished(playback_position=seg.played / self._rate, interrupted=False)
+
+    def _on_timer(self, seg: _Segment) -> None:
+        self._pending_finish = [p for p in self._pending_finish if p[1] is not seg]
+        self.on_playback_finished(playback_position=seg.played / self._rate, interrupted=False)
+
+    def render(self, n: int, *, play_at: float | None = None) -> Float32Array:
+        """The next ``n`` samples of the track; ``play_at`` is when they play (loop time)."""
+        speech = np.zeros(n, dtype=np.float32)
+        filled = 0
+        while not self._paused and filled < n and self._segments:
+            seg = self._segments[0]
+            if seg.chunks:
+                if not seg.started:
+                    seg.started = True
+                    self.on_playback_started(created_at=self._wall(play_at, filled))
+                chunk = seg.chunks[0]
+                take = min(n - filled, len(chunk))
+                speech[filled : filled + take] = chunk[:take]
+                if take == len(chunk):
+                    seg.chunks.popleft()
+                else:
+                    seg.chunks[0] = chunk[take:]
+                filled += take
+                seg.played += take
+            elif seg.flushed:
+                self._segments.popleft()
+                self._schedule_finish(seg, play_at, filled)
+            else:
+                break  # waiting for more of this segment
+        return mix(speech, self.bed.next(n))
+
+    def _wall(self, play_at: float | None, offset: int) -> float:
+        if play_at is None:
+            return time.time()
+        delay = play_at - asyncio.get_running_loop().time() + offset / self._rate
+        return time.time() + max(delay, 0.0)
+
+    def _schedule_finish(self, seg: _Segment, play_at: float | None, offset: int) -> None:
+        if play_at is None:
+            self.on_playback_finished(playback_position=seg.played / self._rate, interrupted=False)
+            return
+        loop = asyncio.get_running_loop()
+        when = play_at + offset / self._rate
+        handle = loop.call_at(when, self._on_timer, seg)
+        self._pending_finish.append((handle, seg, when))
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        n = self._tick_samples
+        while True:
+            now = loop.time()
+            if next_at < now - self._lead:
+                # the sink held us up (e.g. nobody subscribed yet): resume, don't burst
+                next_at = now
+            while next_at <= now + self._lead:
+                frame = _make_frame(self.render(n, play_at=next_at), self._rate)
+                await self._next.capture_frame(frame)
+                self.frames_sent += 1
+                next_at += self._tick
+                now = loop.time()
+            await asyncio.sleep(max(next_at - self._lead - loop.time(), 0.0))
+
+
+def _bed_wanted(noise_preset: str | None, noise_volume: float | None) -> bool:
+    if not noise_preset or noise_volume is None:
+        return False
+    validate_preset(noise_preset)
+    return validate_volume(noise_volume) > 0.0
+
+
+def _stretch_wanted(playback_rate: float | None) -> bool:
+    return playback_rate is not None and validate_rate(playback_rate) != 1.0
+
+
+def build_output_chain(
+    sink: io.AudioOutput,
+    *,
+    playback_rate: float | None,
+    noise_preset: str | None,
+    noise_volume: float | None,
+    sample_rate: int | None = None,
+) -> io.AudioOutput:
+    """``StretchOutput -> NoiseBedOutput -> sink``, leaving out what is not asked for.
+
+    Returns ``sink`` itself when the rate is None/1.0 and there is no bed. For a sink not
+    managed by an ``AgentSession`` (tests, offline replay); a live call uses
+    ``install_output_chain``.
+    """
+    out = sink
+    if _bed_wanted(noise_preset, noise_volume):
+        assert noise_preset is not None and noise_volume is not None
+        out = NoiseBedOutput(
+            sink, noise_preset=noise_preset, noise_volume=noise_volume, sample_rate=sample_rate
+        )
+    if _stretch_wanted(playback_rate):
+        assert playback_rate is not None
+        out = StretchOutput(out, playback_rate=playback_rate)
+    return out
+
+
+def install_output_chain(
+    output: io.AgentOutput,
+    *,
+    playback_rate: float | None,
+    noise_preset: str | None,
+    noise_volume: float | None,
+    sample_rate: int | None = None,
+) -> bool:
+    """Inserts the stretch and bed stages into a started session's audio output.
+
+    Call with ``session.output`` after ``await session.start(agent, room=...)`` (RoomIO
+    has then set the audio output) and before the agent first speaks: at the top of
+    ``Agent.on_enter``, or right after ``start`` when the first message is said after it.
+    Idempotent; returns False when there is nothing to do or no audio output.
+    """
+    if output.audio is None:
+        return False
+    bed = _bed_wanted(noise_preset, noise_volume)
+    stretch = _stretch_wanted(playback_rate)
+    chain: list[io.AudioOutput] = []
+    cur: io.AudioOutput | None = output.audio
+    while cur is not None:
+        chain.append(cur)
+        cur = cur.next_in_chain
+    if any(isinstance(stage, StretchOutput | NoiseBedOutput) for stage in chain):
+        return False
+    if bed:
+        assert noise_preset is not None and noise_volume is not None
+        mixer = NoiseBedOutput(
+            chain[-1], noise_preset=noise_preset, noise_volume=noise_volume, sample_rate=sample_rate
+        )
+        # swaps the leaf under LiveKit's sink proxy, keeping the wrappers above in place
+        output.replace_audio_tail(mixer)
+    if stretch:
+        assert playback_rate is not None and output.audio is not None
+        output.audio = StretchOutput(output.audio, playback_rate=playback_rate)
+    return bed or stretch
