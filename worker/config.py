@@ -79,6 +79,9 @@ class Boundary(BaseModel):
             return data
         out: dict[str, Any] = {}
         for key, value in data.items():
+            # null is "not set": the default applies and a template may fill the gap.
+            if value is None:
+                continue
             name = snake(str(key))
             if name in out and out[name] != value:
                 raise ValueError(f"{name}: given twice with different values ({key!r})")
@@ -132,12 +135,16 @@ class AMDConfig(Boundary):
         if not isinstance(data, Mapping):
             return data
         data = dict(data)
-        actions = dict(data.pop("actions", None) or {})
+        actions = data.pop("actions", None) or {}
+        if not isinstance(actions, Mapping):
+            data["actions"] = actions  # not an object: the field validator rejects it
+            return data
+        actions = dict(actions)
         for key in list(data):
-            category = str(key).replace("_", "-")
+            category = snake(str(key)).replace("_", "-")
             if category in AMD_CATEGORIES:
                 actions[category] = data.pop(key)
-        data["actions"] = {str(k).replace("_", "-"): v for k, v in actions.items()}
+        data["actions"] = {snake(str(k)).replace("_", "-"): v for k, v in actions.items()}
         return data
 
 
@@ -247,7 +254,7 @@ class AgentConfig(Boundary):
 
     @model_validator(mode="after")
     def _rules(self) -> AgentConfig:
-        if self.id is not None and not AGENT_ID_PATTERN.match(self.id):
+        if self.id is not None and not AGENT_ID_PATTERN.fullmatch(self.id):
             raise ValueError("id: must be agent_ followed by 26 Crockford base32 characters")
         if self.llm_provider is not None and not self.llm_model:
             raise ValueError("llm_model: required when llm_provider is set")
