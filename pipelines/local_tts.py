@@ -46,10 +46,10 @@ MIN_WPM, MAX_WPM = 80, 450
 DEFAULT_VOICE = "en-us"
 
 FRIENDLY_VOICES: dict[str, str] = {
-    "ember": "en-us+f3",
+    "ember": "en-us+f2",
     "alloy": "en-us",
     "echo": "en-us+m3",
-    "nova": "en-us+f2",
+    "nova": "en-us+f3",
     "shimmer": "en-gb+f4",
     "onyx": "en-gb+m7",
     "fable": "en-gb-x-rp",
