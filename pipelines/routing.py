@@ -143,26 +143,12 @@ def route(
     cannot use an entry (no credentials, no factory), or ``None``.
     """
     known = catalog.layer(layer)
-    if allowlist:
-        candidates: list[CatalogEntry] = []
-        for raw in allowlist:
-            vendor, model = parse_entry(raw, layer)
-            found = _matches(known, vendor, model)
-            if not found:
-                raise RoutingError(
-                    f"{layer}: allowlisted {raw!r} has no benchmark data in the provider "
-                    "catalog, so the router cannot rank it",
-                    layer=layer,
-                )
-            candidates += [e for e in found if e not in candidates]
-    else:
-        candidates = [e for e in known if e.model != WILDCARD]
     pinned: list[CatalogEntry] = []
     if pin is not None:
-        vendor, _, model = pin.partition(":")
+        pin_vendor, _, pin_model = pin.partition(":")
         found = (
-            _matches(known, vendor.lower(), model)
-            if model
+            _matches(known, pin_vendor.lower(), pin_model)
+            if pin_model
             else [e for e in known if e.model == pin]
         )
         if not found:
@@ -175,6 +161,24 @@ def route(
                 f"{layer}: pinned {pin!r} is outside the allowed providers {list(allowlist)}",
                 layer=layer,
             )
+    if allowlist:
+        candidates: list[CatalogEntry] = []
+        for raw in allowlist:
+            vendor, model = parse_entry(raw, layer)
+            found = _matches(known, vendor, model)
+            if not found and model is None:
+                # A bare vendor whose catalog entry is a wildcard (``custom:*``) is ranked
+                # through the pinned model, the only one it can stand for.
+                found = [p for p in pinned if p.vendor == vendor]
+            if not found:
+                raise RoutingError(
+                    f"{layer}: allowlisted {raw!r} has no benchmark data in the provider "
+                    "catalog, so the router cannot rank it",
+                    layer=layer,
+                )
+            candidates += [e for e in found if e not in candidates]
+    else:
+        candidates = [e for e in known if e.model != WILDCARD]
 
     excluded: list[tuple[str, str]] = []
     usable: list[CatalogEntry] = []
