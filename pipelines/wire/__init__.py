@@ -110,6 +110,13 @@ class RequestRecord:
     """The request or session has ended."""
 
 
+RECORD = web.RequestKey("wire_record", RequestRecord)
+"""The request's log record, set by the middleware."""
+REQUEST_ID = web.RequestKey("wire_request_id", str)
+RESPONSE = web.RequestKey("wire_response", web.StreamResponse)
+"""A streamed response already started, which a drop must hand back to aiohttp."""
+
+
 class Dropped(Exception):
     """The knobs dropped the connection; the handler unwinds without answering."""
 
@@ -197,8 +204,8 @@ class WireServer:
             websocket=is_ws,
         )
         self.requests.append(record)
-        request["wire_record"] = record
-        request_id = request["wire_request_id"] = uuid.uuid4().hex
+        request[RECORD] = record
+        request_id = request[REQUEST_ID] = uuid.uuid4().hex
         status = self.knobs.fail_with_status
         if status is not None and self.knobs.fail_count != 0:
             if self.knobs.fail_count is not None:
@@ -212,7 +219,7 @@ class WireServer:
         except Dropped:
             record.closed = True
             # the transport is gone: hand aiohttp the response already started, if any
-            started = request.get("wire_response")
+            started = request.get(RESPONSE)
             if isinstance(started, web.StreamResponse):
                 record.status = started.status
                 return started
@@ -250,8 +257,8 @@ class WireServer:
         self, request: web.Request, response: web.StreamResponse
     ) -> web.StreamResponse:
         """Starts a streamed HTTP response (SSE, chunked audio) that ``pace`` may drop."""
-        request["wire_response"] = response
-        response.headers.setdefault("x-request-id", request["wire_request_id"])
+        request[RESPONSE] = response
+        response.headers.setdefault("x-request-id", request[REQUEST_ID])
         await response.prepare(request)
         return response
 
@@ -272,7 +279,7 @@ class WireServer:
         """Accepts a WebSocket and gives a paced outbox for it."""
         ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=16 * 1024**2)
         await ws.prepare(request)
-        record: RequestRecord = request["wire_record"]
+        record = request[RECORD]
         record.status = 101
         outbox = WsOutbox(self, ws, request, record)
         self._sessions.add(ws)

@@ -23,6 +23,7 @@ from aiohttp import WSMsgType, web
 
 from pipelines.audio import Float32Array, int16_to_float, rms_dbfs
 from pipelines.wire import (
+    RECORD,
     Knobs,
     RequestRecord,
     SpeechToText,
@@ -203,7 +204,7 @@ class DeepgramServer(WireServer):
         return (await asyncio.to_thread(self.engine.transcribe, samples, sample_rate)).strip()
 
     async def _prerecorded(self, request: web.Request) -> web.StreamResponse:
-        record: RequestRecord = request["wire_record"]
+        record = request[RECORD]
         raw = await request.read()
         record.audio_bytes = len(raw)
         try:
@@ -261,7 +262,7 @@ class DeepgramServer(WireServer):
             session = _ListenSession(
                 self,
                 outbox,
-                request["wire_record"],
+                request[RECORD],
                 sample_rate=sample_rate,
                 channels=channels,
                 interim_results=_query_bool(q, "interim_results", False),

@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from pipelines.audio import Audio
-from pipelines.wire import Knobs, RequestRecord, TextToSpeech, WireServer, WsOutbox, pcm16
+from pipelines.wire import RECORD, Knobs, RequestRecord, TextToSpeech, WireServer, WsOutbox, pcm16
 
 PCM_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
@@ -130,7 +130,7 @@ class ElevenLabsServer(WireServer):
         )
 
     async def _http_stream(self, request: web.Request) -> web.StreamResponse:
-        record: RequestRecord = request["wire_record"]
+        record = request[RECORD]
         try:
             rate = output_rate(request.query.get("output_format", "mp3_44100_128"))
             body = await request.json()
@@ -162,7 +162,7 @@ class ElevenLabsServer(WireServer):
             )
         voice_id = request.match_info["voice_id"]
         async with self.websocket(request) as (ws, outbox):
-            session = _MultiStreamSession(self, outbox, request["wire_record"], voice_id, rate)
+            session = _MultiStreamSession(self, outbox, request[RECORD], voice_id, rate)
             await session.run(ws, inactivity)
         return ws
 

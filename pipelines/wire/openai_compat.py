@@ -25,6 +25,7 @@ from aiohttp import web
 
 from pipelines.audio import Audio
 from pipelines.wire import (
+    RECORD,
     Knobs,
     RequestRecord,
     SpeechToText,
@@ -164,7 +165,7 @@ class OpenAIServer(WireServer):
     # chat completions
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        record: RequestRecord = request["wire_record"]
+        record = request[RECORD]
         try:
             body = await request.json()
         except ValueError:
@@ -298,7 +299,7 @@ class OpenAIServer(WireServer):
     # audio
 
     async def _speech(self, request: web.Request) -> web.StreamResponse:
-        record: RequestRecord = request["wire_record"]
+        record = request[RECORD]
         try:
             body = await request.json()
             text = str(body["input"])
@@ -344,7 +345,7 @@ class OpenAIServer(WireServer):
             return await asyncio.to_thread(engine.synthesize, text, speaking_rate=speed)
 
     async def _transcriptions(self, request: web.Request) -> web.StreamResponse:
-        record: RequestRecord = request["wire_record"]
+        record = request[RECORD]
         form = await request.post()
         upload = form.get("file")
         if not isinstance(upload, web.FileField):
