@@ -1,0 +1,236 @@
+"""Output chain: stretch stage, noise-bed stage, and their installation in a session output."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from livekit import rtc
+from livekit.agents.voice import io
+
+from pipelines.audio import Float32Array, float_to_int16, int16_to_float, rms_dbfs
+from pipelines.noise import BED_DBFS_AT_FULL_VOLUME
+from pipelines.output import (
+    NoiseBedOutput,
+    StretchOutput,
+    build_output_chain,
+    install_output_chain,
+)
+
+SR = 24000
+FRAME = SR // 100
+
+
+def tone(seconds: float, freq: float = 200.0) -> Float32Array:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def frames(samples: Float32Array) -> list[rtc.AudioFrame]:
+    pcm = float_to_int16(samples)
+    return [
+        rtc.AudioFrame(pcm[i : i + FRAME].tobytes(), SR, 1, len(pcm[i : i + FRAME]))
+        for i in range(0, len(pcm), FRAME)
+    ]
+
+
+class FakeSink(io.AudioOutput):
+    """Records frames; reports a segment as fully played right after its flush."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            label="FakeSink",
+            capabilities=io.AudioOutputCapabilities(pause=True),
+            sample_rate=SR,
+        )
+        self.frames: list[rtc.AudioFrame] = []
+        self.cleared = 0
+        self._pushed = 0.0
+        self._interrupted = False
+
+    @property
+    def samples(self) -> Float32Array:
+        if not self.frames:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(
+            [int16_to_float(np.frombuffer(f.data, np.int16)) for f in self.frames]
+        )
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        await super().capture_frame(frame)
+        if not self._pushed:
+            self.on_playback_started(created_at=0.0)
+        self.frames.append(frame)
+        self._pushed += frame.duration
+
+    def flush(self) -> None:
+        super().flush()
+        pos, interrupted = self._pushed, self._interrupted
+        self._pushed, self._interrupted = 0.0, False
+        if pos:
+            asyncio.get_running_loop().call_soon(
+                lambda: self.on_playback_finished(playback_position=pos, interrupted=interrupted)
+            )
+
+    def clear_buffer(self) -> None:
+        self.cleared += 1
+        self._interrupted = True
+
+
+class PassThrough(io.AudioOutput):
+    """Stands in for the recorder / transcript synchronizer above the sink."""
+
+    def __init__(self, next_in_chain: io.AudioOutput) -> None:
+        super().__init__(
+            label="PassThrough",
+            capabilities=io.AudioOutputCapabilities(pause=True),
+            next_in_chain=next_in_chain,
+            sample_rate=next_in_chain.sample_rate,
+        )
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        await super().capture_frame(frame)
+        assert self.next_in_chain is not None
+        await self.next_in_chain.capture_frame(frame)
+
+    def flush(self) -> None:
+        super().flush()
+        assert self.next_in_chain is not None
+        self.next_in_chain.flush()
+
+    def clear_buffer(self) -> None:
+        assert self.next_in_chain is not None
+        self.next_in_chain.clear_buffer()
+
+
+async def speak(out: io.AudioOutput, samples: Float32Array) -> None:
+    for f in frames(samples):
+        await out.capture_frame(f)
+    out.flush()
+
+
+async def test_stretch_stage_shortens_speech_and_reports_unstretched_position() -> None:
+    sink = FakeSink()
+    stage = StretchOutput(sink, playback_rate=2.0)
+    await speak(stage, tone(1.0))
+    ev = await asyncio.wait_for(stage.wait_for_playout(), 1.0)
+    assert len(sink.samples) == SR // 2
+    assert abs(ev.playback_position - 1.0) < 1e-6 and not ev.interrupted
+    # the next segment starts clean and is stretched too
+    await speak(stage, tone(0.4))
+    ev = await asyncio.wait_for(stage.wait_for_playout(), 1.0)
+    assert len(sink.samples) == SR // 2 + int(0.2 * SR)
+    assert abs(ev.playback_position - 0.4) < 1e-6
+
+
+async def test_stretch_stage_clear_drops_pending_audio() -> None:
+    sink = FakeSink()
+    stage = StretchOutput(sink, playback_rate=0.5)
+    for f in frames(tone(0.2)):
+        await stage.capture_frame(f)
+    before = len(sink.samples)
+    stage.clear_buffer()
+    stage.flush()
+    ev = await asyncio.wait_for(stage.wait_for_playout(), 1.0)
+    assert ev.interrupted and sink.cleared == 1
+    # nothing held back by the stretcher came out after the interruption
+    assert len(sink.samples) == before < int(0.4 * SR)
+    await speak(stage, tone(0.1))
+    ev = await asyncio.wait_for(stage.wait_for_playout(), 1.0)
+    assert not ev.interrupted and abs(ev.playback_position - 0.1) < 1e-6
+
+
+async def test_stretch_stage_segment_shorter_than_a_frame() -> None:
+    sink = FakeSink()
+    stage = StretchOutput(sink, playback_rate=1.5)
+    await speak(stage, tone(0.01))
+    ev = await asyncio.wait_for(stage.wait_for_playout(), 1.0)
+    assert len(sink.samples) == round(0.01 * SR / 1.5)
+    assert abs(ev.playback_position - 0.01) < 1e-3
+
+
+async def test_bed_plays_during_silence_and_speech_mixes_over_it() -> None:
+    sink = FakeSink()
+    mixer = NoiseBedOutput(sink, noise_preset="city", noise_volume=0.5, tick_ms=10, lead_ms=20)
+    mixer.on_attached()
+    try:
+        await asyncio.sleep(0.3)
+        silent = sink.samples
+        # paced in real time: about 0.3 s (+ lead) of frames, not a burst
+        assert 0.25 * SR <= len(silent) <= 0.4 * SR
+        assert rms_dbfs(silent) > BED_DBFS_AT_FULL_VOLUME - 6.0 - 6.0
+        speech = tone(0.2, 440.0)
+        await speak(mixer, speech)
+        ev = await asyncio.wait_for(mixer.wait_for_playout(), 1.0)
+        assert not ev.interrupted and abs(ev.playback_position - 0.2) < 1e-6
+        out = sink.samples[len(silent) :]
+        # the tone is in the track: strong correlation at 440 Hz
+        n = len(speech)
+        ref = np.exp(-2j * np.pi * 440.0 * np.arange(n) / SR)
+        best = max(abs(np.dot(out[i : i + n], ref)) for i in range(0, len(out) - n, FRAME))
+        assert best > 0.4 * abs(np.dot(speech, ref))
+        # and the bed never stopped: the track has no silent frame
+        blocks = sink.samples[: len(sink.samples) // FRAME * FRAME].reshape(-1, FRAME)
+        assert np.abs(blocks).max(axis=1).min() > 0.0
+    finally:
+        await mixer.aclose()
+
+
+async def test_bed_clear_buffer_interrupts_speech() -> None:
+    sink = FakeSink()
+    mixer = NoiseBedOutput(sink, noise_preset="office", noise_volume=0.2, tick_ms=10, lead_ms=20)
+    mixer.on_attached()
+    try:
+        await speak(mixer, tone(2.0))
+        await asyncio.sleep(0.15)
+        mixer.clear_buffer()
+        ev = await asyncio.wait_for(mixer.wait_for_playout(), 1.0)
+        assert ev.interrupted and 0.05 < ev.playback_position < 0.5
+        mark = len(sink.samples)
+        await asyncio.sleep(0.15)
+        after = sink.samples[mark:]
+        # only the bed (office at 0.2 is ~ -34 dBFS) follows, not the 0.5-amplitude tone
+        assert len(after) > 0 and rms_dbfs(after) < -25.0
+        assert sink.cleared == 0  # the track itself keeps running
+    finally:
+        await mixer.aclose()
+
+
+async def test_install_inserts_stages_around_wrappers() -> None:
+    output = io.AgentOutput(lambda: None, lambda: None, lambda: None)
+    sink = FakeSink()
+    output.audio = PassThrough(sink)
+    assert install_output_chain(output, playback_rate=1.5, noise_preset="cafe", noise_volume=0.3)
+    chain: list[io.AudioOutput] = []
+    cur: io.AudioOutput | None = output.audio
+    while cur is not None:
+        chain.append(cur)
+        cur = cur.next_in_chain
+    labels = [type(stage).__name__ for stage in chain]
+    assert labels[0] == "StretchOutput" and labels[1] == "PassThrough"
+    assert labels.index("NoiseBedOutput") > 1 and chain[-1] is sink
+    mixer = next(s for s in chain if isinstance(s, NoiseBedOutput))
+    try:
+        assert not install_output_chain(
+            output, playback_rate=1.5, noise_preset="cafe", noise_volume=0.3
+        )
+        await speak(output.audio, tone(0.3))
+        ev = await asyncio.wait_for(output.audio.wait_for_playout(), 2.0)
+        assert abs(ev.playback_position - 0.3) < 0.01 and not ev.interrupted
+    finally:
+        output.audio = None
+        await mixer.aclose()
+
+
+async def test_nothing_to_do_is_a_pass_through() -> None:
+    sink = FakeSink()
+    assert (
+        build_output_chain(sink, playback_rate=None, noise_preset=None, noise_volume=None) is sink
+    )
+    assert build_output_chain(sink, playback_rate=1.0, noise_preset="", noise_volume=0.5) is sink
+    output = io.AgentOutput(lambda: None, lambda: None, lambda: None)
+    output.audio = sink
+    assert not install_output_chain(
+        output, playback_rate=1.0, noise_preset="office", noise_volume=None
+    )
+    assert output.audio is sink
