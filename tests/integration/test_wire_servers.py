@@ -22,6 +22,7 @@ from livekit.agents import (
     APIConnectOptions,
     APIError,
     APIStatusError,
+    APITimeoutError,
     llm,
     utils,
 )
@@ -332,6 +333,16 @@ async def test_openai_connection_dropped_mid_stream() -> None:
                         received.append(chunk.delta.content)
         assert "".join(received) == "one two"
         assert srv.requests[0].fault == "close"
+
+
+async def test_openai_stalled_stream_times_out() -> None:
+    async with OpenAIServer(reply="one two three four", knobs=Knobs(stall_after=2)) as srv:
+        model = openai.LLM(base_url=f"{srv.url}/v1", api_key="test", model="m")
+        started = time.monotonic()
+        with pytest.raises(APITimeoutError):
+            await _chat_text(model, APIConnectOptions(max_retry=0, timeout=1.0))
+        assert 1.0 <= time.monotonic() - started < 4
+        assert srv.requests[0].fault == "stall" and srv.requests[0].messages_sent == 2
 
 
 async def test_openai_streams_scripted_tool_call() -> None:
