@@ -355,25 +355,17 @@ def resolve(
     if agent.tools and tools is not None:
         tool_plans += [
             t
-            for t in parse_tools(
-                agent.tools, tool_url=agent.tool_url
-            )
+            for t in parse_tools(agent.tools, tool_url=agent.tool_url)
             if t.name not in {p.name for p in tool_plans}
         ]
     names = {t.name for t in tool_plans}
     builtins = ["end_call"]
     if navigator or (amd and "navigate" in amd.actions.values()):
         builtins.append("send_dtmf")
-    for name in builtins:
-        if name not in names:
-            tool_plans.append(
-                ToolPlan(
-                    name=name,
-                    description=BUILTIN_DESCRIPTIONS[name],
-                    parameters=BUILTIN_PARAMETERS[name],
-                    builtin=name,
-                )
-            )
+    # worker.tools owns the built-ins' schemas: its handlers read the arguments they name.
+    tool_plans += parse_tools(
+        [{"builtin": name} for name in builtins if name not in names], tool_url=None
+    )
 
     webhooks: dict[str, Webhook] = {}
     for kind in ("pre_call", "status", "post_call"):
@@ -433,32 +425,6 @@ def resolve(
         unresolved_placeholders=unresolved,
         warnings=tuple(warnings),
     )
-
-
-BUILTIN_DESCRIPTIONS = {
-    "end_call": "End the call politely when the conversation is over.",
-    "transfer_call": "Transfer the caller to a human at the configured number.",
-    "send_dtmf": "Press keypad digits (0-9, *, #) to navigate a phone menu.",
-}
-BUILTIN_PARAMETERS: dict[str, dict[str, Any]] = {
-    "end_call": {
-        "type": "object",
-        "properties": {"reason": {"type": "string", "description": "Why the call ends."}},
-    },
-    "transfer_call": {
-        "type": "object",
-        "properties": {
-            "reason": {"type": "string", "description": "Why the caller is transferred."}
-        },
-    },
-    "send_dtmf": {
-        "type": "object",
-        "required": ["digits"],
-        "properties": {
-            "digits": {"type": "string", "description": "Digits to press, e.g. '1' or '123#'."}
-        },
-    },
-}
 
 
 def _jsonable(value: Any) -> Any:
