@@ -158,15 +158,20 @@ class ManagedProcess:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=timeout)
+        # A second SIGTERM means "force" to livekit-server (the first waits for every
+        # participant to leave) and to uvicorn; SIGKILL is the last resort.
+        for sig, wait in ((signal.SIGTERM, timeout * 0.4), (signal.SIGTERM, timeout * 0.6)):
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        proc.kill()
+        proc.wait()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds. Idempotent."""
+        """SIGTERM, SIGTERM again, then SIGKILL, within ``timeout`` seconds. Idempotent."""
         with self._lock:
             self._terminate(timeout)
             if self._workdir is not None:
