@@ -103,8 +103,10 @@ def _elevenlabs_tts(spec: ProviderSpec) -> tts.TTS:
 def _openai_tts(spec: ProviderSpec) -> tts.TTS:
     from livekit.plugins import openai
 
+    # Raw PCM: no decoder on the hot path, and what the local wire server speaks.
     return openai.TTS(**_kw(model=spec.model, voice=spec.voice, api_key=spec.api_key,
-                            base_url=spec.base_url, speed=spec.speaking_rate))
+                            base_url=spec.base_url, speed=spec.speaking_rate,
+                            response_format="pcm"))
 
 
 FACTORIES: dict[tuple[str, str], Callable[[ProviderSpec], Any]] = {

@@ -91,6 +91,46 @@ async def _replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _vad(args: argparse.Namespace) -> int:
+    from pipelines.audio import read_wav
+    from pipelines.vad import detect_segments
+
+    segments = detect_segments(read_wav(args.wav), aggressiveness=args.aggressiveness)
+    emit([{"start": start, "end": end} for start, end in segments])
+    return EXIT_OK
+
+
+def _stretch(args: argparse.Namespace) -> int:
+    from pipelines.audio import read_wav, write_wav
+    from pipelines.stretch import stretch_audio
+
+    audio = read_wav(args.input)
+    out = stretch_audio(audio, args.rate)
+    write_wav(args.output, out)
+    emit({"input_seconds": round(audio.duration, 3), "output_seconds": round(out.duration, 3),
+          "rate": args.rate})
+    return EXIT_OK
+
+
+def _mix(args: argparse.Namespace) -> int:
+    from pipelines.audio import read_wav, write_wav
+    from pipelines.noise import mix_file
+
+    out = mix_file(read_wav(args.input), args.preset, args.volume)
+    write_wav(args.output, out)
+    emit({"output_seconds": round(out.duration, 3), "preset": args.preset,
+          "volume": args.volume})
+    return EXIT_OK
+
+
+def _amd(args: argparse.Namespace) -> int:
+    from pipelines.amd import amd_file
+
+    verdict = amd_file(args.wav, timeout_seconds=args.timeout, realtime=args.realtime)
+    emit(verdict.to_json())
+    return EXIT_OK
+
+
 def _run_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .entrypoint import run_worker
 
@@ -144,6 +184,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tail", type=float, default=12.0,
                    help="seconds to keep listening after the WAV ends (default 12)")
     p.set_defaults(handler=_replay)
+
+    p = sub.add_parser("vad", help="print speech segments of a WAV as JSON",
+                       description="webrtcvad speech segments: [{start, end}] in seconds.")
+    p.add_argument("wav")
+    p.add_argument("--aggressiveness", type=int, default=2, choices=range(4),
+                   help="webrtcvad mode 0..3 (default 2)")
+    p.set_defaults(handler=_vad)
+
+    p = sub.add_parser("stretch", help="pitch-preserving time-stretch of a WAV",
+                       description="Time-stretch IN to OUT at --rate (0.5..3.0; 1.5 = 1.5x "
+                       "faster), keeping the pitch, as tts_playback_rate does on a call.")
+    p.add_argument("--rate", type=float, required=True)
+    p.add_argument("input", metavar="IN")
+    p.add_argument("output", metavar="OUT")
+    p.set_defaults(handler=_stretch)
+
+    p = sub.add_parser("mix", help="mix a background-noise bed under a WAV",
+                       description="Mix preset P at volume V (0..1) under IN, write OUT.")
+    p.add_argument("--preset", required=True)
+    p.add_argument("--volume", type=float, required=True)
+    p.add_argument("input", metavar="IN")
+    p.add_argument("output", metavar="OUT")
+    p.set_defaults(handler=_mix)
+
+    p = sub.add_parser("amd", help="answering-machine verdict for a callee recording",
+                       description="Stream a callee recording through the AMD classifier in "
+                       "simulated real time; print {category, confidence, reason, decided_at}.")
+    p.add_argument("wav")
+    p.add_argument("--timeout", type=float, default=8.0, help="seconds (default 8)")
+    p.add_argument("--realtime", action="store_true", help="pace on the wall clock")
+    p.set_defaults(handler=_amd)
     return parser
 
 

@@ -20,6 +20,7 @@ from livekit.agents.cli import proto
 from livekit.agents.cli.cli import _run_worker
 
 from pipelines.errors import VoiceWorkerError
+from pipelines.output import install_output_chain
 
 from .assembly import VoiceAgent, build_session
 from .control_plane import CachingControlPlane
@@ -45,6 +46,8 @@ def control_plane(settings: Settings) -> CachingControlPlane:
 
 def prewarm(proc: JobProcess) -> None:
     """Loads what every call in this process needs before the first job arrives."""
+    if not Settings().offline_providers:
+        return
     from pipelines.local_stt import PocketsphinxEngine
 
     engine = PocketsphinxEngine()
@@ -73,9 +76,11 @@ async def _apologise_and_end(ctx: JobContext, reason: str) -> None:
 async def entrypoint(ctx: JobContext) -> None:
     settings = Settings()
     extra = {"room": ctx.room.name, "job_id": ctx.job.id}
+    ctx.log_context_fields = extra
     try:
         dispatch = parse_dispatch(ctx.job.metadata, source="job metadata")
         extra["agent_id"] = dispatch.agent_id or ""
+        ctx.log_context_fields = extra
         loaded = await load_call(control_plane(settings), dispatch, settings)
     except VoiceWorkerError as exc:
         logger.error("call not started: %s", exc, extra=extra)
@@ -93,6 +98,13 @@ async def entrypoint(ctx: JobContext) -> None:
     session.on("close", lambda _ev: closed.set())
     publish_turns(session, ctx.room)
     await session.start(agent=VoiceAgent(plan), room=ctx.room)
+    # After start (RoomIO has published the track), before the first word is spoken.
+    install_output_chain(
+        session.output,
+        playback_rate=plan.speech.playback_rate,
+        noise_preset=plan.noise_bed.preset if plan.noise_bed else None,
+        noise_volume=plan.noise_bed.volume if plan.noise_bed else None,
+    )
     logger.info("call started", extra={**extra, "providers": {
         layer: [c.id for c in chain] for layer, chain in plan.providers.items()}})
     if plan.first_message:

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs everything voice-worker needs on a fresh Debian machine, idempotently:
+# Debian packages (espeak-ng, sox), a venv with the project and its dev extras, and the
+# LiveKit server built from the Go module proxy. Builds are cached under .cache/ (the
+# llama.cpp wheel in .cache/wheels, the LiveKit binary in .cache/bin, pip's cache in
+# .cache/pip) so a second run takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+LIVEKIT_VERSION=v1.13.5
+LLAMA_VERSION=0.3.36
+export PIP_CACHE_DIR="$ROOT/.cache/pip"
+mkdir -p .cache/bin .cache/wheels "$PIP_CACHE_DIR"
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
+  log "Debian packages: espeak-ng sox"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng sox >/dev/null
+fi
+
+# The LiveKit server builds in the background while pip works (2 cores: both fit).
+if [ ! -x .cache/bin/server ] && ! command -v livekit-server >/dev/null; then
+  command -v go >/dev/null || { echo "Go is required to build livekit-server" >&2; exit 1; }
+  log "building livekit-server $LIVEKIT_VERSION (background)"
+  (GOBIN="$ROOT/.cache/bin" GOFLAGS=-mod=mod \
+     go install "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION" \
+     > .cache/livekit-build.log 2>&1; echo $? > .cache/livekit-build.rc) &
+  LK_PID=$!
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  log "virtualenv .venv"
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip
+
+if ! ls .cache/wheels/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+  log "building the llama.cpp wheel (llama-cpp-python $LLAMA_VERSION, ~5-12 min, cached)"
+  CMAKE_BUILD_PARALLEL_LEVEL=2 \
+  CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF" \
+    .venv/bin/pip wheel -q --no-deps -w .cache/wheels "llama-cpp-python==$LLAMA_VERSION"
+fi
+
+log "python packages"
+.venv/bin/pip install -q --find-links .cache/wheels -e ".[dev]"
+
+if [ -n "${LK_PID:-}" ]; then
+  wait "$LK_PID" || true
+  if [ "$(cat .cache/livekit-build.rc 2>/dev/null)" != "0" ]; then
+    cat .cache/livekit-build.log >&2
+    echo "building livekit-server failed (log above)" >&2
+    exit 1
+  fi
+fi
+log "ready: $(.venv/bin/voice-worker --help >/dev/null && echo voice-worker) $(ls .cache/bin)"
