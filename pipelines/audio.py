@@ -75,16 +75,22 @@ def write_wav(path: str | Path, audio: Audio) -> None:
         wf.writeframes(float_to_int16(audio.samples).tobytes())
 
 
+def lowpass_kernel(cutoff: float, taps: int = 63) -> Float32Array:
+    """Hann-windowed sinc low-pass; ``cutoff`` as a fraction of the sample rate (< 0.5)."""
+    n = np.arange(taps, dtype=np.float64) - (taps - 1) / 2
+    kernel = 2 * cutoff * np.sinc(2 * cutoff * n) * np.hanning(taps)
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
 def resample(samples: Float32Array, src_rate: int, dst_rate: int) -> Float32Array:
-    """Band-limited enough for speech: linear interpolation after a short low-pass when
-    downsampling. Stateless; streaming stages keep their own phase (see ``StreamResampler``)."""
+    """Whole-buffer resampling for files and offline engines: a windowed-sinc low-pass
+    below the new Nyquist when downsampling (no aliasing), then linear interpolation.
+    Streaming stages keep their own phase state instead (see ``pipelines.vad``)."""
     if src_rate == dst_rate or len(samples) == 0:
         return samples.astype(np.float32, copy=False)
     if dst_rate < src_rate:
-        taps = max(1, int(round(src_rate / dst_rate)))
-        if taps > 1:
-            kernel = np.ones(taps, dtype=np.float32) / taps
-            samples = np.convolve(samples, kernel, mode="same").astype(np.float32)
+        kernel = lowpass_kernel(0.45 * dst_rate / src_rate)
+        samples = np.convolve(samples, kernel, mode="same").astype(np.float32)
     n_out = int(round(len(samples) * dst_rate / src_rate))
     x_old = np.arange(len(samples), dtype=np.float64) / src_rate
     x_new = np.arange(n_out, dtype=np.float64) / dst_rate
