@@ -270,3 +270,28 @@ async def test_unsigned_payloads_for_agents_without_secret(tmp_path: Path) -> No
     assert result.delivered
     assert "webhook-signature" not in receiver.requests[0].headers
     assert receiver.requests[0].headers["webhook-id"] == result.msg_id
+
+
+def test_metrics_registry_is_dedicated_and_mountable() -> None:
+    from aiohttp import web
+
+    from worker.metrics import add_metrics_route
+
+    metrics = WorkerMetrics()
+    metrics.observe_turn("first_audio", 0.7)
+    metrics.failovers.labels(
+        layer="tts", from_provider="elevenlabs", to_provider="local", reason="timeout"
+    ).inc()
+    text = metrics.render().decode()
+    assert 'voice_worker_turn_latency_seconds_bucket{le="0.75",stage="first_audio"} 1.0' in text
+    assert 'from_provider="elevenlabs"' in text
+    assert "python_gc" not in text  # not the global registry
+    with pytest.raises(ValueError, match="stage"):
+        metrics.observe_turn("tts", 0.1)  # type: ignore[arg-type]
+
+    app = web.Application()
+    add_metrics_route(app, metrics)
+    assert [r.resource.canonical for r in app.router.routes() if r.method == "GET"] == ["/metrics"]
+    app.freeze()
+    with pytest.raises(RuntimeError, match="frozen"):
+        add_metrics_route(app, metrics)
