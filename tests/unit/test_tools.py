@@ -158,7 +158,9 @@ async def test_tool_timeout_is_a_tool_error() -> None:
     "failure",
     [httpx.Response(500, text="boom"), httpx.Response(404), httpx.ConnectError("refused")],
 )
-async def test_tool_failures_are_tool_errors_without_url(failure: Any) -> None:
+async def test_tool_failures_are_tool_errors_without_url(
+    failure: httpx.Response | Exception,
+) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if isinstance(failure, Exception):
             raise failure
