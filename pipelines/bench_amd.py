@@ -1,0 +1,165 @@
+"""AMD benchmark over a labelled manifest (``fixtures/amd/manifest.json``).
+
+    python -m pipelines.bench_amd [MANIFEST] [--stt pocketsphinx|reference]
+
+Every recording is replayed through ``amd_file`` in simulated real time. ``--stt`` picks
+where the transcript comes from: ``pocketsphinx`` (the offline engine, run on the
+utterances the simulated streaming STT cuts) or ``reference`` (the manifest's phrase
+texts, delivered like a good streaming STT would: interims every second, the final at the
+phrase end, each ``stt_latency`` later). The two bracket production: pocketsphinx on
+8 kHz synthetic speech is far worse than a telephone STT, the reference is perfect.
+
+Figures: accuracy overall, per label and per half (even seeds tuned on, odd held out),
+the confusion matrix, decision time after the greeting's end (median, p95) per label,
+the share of verdicts meeting the latency goals, and the latest verdict (<= timeout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Literal
+
+from pipelines.amd import CATEGORIES, Verdict, amd_file
+
+DEFAULT_MANIFEST = Path(__file__).resolve().parents[1] / "fixtures" / "amd" / "manifest.json"
+
+SttSource = Literal["pocketsphinx", "reference"]
+
+
+def reference_transcripts(
+    speech: list[list[Any]], *, latency: float = 0.35, interim_every: float = 1.0
+) -> list[tuple[float, str, bool]]:
+    """STT results a streaming recognizer would give for the phrases ``[start, end, text]``:
+    words revealed in proportion to time elapsed, one final per phrase."""
+    results: list[tuple[float, str, bool]] = []
+    for start, end, text in speech:
+        words = str(text).split()
+        t = float(start) + interim_every
+        while t < float(end):
+            n = max(1, round(len(words) * (t - float(start)) / (float(end) - float(start))))
+            results.append((t + latency, " ".join(words[:n]), False))
+            t += interim_every
+        results.append((float(end) + latency, str(text), True))
+    return results
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return round(ordered[k], 3)
+
+
+def bench_amd(
+    manifest: Path = DEFAULT_MANIFEST,
+    *,
+    stt: SttSource = "pocketsphinx",
+    timeout_seconds: float = 8.0,
+    stt_latency: float = 0.35,
+) -> dict[str, Any]:
+    entries: list[dict[str, Any]] = json.loads(Path(manifest).read_text())
+    base = Path(manifest).parent
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for entry in entries:
+        transcripts = (
+            reference_transcripts(entry.get("speech", []), latency=stt_latency)
+            if stt == "reference"
+            else None
+        )
+        verdict: Verdict = amd_file(
+            base / entry["file"],
+            timeout_seconds=timeout_seconds,
+            stt_latency=stt_latency,
+            transcripts=transcripts,
+        )
+        greeting_end = entry.get("greeting_end")
+        after_end = None if greeting_end is None else verdict.decided_at - greeting_end
+        beep_at = entry.get("beep_at")
+        rows.append(
+            {
+                "file": entry["file"],
+                "label": entry["label"],
+                "seed": entry.get("seed", 0),
+                "category": verdict.category,
+                "correct": verdict.category == entry["label"],
+                "decided_at": verdict.decided_at,
+                "after_greeting_end": None if after_end is None else round(after_end, 3),
+                "beep_at": beep_at,
+                "beep_heard_at": verdict.beep_at,
+                "reason": verdict.reason,
+            }
+        )
+    elapsed = time.perf_counter() - started
+
+    def accuracy(subset: list[dict[str, Any]]) -> float | None:
+        return round(sum(r["correct"] for r in subset) / len(subset), 3) if subset else None
+
+    labels = [c for c in CATEGORIES if any(r["label"] == c for r in rows)]
+    confusion: dict[str, dict[str, int]] = {}
+    per_label: dict[str, Any] = {}
+    for label in labels:
+        mine = [r for r in rows if r["label"] == label]
+        confusion[label] = dict(Counter(r["category"] for r in mine))
+        delays = [r["after_greeting_end"] for r in mine if r["after_greeting_end"] is not None]
+        per_label[label] = {
+            "n": len(mine),
+            "accuracy": accuracy(mine),
+            "after_greeting_end_median": (round(statistics.median(delays), 3) if delays else None),
+            "after_greeting_end_p95": _percentile(delays, 0.95),
+        }
+
+    def on_time(r: dict[str, Any]) -> bool:
+        if r["after_greeting_end"] is None:
+            return bool(r["decided_at"] <= timeout_seconds + 1e-6)
+        if r["label"] == "human":
+            return bool(r["after_greeting_end"] <= 1.0)
+        at_beep = r["beep_at"] is not None and r["decided_at"] <= r["beep_at"] + 0.5
+        return bool(at_beep or r["after_greeting_end"] <= 1.5)
+
+    halves: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        halves["tune_even_seeds" if r["seed"] % 2 == 0 else "heldout_odd_seeds"].append(r)
+    humans = [r for r in rows if r["label"] == "human" and r["correct"]]
+    machines = [r for r in rows if r["label"].startswith("machine") and r["correct"]]
+    return {
+        "stt": stt,
+        "stt_latency_assumed": stt_latency,
+        "timeout_seconds": timeout_seconds,
+        "n": len(rows),
+        "accuracy": accuracy(rows),
+        "accuracy_by_half": {k: accuracy(v) for k, v in sorted(halves.items())},
+        "per_label": per_label,
+        "confusion": confusion,
+        "goal_human_within_1s": accuracy([{"correct": on_time(r)} for r in humans]),
+        "goal_machine_at_beep_or_1_5s": accuracy([{"correct": on_time(r)} for r in machines]),
+        "max_decided_at": max((r["decided_at"] for r in rows), default=None),
+        "bench_seconds": round(elapsed, 1),
+        "errors": [r for r in rows if not r["correct"]],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="AMD benchmark: figures as JSON")
+    parser.add_argument("manifest", nargs="?", type=Path, default=DEFAULT_MANIFEST)
+    parser.add_argument("--stt", choices=["pocketsphinx", "reference"], default="pocketsphinx")
+    parser.add_argument("--timeout", type=float, default=8.0)
+    args = parser.parse_args(argv)
+    if not args.manifest.is_file():
+        print(f"{args.manifest}: no such manifest", file=sys.stderr)
+        return 2
+    print(
+        json.dumps(bench_amd(args.manifest, stt=args.stt, timeout_seconds=args.timeout), indent=2)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
