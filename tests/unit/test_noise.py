@@ -57,9 +57,12 @@ def test_loop_point_has_no_seam() -> None:
     steps = np.abs(np.diff(loop))
     wrap_step = abs(float(loop[0]) - float(loop[-1]))
     assert wrap_step <= np.percentile(steps, 99.9)
-    # and the level around the seam matches the rest of the clip
-    around = np.concatenate([loop[-SR // 4 :], loop[: SR // 4]])
-    assert rms_dbfs(around) == pytest.approx(rms_dbfs(loop), abs=3.0)
+    # and the level around the seam is one the clip has elsewhere (no dip, no bump):
+    # ambience varies by itself, so compare with every other window of the same length
+    w = SR // 2
+    around = rms_dbfs(np.concatenate([loop[-w // 2 :], loop[: w // 2]]))
+    levels = [rms_dbfs(loop[i : i + w]) for i in range(0, len(loop) - w, w // 2)]
+    assert min(levels) - 1.0 <= around <= max(levels) + 1.0
 
 
 def test_unknown_preset_names_the_known_ones() -> None:
