@@ -63,7 +63,11 @@ async def _plan(args: argparse.Namespace) -> int:
     from .settings import Settings
 
     settings = Settings()
-    raw = _json_arg(args.dispatch, "--dispatch") or {}
+    raw = _json_arg(args.dispatch, "--dispatch")
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("--dispatch: expected a JSON object")
     agent_id, agent_file = _agent_source(args.agent)
     if agent_id:
         raw = {**raw, "agentId": agent_id}

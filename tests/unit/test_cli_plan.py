@@ -173,11 +173,6 @@ def test_bad_dispatch_value_exits_2_naming_field(capsys: pytest.CaptureFixture[s
     assert "tts_options.playback_rate: must be between 0.5 and 3.0" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli._plan spreads --dispatch into a dict before validating it: a JSON list "
-    "raises TypeError instead of exit 2 (reported; worker/cli.py is the lead's)",
-)
 @pytest.mark.parametrize("bad", ["[1, 2]", '"text"'])
 def test_dispatch_that_is_not_an_object_exits_2(
     capsys: pytest.CaptureFixture[str], bad: str
