@@ -138,6 +138,7 @@ _PIPELINE_KEYS = set(AgentConfig.model_fields) | {
     "intent",
     "llm_options",
     "stack_preferences",
+    "constraints",
 }
 
 

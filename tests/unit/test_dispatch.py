@@ -211,6 +211,16 @@ def test_template_fills_the_gaps() -> None:
     assert agent.optimize_for == "cost"
 
 
+def test_template_constraints_are_a_pipeline_key_not_metadata() -> None:
+    """'Supported ... override keys include intent, constraints, voice, systemPrompt'
+    (002_*): a template's allowlist fills the agent's gap per layer."""
+    agent = merged(
+        {"template": {"constraints": {"allowedProviders": {"stt": ["local"]}}}}, {"prompt": "p"}
+    )
+    assert agent.allowed_providers.stt == ("local",)
+    assert "constraints" not in agent.metadata
+
+
 def test_template_fills_a_field_the_agent_returns_as_null() -> None:
     """GET returns every field; 'null means use the stack default' is a gap to fill."""
     agent = merged(
