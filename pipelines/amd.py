@@ -151,8 +151,8 @@ class BeepDetector:
         else:
             self._buf = np.concatenate((self._buf[n:], frame.astype(np.float32)))
         self._t += n / self.sample_rate
-        freq = self._tone_frequency()
-        self.tonal = freq is not None
+        freq, dual = self._tone_frequency()
+        self.tonal = freq is not None or dual
         if freq is not None and (self._run_start is None or abs(freq - self._run_freq) <= 30.0):
             if self._run_start is None:
                 # the window is centred half a window before its end
@@ -174,25 +174,33 @@ class BeepDetector:
             return self.push_frame(np.zeros(0, dtype=np.float32))  # start a new run
         return None
 
-    def _tone_frequency(self) -> float | None:
+    def _tone_frequency(self) -> tuple[float | None, bool]:
+        """The beep-band frequency of a single steady tone, and whether the window is
+        instead two tones (DTMF, call-progress tones): signalling, not speech, not a beep."""
         x = self._buf
         if rms_dbfs(x) < self.min_level_dbfs:
-            return None
+            return None, False
         spec = np.abs(np.fft.rfft(x * self._hann, self._nfft)) ** 2
         band = np.where(self._band, spec, 0.0)
         total = float(band.sum())
         if total <= 0.0:
-            return None
+            return None, False
+        w = self._peak_halfwidth
         peak = int(np.argmax(band))
-        lo, hi = max(0, peak - self._peak_halfwidth), peak + self._peak_halfwidth + 1
-        if float(band[lo:hi].sum()) < self.concentration * total:
-            return None
+        lo, hi = max(0, peak - w), peak + w + 1
+        first = float(band[lo:hi].sum())
+        if first < self.concentration * total:
+            rest = band.copy()
+            rest[lo:hi] = 0.0
+            second = int(np.argmax(rest))
+            dual = first + float(rest[max(0, second - w) : second + w + 1].sum())
+            return None, dual >= self.concentration * total
         # parabolic interpolation of the peak for a sub-bin frequency estimate
         a, b, c = (float(np.log(spec[i] + 1e-20)) for i in (peak - 1, peak, peak + 1))
         denom = a - 2 * b + c
         offset = 0.5 * (a - c) / denom if denom != 0 else 0.0
         freq = (peak + offset) * self._bin_hz
-        return freq if self.min_freq <= freq <= self.max_freq else None
+        return (freq if self.min_freq <= freq <= self.max_freq else None), False
 
 
 def is_sit(tones: list[Tone]) -> bool:
