@@ -71,6 +71,13 @@ class BackgroundAudio(Boundary):
     volume: Annotated[float | None, Range(0.0, 1.0)] = None
 
 
+class TextReplacement(Boundary):
+    """Replace ``find`` (a whole word or phrase, case-insensitive) with ``replace``."""
+
+    find: str = Field(min_length=1)
+    replace: str
+
+
 class Dispatch(Boundary):
     """Job metadata of one call: ``agentId`` plus per-call overrides."""
 
@@ -93,6 +100,12 @@ class Dispatch(Boundary):
     dispatch_metadata_template: dict[str, Any] = Field(default_factory=dict)
     memory: str | None = None
     """Retrieved caller memories for ``{{memory}}`` (when the agent enables memory)."""
+    tools: list[dict[str, Any]] | None = None
+    """Replaces the agent's tool list for this call (pre-call webhook)."""
+    text_replacements: list[TextReplacement] = Field(default_factory=list)
+    """Pronunciation and text replacement rules applied to the text sent to TTS."""
+    idle_reprompts: list[str] = Field(default_factory=list)
+    """What to say when the caller goes quiet, in order; the last one is a goodbye."""
     call_id: str | None = None
     direction: str | None = None
     caller_number: str | None = None
@@ -108,6 +121,7 @@ class Dispatch(Boundary):
             data,
             {
                 "dispatch_metadata_template": ("template",),
+                "text_replacements": ("pronunciation", "replacements"),
                 "call_id": ("session_id",),
                 "caller_number": ("from",),
                 "dialed_number": ("to",),

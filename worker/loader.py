@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,15 @@ from typing import Any
 from pipelines.errors import ConfigError
 from pipelines.routing import Catalog
 
-from .config import parse_agent
+from .config import AgentConfig, parse_agent
 from .control_plane import CachingControlPlane, open_control_plane
 from .dispatch import Dispatch
 from .plan import SessionPlan, resolve
 from .settings import Settings
+
+
+PreCall = Callable[[AgentConfig, Dispatch], Awaitable[tuple[Dispatch, str | None]]]
+"""Pre-call webhook hook: returns the dispatch with its overrides and a note for the report."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +30,8 @@ class LoadedCall:
     stale_age_seconds: float
     secrets: tuple[str, ...]
     """Every secret value involved (agent, plan), for scrubbing logs and reports."""
+    pre_call: str | None = None
+    """What happened to the pre-call webhook (``None``: the agent has none)."""
 
 
 def open_cached(settings: Settings) -> CachingControlPlane:
@@ -56,6 +63,7 @@ async def load_call(
     settings: Settings,
     *,
     agent_file: Path | None = None,
+    pre_call: PreCall | None = None,
 ) -> LoadedCall:
     """Fetches what the call needs and resolves its plan.
 
@@ -80,6 +88,9 @@ async def load_call(
     else:
         raise ConfigError("dispatch: needs agentId (or an inline agent)", field="agentId")
     agent = parse_agent(raw, source=source)
+    pre_call_note: str | None = None
+    if pre_call is not None:
+        dispatch, pre_call_note = await pre_call(agent, dispatch)
     providers = await control_plane.fetch_providers()
     catalog = Catalog.from_json(providers.value, source="providers")
     plan = resolve(agent, tools, dispatch, catalog, settings)
@@ -88,4 +99,5 @@ async def load_call(
         stale_config=stale or providers.stale,
         stale_age_seconds=max(age, providers.age_seconds),
         secrets=tuple(dict.fromkeys(agent.secrets + plan.secrets)),
+        pre_call=pre_call_note,
     )

@@ -36,6 +36,8 @@ STT_OVERRIDES = {
     "gpt-realtime-whisper": "openai:gpt-realtime-whisper",
 }
 """``stt_override`` values -> the catalog entry they pin."""
+DEFAULT_IDLE_REPROMPTS = ("Are you still there?",)
+GOODBYE = "It seems we got disconnected. Goodbye!"
 DEFAULT_AMD_ACTIONS: dict[AMDCategory, AMDAction] = {
     "human": "continue",
     "uncertain": "continue",
@@ -160,6 +162,10 @@ class SessionPlan:
     save_audio_recording: bool
     memory_enabled: bool
     metadata: Mapping[str, Any]
+    text_replacements: tuple[tuple[str, str], ...]
+    """``(find, replace)`` rules applied to text before TTS (pronunciation)."""
+    idle_reprompts: tuple[str, ...]
+    """Said after each ``timeouts.inactivity`` of caller silence; then a goodbye."""
     unresolved_placeholders: tuple[str, ...]
     warnings: tuple[str, ...]
 
@@ -346,13 +352,15 @@ def resolve(
             max_navigation_attempts=agent.amd.max_navigation_attempts,
         )
 
+    if dispatch.tools is not None:
+        tools = dispatch.tools
     tool_plans = list(
         parse_tools(
             tools if tools is not None else agent.tools or [],
             tool_url=agent.tool_url,
         )
     )
-    if agent.tools and tools is not None:
+    if agent.tools and tools is not None and dispatch.tools is None:
         tool_plans += [
             t
             for t in parse_tools(agent.tools, tool_url=agent.tool_url)
@@ -422,6 +430,8 @@ def resolve(
         save_audio_recording=agent.save_audio_recording,
         memory_enabled=agent.memory_enabled,
         metadata=metadata,
+        text_replacements=tuple((r.find, r.replace) for r in dispatch.text_replacements),
+        idle_reprompts=tuple(dispatch.idle_reprompts) or DEFAULT_IDLE_REPROMPTS,
         unresolved_placeholders=unresolved,
         warnings=tuple(warnings),
     )
