@@ -328,7 +328,7 @@ class AMDClassifier:
         human_max_greeting: float = 1.8,
         machine_min_greeting: float = 3.2,
         end_silence: float = 0.75,
-        ambiguous_wait: float = 0.6,
+        ambiguous_wait: float = 0.2,
         min_greeting_before_beep: float = 0.5,
         vad_aggressiveness: int = 2,
     ) -> None:
@@ -364,6 +364,7 @@ class AMDClassifier:
         self._frames = 0
         self._voiced = False
         self._voiced_run = 0
+        self._run_counted = False
         self._speech_s = 0.0
         self._first_speech: float | None = None
         self._last_speech_end: float | None = None
@@ -400,7 +401,7 @@ class AMDClassifier:
     @property
     def silence_seconds(self) -> float:
         """Seconds since the callee last spoke (0 while speaking or before any speech)."""
-        if self._last_speech_end is None or self._voiced_run:
+        if self._last_speech_end is None or self._run_counted:
             return 0.0
         return self.now - self._last_speech_end
 
@@ -468,21 +469,29 @@ class AMDClassifier:
         voiced = self._voiced and not self._beeps.tonal
         if voiced:
             self._voiced_run += 1
-            if self._voiced_run == _ONSET_FRAMES:
-                # an onset needs 100 ms of voicing: clicks, noise bursts and webrtcvad's
+            last = self._last_speech_end
+            if self._run_counted:
+                self._speech_s += self._frame_s
+                self._last_speech_end = t
+            elif last is not None and t - self._voiced_run * self._frame_s - last <= 0.3:
+                # brief voicing right after speech (a consonant, a word's tail) continues it
+                self._run_counted = True
+                self._speech_s += self._voiced_run * self._frame_s
+                self._last_speech_end = t
+            elif self._voiced_run == _ONSET_FRAMES:
+                # a new onset needs 100 ms of voicing: clicks, noise bursts and webrtcvad's
                 # start-up transient are not speech
                 onset = t - _ONSET_FRAMES * self._frame_s
                 if self._first_speech is None:
                     self._first_speech = onset
-                elif self._last_speech_end is not None and onset - self._last_speech_end > 0.3:
+                else:
                     self._pauses += 1
+                self._run_counted = True
                 self._speech_s += _ONSET_FRAMES * self._frame_s
-            elif self._voiced_run > _ONSET_FRAMES:
-                self._speech_s += self._frame_s
-            if self._voiced_run >= _ONSET_FRAMES:
                 self._last_speech_end = t
         else:
             self._voiced_run = 0
+            self._run_counted = False
         if tone is not None and self._beep is None and self._is_beep(tone):
             self._beep = tone
         if self._verdict is not None:

@@ -1,12 +1,12 @@
 """AMD benchmark over a labelled manifest (``fixtures/amd/manifest.json``).
 
-    python -m pipelines.bench_amd [MANIFEST] [--stt pocketsphinx|reference]
+    python -m pipelines.bench_amd [MANIFEST] [--stt pocketsphinx|reference|none]
 
 Every recording is replayed through ``amd_file`` in simulated real time. ``--stt`` picks
 where the transcript comes from: ``pocketsphinx`` (the offline engine, run on the
 utterances the simulated streaming STT cuts) or ``reference`` (the manifest's phrase
 texts, delivered like a good streaming STT would: interims every second, the final at the
-phrase end, each ``stt_latency`` later). The two bracket production: pocketsphinx on
+phrase end, each ``stt_latency`` later) or ``none`` (audio cues only). The first two bracket production: pocketsphinx on
 8 kHz synthetic speech is far worse than a telephone STT, the reference is perfect.
 
 Figures: accuracy overall, per label and per half (even seeds tuned on, odd held out),
@@ -29,7 +29,7 @@ from pipelines.amd import CATEGORIES, Verdict, amd_file
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[1] / "fixtures" / "amd" / "manifest.json"
 
-SttSource = Literal["pocketsphinx", "reference"]
+SttSource = Literal["pocketsphinx", "reference", "none"]
 
 
 def reference_transcripts(
@@ -69,11 +69,11 @@ def bench_amd(
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     for entry in entries:
-        transcripts = (
-            reference_transcripts(entry.get("speech", []), latency=stt_latency)
-            if stt == "reference"
-            else None
-        )
+        transcripts: list[tuple[float, str, bool]] | None = None
+        if stt == "reference":
+            transcripts = reference_transcripts(entry.get("speech", []), latency=stt_latency)
+        elif stt == "none":
+            transcripts = []
         verdict: Verdict = amd_file(
             base / entry["file"],
             timeout_seconds=timeout_seconds,
@@ -149,7 +149,9 @@ def bench_amd(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="AMD benchmark: figures as JSON")
     parser.add_argument("manifest", nargs="?", type=Path, default=DEFAULT_MANIFEST)
-    parser.add_argument("--stt", choices=["pocketsphinx", "reference"], default="pocketsphinx")
+    parser.add_argument(
+        "--stt", choices=["pocketsphinx", "reference", "none"], default="pocketsphinx"
+    )
     parser.add_argument("--timeout", type=float, default=8.0)
     args = parser.parse_args(argv)
     if not args.manifest.is_file():
