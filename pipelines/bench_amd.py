@@ -6,8 +6,9 @@ Every recording is replayed through ``amd_file`` in simulated real time. ``--stt
 where the transcript comes from: ``pocketsphinx`` (the offline engine, run on the
 utterances the simulated streaming STT cuts) or ``reference`` (the manifest's phrase
 texts, delivered like a good streaming STT would: interims every second, the final at the
-phrase end, each ``stt_latency`` later) or ``none`` (audio cues only). The first two bracket production: pocketsphinx on
-8 kHz synthetic speech is far worse than a telephone STT, the reference is perfect.
+phrase end, each ``stt_latency`` later) or ``none`` (audio cues only). The first two
+bracket production: pocketsphinx on 8 kHz synthetic speech is far worse than a telephone
+STT, the reference is perfect.
 
 Figures: accuracy overall, per label and per half (even seeds tuned on, odd held out),
 the confusion matrix, decision time after the greeting's end (median, p95) per label,
