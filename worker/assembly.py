@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
+from livekit import rtc
 from livekit.agents import Agent, AgentSession, ModelSettings, llm
 from livekit.agents.voice.turn import TurnHandlingOptions
 
 from pipelines.providers import ProviderSpec, build
 from pipelines.vad import WebRTCVAD
 
+from .lifecycle import replaced_text
 from .plan import ProviderChoice, SessionPlan
 
 
@@ -58,6 +60,15 @@ class VoiceAgent(Agent):
     def __init__(self, plan: SessionPlan, tools: Sequence[llm.Tool] = ()) -> None:
         super().__init__(instructions=plan.prompt, tools=list(tools))
         self._context_window = plan.llm.context_window
+        self._replacements = plan.text_replacements
+
+    async def tts_node(
+        self, text: AsyncIterable[str], model_settings: ModelSettings
+    ) -> AsyncIterable[rtc.AudioFrame]:
+        if self._replacements:
+            text = replaced_text(text, self._replacements)
+        async for frame in Agent.default.tts_node(self, text, model_settings):
+            yield frame
 
     async def llm_node(
         self,

@@ -9,15 +9,18 @@ instead of a hung room.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 from livekit import rtc
 from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobProcess, llm
-from livekit.agents.voice.events import ConversationItemAddedEvent
 from livekit.agents.cli import proto
 from livekit.agents.cli.cli import _run_worker
+from livekit.agents.voice.events import ConversationItemAddedEvent
 
 from pipelines.errors import VoiceWorkerError
 from pipelines.output import install_output_chain
@@ -25,8 +28,12 @@ from pipelines.output import install_output_chain
 from .assembly import VoiceAgent, build_session
 from .control_plane import CachingControlPlane
 from .dispatch import parse_dispatch
+from .lifecycle import CallLifecycle, pre_call_hook, webhook_sender
 from .loader import load_call, open_cached
+from .metrics import default_metrics
+from .plan import GOODBYE
 from .settings import Settings
+from .tools import room_dtmf, sip_transfer
 
 logger = logging.getLogger("worker.entrypoint")
 
@@ -45,14 +52,19 @@ def control_plane(settings: Settings) -> CachingControlPlane:
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Loads what every call in this process needs before the first job arrives."""
-    if not Settings().offline_providers:
-        return
-    from pipelines.local_stt import PocketsphinxEngine
+    """Loads what every call in this process needs before the first job arrives, so the
+    first call's event loop never stalls on an import or a decode."""
+    import livekit.plugins.openai  # noqa: F401
 
-    engine = PocketsphinxEngine()
-    engine.warm_up()
-    proc.userdata["pocketsphinx"] = engine
+    from pipelines.noise import load_bed, preset_names
+    from pipelines.output import DEFAULT_SAMPLE_RATE
+
+    for preset in preset_names():
+        load_bed(preset, DEFAULT_SAMPLE_RATE)
+    if Settings().offline_providers:
+        from pipelines.local_stt import PocketsphinxEngine
+
+        PocketsphinxEngine().warm_up()
 
 
 async def _apologise_and_end(ctx: JobContext, reason: str) -> None:
@@ -73,6 +85,24 @@ async def _apologise_and_end(ctx: JobContext, reason: str) -> None:
         ctx.shutdown(reason=f"call not started: {reason}")
 
 
+def _caller_transfer(ctx: JobContext) -> Callable[[str], Awaitable[None]]:
+    """SIP-transfers the caller (the room's SIP participant) to a number."""
+
+    async def transfer(to: str) -> None:
+        sip = [
+            p
+            for p in ctx.room.remote_participants.values()
+            if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
+        ]
+        if not sip:
+            raise RuntimeError("no SIP participant to transfer")
+        await sip_transfer(ctx.api, room_name=ctx.room.name, participant_identity=sip[0].identity)(
+            to
+        )
+
+    return transfer
+
+
 async def entrypoint(ctx: JobContext) -> None:
     settings = Settings()
     extra = {"room": ctx.room.name, "job_id": ctx.job.id}
@@ -81,23 +111,54 @@ async def entrypoint(ctx: JobContext) -> None:
         dispatch = parse_dispatch(ctx.job.metadata, source="job metadata")
         extra["agent_id"] = dispatch.agent_id or ""
         ctx.log_context_fields = extra
-        loaded = await load_call(control_plane(settings), dispatch, settings)
+        call_id = dispatch.call_id or ctx.job.id
+        hook = pre_call_hook(
+            settings, call_id=call_id, room=ctx.room.name, direction=dispatch.direction
+        )
+        loaded = await load_call(control_plane(settings), dispatch, settings, pre_call=hook)
     except VoiceWorkerError as exc:
-        logger.error("call not started: %s", exc, extra=extra)
+        logger.error("call not started: %s", exc)
+        default_metrics().jobs_failed.labels(reason=type(exc).__name__).inc()
         await _apologise_and_end(ctx, str(exc))
         return
     plan = loaded.plan
+    life = CallLifecycle(
+        plan, settings=settings, call_id=call_id, room_name=ctx.room.name, secrets=loaded.secrets
+    )
     if loaded.stale_config:
-        logger.warning("using cached agent config (%.0f s old): control plane unavailable",
-                       loaded.stale_age_seconds, extra=extra)
+        logger.warning(
+            "using cached agent config (%.0f s old): control plane unavailable",
+            loaded.stale_age_seconds,
+        )
+        life.recorder.add_event("stale_config", age_seconds=round(loaded.stale_age_seconds))
+    if loaded.pre_call:
+        life.recorder.add_event("pre_call", outcome=loaded.pre_call)
     for warning in plan.warnings:
-        logger.warning("plan: %s", warning, extra=extra)
+        logger.warning("plan: %s", warning)
 
+    http = httpx.AsyncClient()
+    tools = life.function_tools(
+        http, transfer=_caller_transfer(ctx), publish_dtmf=room_dtmf(ctx.room)
+    )
     session = build_session(plan)
+    life.attach(session)
     closed = asyncio.Event()
     session.on("close", lambda _ev: closed.set())
     publish_turns(session, ctx.room)
-    await session.start(agent=VoiceAgent(plan), room=ctx.room)
+    sender = webhook_sender(settings, life.metrics)
+
+    async def on_shutdown(reason: str) -> None:
+        if not closed.is_set():
+            # Drain timeout or worker shutdown with the call still up: say goodbye first.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(life.hangup(GOODBYE, reason=f"worker {reason}"), 1.0)
+                await asyncio.wait_for(closed.wait(), 8.0)
+        await life.finish(sender, reason=None if closed.is_set() else f"worker {reason}")
+        await sender.aclose()
+        await http.aclose()
+
+    ctx.add_shutdown_callback(on_shutdown)
+    await session.start(agent=VoiceAgent(plan, tools), room=ctx.room)
     # After start (RoomIO has published the track), before the first word is spoken.
     install_output_chain(
         session.output,
@@ -105,12 +166,16 @@ async def entrypoint(ctx: JobContext) -> None:
         noise_preset=plan.noise_bed.preset if plan.noise_bed else None,
         noise_volume=plan.noise_bed.volume if plan.noise_bed else None,
     )
-    logger.info("call started", extra={**extra, "providers": {
-        layer: [c.id for c in chain] for layer, chain in plan.providers.items()}})
+    logger.info(
+        "call started",
+        extra={
+            "providers": {layer: [c.id for c in chain] for layer, chain in plan.providers.items()}
+        },
+    )
     if plan.first_message:
         session.say(plan.first_message, allow_interruptions=plan.endpointing.allow_interruptions)
     await closed.wait()
-    ctx.shutdown(reason="session closed")
+    ctx.shutdown(reason=life.end_reason or "session closed")
 
 
 EVENTS_TOPIC = "voice-worker.events"
@@ -126,18 +191,33 @@ def publish_turns(session: AgentSession[Any], room: rtc.Room) -> None:
         item = ev.item
         if not isinstance(item, llm.ChatMessage) or item.role not in ("user", "assistant"):
             return
-        body = {"type": "turn", "role": item.role, "text": item.text_content or "",
-                "at": ev.created_at, "interrupted": item.interrupted,
-                "metrics": dict(item.metrics)}
-        task = asyncio.create_task(room.local_participant.publish_data(
-            json.dumps(body), topic=EVENTS_TOPIC, reliable=True))
+        body = {
+            "type": "turn",
+            "role": item.role,
+            "text": item.text_content or "",
+            "at": ev.created_at,
+            "interrupted": item.interrupted,
+            "metrics": dict(item.metrics),
+        }
+        task = asyncio.create_task(
+            room.local_participant.publish_data(json.dumps(body), topic=EVENTS_TOPIC, reliable=True)
+        )
         pending.add(task)
         task.add_done_callback(pending.discard)
 
     session.on("conversation_item_added", on_item)
 
 
+def load_of(server: AgentServer, max_calls: int) -> float:
+    """What the worker reports to LiveKit: the share of call slots in use. Above
+    ``load_threshold`` LiveKit dispatches elsewhere. Slots, not CPU: CPU swings with
+    every utterance (and with anything else on the box), while ``MAX_CONCURRENT_CALLS``
+    is set from ``voice-worker bench capacity``, where audio quality was measured."""
+    return min(1.0, len(server.active_jobs) / max_calls)
+
+
 def build_server(settings: Settings) -> AgentServer:
+    multiproc = settings.spool_dir.parent / "prometheus"
     server = AgentServer(
         ws_url=settings.livekit_url,
         api_key=settings.livekit_api_key,
@@ -147,9 +227,29 @@ def build_server(settings: Settings) -> AgentServer:
         setup_fnc=prewarm,
         drain_timeout=int(settings.drain_timeout),
         num_idle_processes=settings.num_idle_processes,
+        initialize_process_timeout=30.0,
+        load_fnc=lambda srv: load_of(srv, settings.max_concurrent_calls),
+        load_threshold=settings.load_threshold,
+        prometheus_port=settings.metrics_port or None,
+        prometheus_multiproc_dir=str(multiproc.resolve()),
     )
     server.rtc_session(entrypoint, agent_name=settings.agent_name)
     return server
+
+
+async def redeliver_forever(settings: Settings, every: float = 300.0) -> None:
+    """Reports left in the spool (a crash, a receiver outage) go out at start-up and then
+    every few minutes, so none is lost and none waits for the next restart."""
+    while True:
+        sender = webhook_sender(settings, default_metrics())
+        try:
+            for result in await sender.redeliver_spool():
+                logger.info("spooled %s %s: %s", result.kind, result.msg_id, result.outcome)
+        except Exception:
+            logger.exception("spool redelivery failed")
+        finally:
+            await sender.aclose()
+        await asyncio.sleep(every)
 
 
 def run_worker(command: str, extra: list[str]) -> None:
@@ -159,8 +259,18 @@ def run_worker(command: str, extra: list[str]) -> None:
     log_level = "DEBUG" if command == "dev" else "INFO"
     if "--log-level" in extra:
         log_level = extra[extra.index("--log-level") + 1]
+    server = build_server(settings)
+    tasks: set[asyncio.Task[None]] = set()
+
+    @server.on("worker_started")
+    def _started() -> None:
+        tasks.add(asyncio.get_event_loop().create_task(redeliver_forever(settings)))
+
     _run_worker(
-        build_server(settings),
-        proto.CliArgs(log_level=log_level, log_format="json" if settings.log_json
-                      else "colored", dev=command == "dev"),
+        server,
+        proto.CliArgs(
+            log_level=log_level,
+            log_format="json" if settings.log_json else "colored",
+            dev=command == "dev",
+        ),
     )

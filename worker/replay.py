@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 from livekit import api, rtc
 
-from pipelines.audio import Audio, Float32Array, float_to_int16, int16_to_float, read_wav
-from pipelines.audio import write_wav
+from pipelines.audio import Audio, Float32Array, float_to_int16, int16_to_float, read_wav, write_wav
 from pipelines.vad import detect_segments
 
 from .entrypoint import EVENTS_TOPIC
@@ -102,6 +101,7 @@ async def local_stack(
         agent_name = f"replay-{secrets.token_hex(4)}"
         env.update(LIVEKIT_URL=url, LIVEKIT_API_KEY=key, LIVEKIT_API_SECRET=secret,
                    AGENT_NAME=agent_name, WORKER_HTTP_PORT=str(free_port()),
+                   METRICS_PORT=str(free_port()), SPOOL_DIR=str(workdir / "spool"),
                    CONTROL_PLANE_URL=settings.control_plane_url, **(extra_env or {}))
         log = (workdir / "worker.log").open("w")
         proc = subprocess.Popen([sys.executable, "-m", "worker", "start"], env=env,

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     """Name jobs are explicitly dispatched to."""
     worker_http_port: int = 8081
     """Health and metrics HTTP port of the worker process (0 picks a free one)."""
+    max_concurrent_calls: int = Field(20, ge=1)
+    """Call slots per worker process group; load = max(CPU, busy slots)."""
+    load_threshold: float = Field(0.75, gt=0, le=1)
+    """Above this load LiveKit dispatches no new calls to the worker."""
     num_idle_processes: int = Field(1, ge=0)
     """Job processes kept warm (models loaded) ahead of dispatch."""
 
@@ -68,4 +72,12 @@ class Settings(BaseSettings):
     drain_timeout: float = Field(60.0, ge=0)
     spool_dir: Path = Path(".cache/spool")
     """Where post-call reports wait until their webhook answered 2xx."""
+    webhook_secret: SecretStr | None = None
+    """Organization webhook secret (Standard Webhooks); an agent's own secret wins."""
+    webhook_max_attempts: int = Field(6, ge=1)
+    webhook_timeout: float = Field(10.0, gt=0)
+    webhook_max_elapsed: float = Field(120.0, gt=0)
+    """Give up retrying a payload (it stays spooled) after this many seconds."""
+    metrics_port: int = 9464
+    """Prometheus ``/metrics`` of the worker and all its job processes."""
     log_json: bool = True
