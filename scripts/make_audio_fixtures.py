@@ -43,6 +43,13 @@ FIXTURES: dict[str, dict[str, object]] = {
         "turns": ["Hi, what time do you open tomorrow?", "Thank you, goodbye."],
     },
     "short_hello": {"voice": "en-us", "gap": 6.0, "turns": ["Hello?"]},
+    # One clear turn and almost no trailing silence: the caller keeps listening for the
+    # answer (integration tests end the call as soon as it has played).
+    "one_turn": {
+        "voice": "en-us+m3",
+        "gap": 1.0,
+        "turns": ["Hello, I would like to book a cleaning appointment."],
+    },
 }
 
 
