@@ -33,6 +33,13 @@ FrameMs = Literal[10, 20, 30]
 ProcessingRate = Literal[8000, 16000, 32000, 48000]
 
 
+NOISE_GATE_DB = 8.0
+"""A frame is speech only this far above the noise floor (and voiced by webrtcvad)."""
+NOISE_FLOOR_RISE_DB_S = 6.0
+NOISE_FLOOR_START_DB = -50.0
+"""The floor's first value at most: a stream that opens with speech is not gated off."""
+
+
 @dataclass
 class _VADOptions:
     aggressiveness: int
@@ -286,6 +293,7 @@ class VADCore:
         self._input_t0 = 0.0
         self._utterance_first = 0
         self._max_buffer_warned = False
+        self._floor_db: float | None = None
         self._derive()
 
     def update_options(
@@ -470,8 +478,9 @@ class VADCore:
         acc_speech, acc_silence = self._acc_speech_frames, self._acc_silence_frames
         speech, silence = self._speech_frames, self._silence_frames
         frames0 = self._frames
+        loud = self._above_noise_floor(buf, n, flen)
         for i in range(n):
-            voiced = is_speech(buf[i * nbytes : (i + 1) * nbytes], rate, flen)
+            voiced = loud[i] and is_speech(buf[i * nbytes : (i + 1) * nbytes], rate, flen)
             p += alpha * ((1.0 if voiced else 0.0) - p)
             if speaking:
                 speech += 1
@@ -503,6 +512,26 @@ class VADCore:
         self._speech_frames, self._silence_frames = speech, silence
         self._last_push_frames = n
         return events
+
+    def _above_noise_floor(self, buf: memoryview, n: int, flen: int) -> list[bool]:
+        """Per frame: is it at least ``NOISE_GATE_DB`` above the tracked noise floor?
+
+        webrtcvad judges spectral shape, not level, so a codec's comfort noise or a hissy
+        line at -55 dBFS can read as speech. The floor follows the quietest frames at once
+        and rises slowly (``NOISE_FLOOR_RISE_DB_S``), so speech never drags it up."""
+        pcm = np.frombuffer(buf, dtype=np.int16, count=n * flen).reshape(n, flen)
+        power = np.mean(np.square(pcm, dtype=np.float64), axis=1) / (32768.0**2)
+        energy = 10.0 * np.log10(power + 1e-12)
+        floor = self._floor_db
+        if floor is None:
+            floor = min(float(energy[0]), NOISE_FLOOR_START_DB)
+        rise = NOISE_FLOOR_RISE_DB_S * flen / self._proc_rate
+        loud: list[bool] = []
+        for e in energy.tolist():
+            floor = e if e < floor else floor + rise
+            loud.append(e > floor + NOISE_GATE_DB)
+        self._floor_db = floor
+        return loud
 
     def _event(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
@@ -57,10 +58,24 @@ def turn_handling(plan: SessionPlan) -> TurnHandlingOptions:
 class VoiceAgent(Agent):
     """The call's agent: the plan's prompt, tools, and a bounded conversation window."""
 
-    def __init__(self, plan: SessionPlan, tools: Sequence[llm.Tool] = ()) -> None:
+    def __init__(
+        self,
+        plan: SessionPlan,
+        tools: Sequence[llm.Tool] = (),
+        *,
+        reply_gate: asyncio.Event | None = None,
+    ) -> None:
         super().__init__(instructions=plan.prompt, tools=list(tools))
         self._context_window = plan.llm.context_window
         self._replacements = plan.text_replacements
+        self._reply_gate = reply_gate
+
+    async def on_user_turn_completed(
+        self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage
+    ) -> None:
+        # Answering-machine detection still listening: nobody is to be answered yet.
+        if self._reply_gate is not None and not self._reply_gate.is_set():
+            raise llm.StopResponse()
 
     async def tts_node(
         self, text: AsyncIterable[str], model_settings: ModelSettings

@@ -25,6 +25,7 @@ from livekit.agents.voice.events import ConversationItemAddedEvent
 from pipelines.errors import VoiceWorkerError
 from pipelines.output import install_output_chain
 
+from .amd_routing import AMDRouter
 from .assembly import VoiceAgent, build_session
 from .control_plane import CachingControlPlane
 from .dispatch import parse_dispatch
@@ -158,7 +159,9 @@ async def entrypoint(ctx: JobContext) -> None:
         await http.aclose()
 
     ctx.add_shutdown_callback(on_shutdown)
-    await session.start(agent=VoiceAgent(plan, tools), room=ctx.room)
+    router = AMDRouter(plan, plan.amd, life) if plan.amd is not None else None
+    agent = VoiceAgent(plan, tools, reply_gate=router.reply_gate if router else None)
+    await session.start(agent=agent, room=ctx.room)
     # After start (RoomIO has published the track), before the first word is spoken.
     install_output_chain(
         session.output,
@@ -172,8 +175,19 @@ async def entrypoint(ctx: JobContext) -> None:
             "providers": {layer: [c.id for c in chain] for layer, chain in plan.providers.items()}
         },
     )
-    if plan.first_message:
+    greet_now = router is None or router.reply_gate.is_set()
+    if plan.first_message and greet_now:
         session.say(plan.first_message, allow_interruptions=plan.endpointing.allow_interruptions)
+    if router is not None:
+        callee = await ctx.wait_for_participant()
+        amd_task = asyncio.create_task(router.run(session, callee))
+        amd_task.add_done_callback(
+            lambda t: (
+                t.cancelled()
+                or t.exception() is None
+                or logger.error("amd routing failed: %r", t.exception())
+            )
+        )
     await closed.wait()
     ctx.shutdown(reason=life.end_reason or "session closed")
 
