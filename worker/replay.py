@@ -457,7 +457,10 @@ async def run_caller(
         source = rtc.AudioSource(caller.sample_rate, 1)
         track = rtc.LocalAudioTrack.create_audio_track("caller-mic", source)
         pub = await room.local_participant.publish_track(
-            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+            # No DTX: a phone leg sends audio continuously, and the receiver's comfort
+            # noise during DTX gaps reads as speech to a VAD.
+            track,
+            rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE, dtx=False),
         )
         caller_tracks.add(pub.sid)
         try:
