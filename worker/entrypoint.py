@@ -270,7 +270,7 @@ def run_worker(command: str, extra: list[str]) -> None:
     """``voice-worker start|dev``: registers with LiveKit and takes jobs until SIGTERM,
     then drains (active calls finish, up to ``DRAIN_TIMEOUT``)."""
     settings = Settings()
-    log_level = "DEBUG" if command == "dev" else "INFO"
+    log_level = "DEBUG" if command == "dev" else settings.log_level
     if "--log-level" in extra:
         log_level = extra[extra.index("--log-level") + 1]
     server = build_server(settings)

@@ -81,3 +81,5 @@ class Settings(BaseSettings):
     metrics_port: int = 9464
     """Prometheus ``/metrics`` of the worker and all its job processes."""
     log_json: bool = True
+    log_level: str = "INFO"
+    """Worker log level (``voice-worker dev`` defaults to DEBUG)."""
