@@ -79,7 +79,8 @@ def lowpass_kernel(cutoff: float, taps: int = 63) -> Float32Array:
     """Hann-windowed sinc low-pass; ``cutoff`` as a fraction of the sample rate (< 0.5)."""
     n = np.arange(taps, dtype=np.float64) - (taps - 1) / 2
     kernel = 2 * cutoff * np.sinc(2 * cutoff * n) * np.hanning(taps)
-    return (kernel / kernel.sum()).astype(np.float32)
+    out: Float32Array = (kernel / kernel.sum()).astype(np.float32)
+    return out
 
 
 def resample(samples: Float32Array, src_rate: int, dst_rate: int) -> Float32Array:
@@ -91,7 +92,7 @@ def resample(samples: Float32Array, src_rate: int, dst_rate: int) -> Float32Arra
     if dst_rate < src_rate:
         kernel = lowpass_kernel(0.45 * dst_rate / src_rate)
         samples = np.convolve(samples, kernel, mode="same").astype(np.float32)
-    n_out = int(round(len(samples) * dst_rate / src_rate))
+    n_out = round(len(samples) * dst_rate / src_rate)
     x_old = np.arange(len(samples), dtype=np.float64) / src_rate
     x_new = np.arange(n_out, dtype=np.float64) / dst_rate
     return np.interp(x_new, x_old, samples).astype(np.float32)

@@ -46,41 +46,52 @@ def _kw(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _local_stt(spec: ProviderSpec) -> stt.STT:
+def _local_stt(spec: ProviderSpec) -> stt.STT[Any]:
     from .local_stt import PocketsphinxSTT
 
     return PocketsphinxSTT(language=spec.language)
 
 
-def _deepgram_stt(spec: ProviderSpec) -> stt.STT:
+def _deepgram_stt(spec: ProviderSpec) -> stt.STT[Any]:
     from livekit.plugins import deepgram
 
-    return deepgram.STT(**_kw(model=spec.model, language=spec.language, api_key=spec.api_key,
-                              base_url=spec.base_url))
+    return deepgram.STT(
+        **_kw(
+            model=spec.model, language=spec.language, api_key=spec.api_key, base_url=spec.base_url
+        )
+    )
 
 
-def _openai_stt(spec: ProviderSpec) -> stt.STT:
+def _openai_stt(spec: ProviderSpec) -> stt.STT[Any]:
     from livekit.plugins import openai
 
-    return openai.STT(**_kw(model=spec.model, language=spec.language.split("-")[0],
-                            api_key=spec.api_key, base_url=spec.base_url))
+    return openai.STT(
+        **_kw(
+            model=spec.model,
+            language=spec.language.split("-")[0],
+            api_key=spec.api_key,
+            base_url=spec.base_url,
+        )
+    )
 
 
-def _openai_llm(spec: ProviderSpec) -> llm.LLM:
+def _openai_llm(spec: ProviderSpec) -> llm.LLM[Any]:
     from livekit.plugins import openai
 
-    return openai.LLM(**_kw(
-        model=spec.model,
-        # Keyless custom endpoints still need a value: the OpenAI client refuses none.
-        api_key=spec.api_key or ("no-key" if spec.base_url else None),
-        base_url=spec.base_url,
-        temperature=spec.temperature,
-        max_completion_tokens=spec.max_tokens,
-        extra_body=dict(spec.extra_body) if spec.extra_body else None,
-    ))
+    return openai.LLM(
+        **_kw(
+            model=spec.model,
+            # Keyless custom endpoints still need a value: the OpenAI client refuses none.
+            api_key=spec.api_key or ("no-key" if spec.base_url else None),
+            base_url=spec.base_url,
+            temperature=spec.temperature,
+            max_completion_tokens=spec.max_tokens,
+            extra_body=dict(spec.extra_body) if spec.extra_body else None,
+        )
+    )
 
 
-def _local_tts(spec: ProviderSpec) -> tts.TTS:
+def _local_tts(spec: ProviderSpec) -> tts.TTS[Any]:
     from .local_tts import DEFAULT_VOICE, EspeakTTS, resolve_voice
 
     voice = DEFAULT_VOICE
@@ -93,20 +104,34 @@ def _local_tts(spec: ProviderSpec) -> tts.TTS:
     return EspeakTTS(voice=voice, speaking_rate=spec.speaking_rate or 1.0)
 
 
-def _elevenlabs_tts(spec: ProviderSpec) -> tts.TTS:
+def _elevenlabs_tts(spec: ProviderSpec) -> tts.TTS[Any]:
     from livekit.plugins import elevenlabs
 
-    return elevenlabs.TTS(**_kw(model=spec.model, voice_id=spec.voice, api_key=spec.api_key,
-                                base_url=spec.base_url, encoding="pcm_22050"))
+    return elevenlabs.TTS(
+        **_kw(
+            model=spec.model,
+            voice_id=spec.voice,
+            api_key=spec.api_key,
+            base_url=spec.base_url,
+            encoding="pcm_22050",
+        )
+    )
 
 
-def _openai_tts(spec: ProviderSpec) -> tts.TTS:
+def _openai_tts(spec: ProviderSpec) -> tts.TTS[Any]:
     from livekit.plugins import openai
 
     # Raw PCM: no decoder on the hot path, and what the local wire server speaks.
-    return openai.TTS(**_kw(model=spec.model, voice=spec.voice, api_key=spec.api_key,
-                            base_url=spec.base_url, speed=spec.speaking_rate,
-                            response_format="pcm"))
+    return openai.TTS(
+        **_kw(
+            model=spec.model,
+            voice=spec.voice,
+            api_key=spec.api_key,
+            base_url=spec.base_url,
+            speed=spec.speaking_rate,
+            response_format="pcm",
+        )
+    )
 
 
 FACTORIES: dict[tuple[str, str], Callable[[ProviderSpec], Any]] = {
@@ -131,6 +156,8 @@ def build(spec: ProviderSpec) -> Any:
     """The plugin instance for ``spec`` (an ``stt.STT``, ``llm.LLM`` or ``tts.TTS``)."""
     factory = FACTORIES.get((spec.layer, spec.vendor))
     if factory is None:
-        raise ConfigError(f"no {spec.layer} integration for vendor {spec.vendor!r}",
-                          field=f"providers.{spec.layer}")
+        raise ConfigError(
+            f"no {spec.layer} integration for vendor {spec.vendor!r}",
+            field=f"providers.{spec.layer}",
+        )
     return factory(spec)

@@ -60,7 +60,7 @@ async def wait_call_active(participant: rtc.RemoteParticipant, timeout: float) -
         await asyncio.sleep(0.05)
 
 
-def llm_tiebreaker(model: llm.LLM) -> Any:
+def llm_tiebreaker(model: llm.LLM[Any]) -> Any:
     """Asks the plan's LLM chain to settle an ambiguous greeting; ``None`` if it cannot."""
 
     async def tiebreak(transcript: str) -> str | None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from livekit import rtc
 from livekit.agents import Agent, AgentSession, ModelSettings, llm
+from livekit.agents.types import FlushSentinel
 from livekit.agents.voice.turn import TurnHandlingOptions
 
 from pipelines.providers import ProviderSpec, build
@@ -90,20 +91,21 @@ class VoiceAgent(Agent):
         chat_ctx: llm.ChatContext,
         tools: list[llm.Tool],
         model_settings: ModelSettings,
-    ) -> AsyncIterable[llm.ChatChunk | str]:
+    ) -> AsyncIterable[llm.ChatChunk | str | FlushSentinel]:
         # context_window counts turns; a turn is a caller message plus the agent's reply.
         window = chat_ctx.copy().truncate(max_items=2 * self._context_window)
         async for chunk in Agent.default.llm_node(self, window, tools, model_settings):
             yield chunk
 
 
-def build_session(plan: SessionPlan, *, layers: dict[str, Any] | None = None) -> AgentSession:
+def build_session(plan: SessionPlan, *, layers: dict[str, Any] | None = None) -> AgentSession[Any]:
     """An ``AgentSession`` for ``plan``; ``layers`` may supply prebuilt STT/LLM/TTS (the
     failover chains)."""
     built = dict(layers or {})
     for layer in ("stt", "llm", "tts"):
         if layer not in built:
-            built[layer] = build(provider_spec(layer, plan.providers[layer][0], plan))  # type: ignore[index]
+            chain = plan.providers[layer]
+            built[layer] = build(provider_spec(layer, chain[0], plan))
     return AgentSession(
         stt=built["stt"],
         llm=built["llm"],

@@ -87,9 +87,14 @@ async def _replay(args: argparse.Namespace) -> int:
     from .replay import replay, summary_text
 
     out = Path(args.out)
-    result = await replay(args.agent, Path(args.audio), out,
-                          dispatch=_json_arg(args.dispatch, "--dispatch"),
-                          livekit_url=args.livekit_url, tail_seconds=args.tail)
+    result = await replay(
+        args.agent,
+        Path(args.audio),
+        out,
+        dispatch=_json_arg(args.dispatch, "--dispatch"),
+        livekit_url=args.livekit_url,
+        tail_seconds=args.tail,
+    )
     print(summary_text(result), file=sys.stderr)
     emit({"out": result["out"], "turns": result["turns"]})
     return EXIT_OK
@@ -111,8 +116,13 @@ def _stretch(args: argparse.Namespace) -> int:
     audio = read_wav(args.input)
     out = stretch_audio(audio, args.rate)
     write_wav(args.output, out)
-    emit({"input_seconds": round(audio.duration, 3), "output_seconds": round(out.duration, 3),
-          "rate": args.rate})
+    emit(
+        {
+            "input_seconds": round(audio.duration, 3),
+            "output_seconds": round(out.duration, 3),
+            "rate": args.rate,
+        }
+    )
     return EXIT_OK
 
 
@@ -122,8 +132,7 @@ def _mix(args: argparse.Namespace) -> int:
 
     out = mix_file(read_wav(args.input), args.preset, args.volume)
     write_wav(args.output, out)
-    emit({"output_seconds": round(out.duration, 3), "preset": args.preset,
-          "volume": args.volume})
+    emit({"output_seconds": round(out.duration, 3), "preset": args.preset, "volume": args.volume})
     return EXIT_OK
 
 
@@ -175,46 +184,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dispatch", help="dispatch metadata: inline JSON or a JSON file")
     p.set_defaults(handler=_plan)
 
-    p = sub.add_parser("replay", help="run one real call in a local LiveKit room from a WAV",
-                       description="Start a local LiveKit server (unless --livekit-url), "
-                       "the offline LLM if needed and a worker; dispatch the agent, play the "
-                       "WAV as the caller in real time and write DIR/agent.wav, "
-                       "DIR/transcript.json and DIR/metrics.json.")
+    p = sub.add_parser(
+        "replay",
+        help="run one real call in a local LiveKit room from a WAV",
+        description="Start a local LiveKit server (unless --livekit-url), "
+        "the offline LLM if needed and a worker; dispatch the agent, play the "
+        "WAV as the caller in real time and write DIR/agent.wav, "
+        "DIR/transcript.json and DIR/metrics.json.",
+    )
     p.add_argument("--agent", required=True, help="agent id or path to an agent JSON file")
     p.add_argument("--audio", required=True, help="caller recording (16-bit PCM WAV)")
     p.add_argument("--out", default="out/replay", help="output directory (default out/replay)")
     p.add_argument("--dispatch", help="extra dispatch metadata: inline JSON or a JSON file")
     p.add_argument("--livekit-url", help="use this LiveKit server (LIVEKIT_API_KEY/SECRET)")
-    p.add_argument("--tail", type=float, default=12.0,
-                   help="seconds to keep listening after the WAV ends (default 12)")
+    p.add_argument(
+        "--tail",
+        type=float,
+        default=12.0,
+        help="seconds to keep listening after the WAV ends (default 12)",
+    )
     p.set_defaults(handler=_replay)
 
-    p = sub.add_parser("vad", help="print speech segments of a WAV as JSON",
-                       description="webrtcvad speech segments: [{start, end}] in seconds.")
+    p = sub.add_parser(
+        "vad",
+        help="print speech segments of a WAV as JSON",
+        description="webrtcvad speech segments: [{start, end}] in seconds.",
+    )
     p.add_argument("wav")
-    p.add_argument("--aggressiveness", type=int, default=2, choices=range(4),
-                   help="webrtcvad mode 0..3 (default 2)")
+    p.add_argument(
+        "--aggressiveness",
+        type=int,
+        default=2,
+        choices=range(4),
+        help="webrtcvad mode 0..3 (default 2)",
+    )
     p.set_defaults(handler=_vad)
 
-    p = sub.add_parser("stretch", help="pitch-preserving time-stretch of a WAV",
-                       description="Time-stretch IN to OUT at --rate (0.5..3.0; 1.5 = 1.5x "
-                       "faster), keeping the pitch, as tts_playback_rate does on a call.")
+    p = sub.add_parser(
+        "stretch",
+        help="pitch-preserving time-stretch of a WAV",
+        description="Time-stretch IN to OUT at --rate (0.5..3.0; 1.5 = 1.5x "
+        "faster), keeping the pitch, as tts_playback_rate does on a call.",
+    )
     p.add_argument("--rate", type=float, required=True)
     p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT")
     p.set_defaults(handler=_stretch)
 
-    p = sub.add_parser("mix", help="mix a background-noise bed under a WAV",
-                       description="Mix preset P at volume V (0..1) under IN, write OUT.")
+    p = sub.add_parser(
+        "mix",
+        help="mix a background-noise bed under a WAV",
+        description="Mix preset P at volume V (0..1) under IN, write OUT.",
+    )
     p.add_argument("--preset", required=True)
     p.add_argument("--volume", type=float, required=True)
     p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT")
     p.set_defaults(handler=_mix)
 
-    p = sub.add_parser("amd", help="answering-machine verdict for a callee recording",
-                       description="Stream a callee recording through the AMD classifier in "
-                       "simulated real time; print {category, confidence, reason, decided_at}.")
+    p = sub.add_parser(
+        "amd",
+        help="answering-machine verdict for a callee recording",
+        description="Stream a callee recording through the AMD classifier in "
+        "simulated real time; print {category, confidence, reason, decided_at}.",
+    )
     p.add_argument("wav")
     p.add_argument("--timeout", type=float, default=8.0, help="seconds (default 8)")
     p.add_argument("--realtime", action="store_true", help="pace on the wall clock")

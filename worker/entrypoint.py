@@ -86,6 +86,11 @@ async def _apologise_and_end(ctx: JobContext, reason: str) -> None:
         ctx.shutdown(reason=f"call not started: {reason}")
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("amd routing failed: %r", task.exception())
+
+
 def _caller_transfer(ctx: JobContext) -> Callable[[str], Awaitable[None]]:
     """SIP-transfers the caller (the room's SIP participant) to a number."""
 
@@ -181,13 +186,7 @@ async def entrypoint(ctx: JobContext) -> None:
     if router is not None:
         callee = await ctx.wait_for_participant()
         amd_task = asyncio.create_task(router.run(session, callee))
-        amd_task.add_done_callback(
-            lambda t: (
-                t.cancelled()
-                or t.exception() is None
-                or logger.error("amd routing failed: %r", t.exception())
-            )
-        )
+        amd_task.add_done_callback(_log_failure)
     await closed.wait()
     ctx.shutdown(reason=life.end_reason or "session closed")
 

@@ -17,7 +17,6 @@ from .dispatch import Dispatch
 from .plan import SessionPlan, resolve
 from .settings import Settings
 
-
 PreCall = Callable[[AgentConfig, Dispatch], Awaitable[tuple[Dispatch, str | None]]]
 """Pre-call webhook hook: returns the dispatch with its overrides and a note for the report."""
 
