@@ -240,8 +240,10 @@ class Watchdog:
             if remaining <= 0:
                 self._tripped = since
                 continue
+            # asyncio.timeout, not wait_for: wait_for (3.11) can swallow a cancellation
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._wake.wait()
 
     async def guard(self, work: Awaitable[None]) -> None:
         """Runs ``work``; cancels it and raises ``StallError`` if the provider stalls."""
@@ -455,7 +457,7 @@ class TurnBuffer:
     def push(self, frame: rtc.AudioFrame) -> None:
         self._frames.append(frame)
         self.position += _frame_seconds(frame)
-        while self._frames and self.duration > self.max_seconds:
+        while self._frames and self.duration > self.max_seconds + 1e-9:
             self.start += _frame_seconds(self._frames.popleft())
 
     def frames(self) -> list[rtc.AudioFrame]:
@@ -505,10 +507,10 @@ class _DeadlineSTT(stt.STT[Never]):
         limit = self._deadline + self._per_audio_second * seconds
         started = time.monotonic()
         try:
-            return await asyncio.wait_for(
-                self._inner.recognize(buffer, language=language, conn_options=INNER_CONN_OPTIONS),
-                limit,
-            )
+            async with asyncio.timeout(limit):
+                return await self._inner.recognize(
+                    buffer, language=language, conn_options=INNER_CONN_OPTIONS
+                )
         except TimeoutError as exc:
             raise StallError("stt", self._inner.provider, time.monotonic() - started) from exc
 
@@ -756,8 +758,9 @@ class RepeatFilter:
             return ""
         self._deciding = False
         held, self._held = self._held, ""
-        if probe.startswith(self._said):
-            held = _after_collapsed_prefix(held, len(self._said))
+        n = len(self._said)
+        if probe.startswith(self._said) and not probe[n : n + 1].isalnum():
+            held = _after_collapsed_prefix(held, n)
         return self._out(held)
 
     def finish(self) -> str:
