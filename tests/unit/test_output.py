@@ -234,3 +234,86 @@ async def test_nothing_to_do_is_a_pass_through() -> None:
         output, playback_rate=1.0, noise_preset="office", noise_volume=None
     )
     assert output.audio is sink
+
+
+class PausingSink(io.AudioOutput):
+    """Like RoomIO's output: holds audio while paused, reports only what it played."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            label="PausingSink",
+            capabilities=io.AudioOutputCapabilities(pause=True),
+            sample_rate=SR,
+        )
+        self.paused = False
+        self.held = 0.0
+        self.flushed = False
+        self.started = False
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        await super().capture_frame(frame)
+        self.held += frame.duration
+        self._play()
+
+    def flush(self) -> None:
+        super().flush()
+        self.flushed = True
+        self._play()
+
+    def clear_buffer(self) -> None:
+        if self.held:
+            self._finish(interrupted=True, position=0.0)
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self._play()
+
+    def _play(self) -> None:
+        if self.paused or not self.held:
+            return
+        if not self.started:
+            self.started = True
+            self.on_playback_started(created_at=1.0)
+        if self.flushed:
+            self._finish(interrupted=False, position=self.held)
+
+    def _finish(self, *, interrupted: bool, position: float) -> None:
+        self.held, self.flushed, self.started = 0.0, False, False
+        self.on_playback_finished(playback_position=position, interrupted=interrupted)
+
+
+async def test_stretch_stage_segment_captured_while_paused_plays_on_resume() -> None:
+    # LiveKit pauses the output when a say() starts while the caller still counts as speaking
+    sink = PausingSink()
+    stage = StretchOutput(PassThrough(sink), playback_rate=1.25)
+    started: list[io.PlaybackStartedEvent] = []
+    stage.on("playback_started", started.append)
+    stage.pause()
+    await speak(stage, tone(0.5))
+    playout = asyncio.ensure_future(stage.wait_for_playout())
+    await asyncio.sleep(0.01)
+    assert sink.paused and sink.held > 0 and not started and not playout.done()
+    stage.resume()
+    ev = await asyncio.wait_for(playout, 1.0)
+    assert [e.created_at for e in started] == [1.0]
+    assert abs(ev.playback_position - 0.5) < 1e-3 and not ev.interrupted
+    assert stage._pending_playback_count == 0
+
+
+async def test_stretch_stage_paused_segment_cleared_unplayed_then_next_plays() -> None:
+    # the caller's final transcript interrupts the paused say() before any of it played
+    sink = PausingSink()
+    stage = StretchOutput(PassThrough(sink), playback_rate=1.25)
+    stage.pause()
+    await speak(stage, tone(0.5))
+    stage.clear_buffer()
+    ev = await asyncio.wait_for(stage.wait_for_playout(), 1.0)
+    assert ev.interrupted and ev.playback_position == 0.0
+    assert stage._pending_playback_count == 0 and sink.held == 0.0
+    stage.resume()
+    await speak(stage, tone(0.3))
+    ev = await asyncio.wait_for(stage.wait_for_playout(), 1.0)
+    assert abs(ev.playback_position - 0.3) < 1e-3 and not ev.interrupted
