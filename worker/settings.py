@@ -25,13 +25,15 @@ class Settings(BaseSettings):
     livekit_url: str = "ws://127.0.0.1:7880"
     """LiveKit server URL the worker registers with."""
     livekit_api_key: str = "devkey"
+    """LiveKit API key (``--dev`` servers use ``devkey``)."""
     livekit_api_secret: SecretStr = SecretStr("secret")
+    """LiveKit API secret."""
     agent_name: str = "voice-worker"
     """Name jobs are explicitly dispatched to."""
     worker_http_port: int = 8081
     """Health and metrics HTTP port of the worker process (0 picks a free one)."""
     max_concurrent_calls: int = Field(20, ge=1)
-    """Call slots per worker process group; load = max(CPU, busy slots)."""
+    """Call slots per worker process group; the load reported to LiveKit is busy/slots."""
     load_threshold: float = Field(0.75, gt=0, le=1)
     """Above this load LiveKit dispatches no new calls to the worker."""
     num_idle_processes: int = Field(1, ge=0)
@@ -41,17 +43,27 @@ class Settings(BaseSettings):
     control_plane_url: str = DEFAULT_CONTROL_PLANE
     """``https://...`` API base, or ``file://DIR`` with agents/, providers.json."""
     control_plane_api_key: SecretStr | None = None
+    """Bearer key for the control-plane API."""
     control_plane_connect_timeout: float = Field(2.0, gt=0)
+    """Seconds to connect to the control plane."""
     control_plane_read_timeout: float = Field(5.0, gt=0)
+    """Seconds to wait for each read from the control plane."""
     control_plane_max_attempts: int = Field(3, ge=1, le=10)
+    """Attempts per request (network errors, 5xx and 429 are retried with backoff)."""
 
     # Providers: credentials and base URLs (base URLs point plugins at proxies or local servers)
     deepgram_api_key: SecretStr | None = None
+    """Deepgram key; without it Deepgram entries are left out of every chain."""
     deepgram_base_url: str | None = None
+    """Deepgram live URL (``.../v1/listen``) for a proxy or a local server."""
     openai_api_key: SecretStr | None = None
+    """OpenAI key; without it OpenAI entries are left out of every chain."""
     openai_base_url: str | None = None
+    """OpenAI API base (``.../v1``) for a proxy or a compatible server."""
     eleven_api_key: SecretStr | None = None
+    """ElevenLabs key; without it ElevenLabs entries are left out of every chain."""
     eleven_base_url: str | None = None
+    """ElevenLabs API base (``.../v1``)."""
     local_llm_base_url: str = "http://127.0.0.1:8088/v1"
     """OpenAI-compatible llama.cpp server of the offline stack."""
     offline_providers: bool = True
@@ -59,8 +71,11 @@ class Settings(BaseSettings):
 
     # Per-layer failure deadlines (seconds): a provider silent this long is failed over.
     stt_deadline: float = Field(1.5, gt=0)
+    """No STT result this long while the caller speaks: fail over."""
     llm_first_token_deadline: float = Field(2.5, gt=0)
+    """No first LLM token this long after the request: fail over."""
     tts_first_byte_deadline: float = Field(1.5, gt=0)
+    """No first TTS audio this long after the text: fail over."""
     return_to_primary: bool = False
     """Whether a call moves back to a recovered primary provider mid-call."""
 
@@ -68,18 +83,22 @@ class Settings(BaseSettings):
     default_inactivity_timeout: float = Field(30.0, gt=0)
     """Silence tolerance (s) when the agent sets none."""
     pre_call_webhook_timeout: float = Field(2.0, gt=0)
-    tool_timeout: float = Field(10.0, gt=0)
+    """Deadline of the pre-call webhook; past it the call goes on with its own config."""
     drain_timeout: float = Field(60.0, ge=0)
+    """On SIGTERM, seconds active calls may go on before they are ended with a goodbye."""
     spool_dir: Path = Path(".cache/spool")
     """Where post-call reports wait until their webhook answered 2xx."""
     webhook_secret: SecretStr | None = None
     """Organization webhook secret (Standard Webhooks); an agent's own secret wins."""
     webhook_max_attempts: int = Field(6, ge=1)
+    """Delivery attempts per webhook payload (network errors, 5xx, 429)."""
     webhook_timeout: float = Field(10.0, gt=0)
+    """Seconds per webhook delivery attempt."""
     webhook_max_elapsed: float = Field(120.0, gt=0)
     """Give up retrying a payload (it stays spooled) after this many seconds."""
     metrics_port: int = 9464
     """Prometheus ``/metrics`` of the worker and all its job processes."""
     log_json: bool = True
+    """JSON log lines (with room, job and agent ids) instead of colored text."""
     log_level: str = "INFO"
     """Worker log level (``voice-worker dev`` defaults to DEBUG)."""
