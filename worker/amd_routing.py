@@ -148,10 +148,10 @@ class AMDRouter:
         if action == "continue":
             self.reply_gate.set()
             if self.plan.first_message and not self.amd.greet_immediately:
-                session.say(
-                    self.plan.first_message,
-                    allow_interruptions=self.plan.endpointing.allow_interruptions,
-                )
+                # Not interruptible: the verdict usually lands before LiveKit's VAD has
+                # seen the end of the callee's "hello", and an interruptible greeting
+                # would be paused, then dropped when they say "hello?" again.
+                session.say(self.plan.first_message, allow_interruptions=False)
         elif action == "voicemail":
             if self.amd.voicemail_message:
                 handle = session.say(self.amd.voicemail_message, allow_interruptions=False)
