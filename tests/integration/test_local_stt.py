@@ -136,7 +136,8 @@ async def test_livekit_recognize_does_not_block_the_loop(speech: dict[str, Audio
     frames = _frames(speech["i would like to book an appointment for next week"])
     await stt.recognize(frames)
     task.cancel()
-    assert ticks >= 10
+    # a blocking decode lets the ticker run at most once; a non-blocking one, many times
+    assert ticks >= 3
     await stt.aclose()
 
 
