@@ -675,19 +675,35 @@ class AMDDetector:
 # ---------------------------------------------------------------------------- offline replay
 
 _ENGINE: Any = None
-_STT_CACHE: dict[tuple[int, int, bytes], str] = {}
+_PHRASES: Any = None
+_STT_CACHE: dict[tuple[str, int, int, bytes], str] = {}
 
 
 def pocketsphinx_transcriber(samples: Float32Array, sample_rate: int) -> str:
-    """Pocketsphinx transcription, memoised on the exact audio (replays repeat segments)."""
+    """Open-vocabulary pocketsphinx, memoised on the exact audio (replays repeat segments).
+    On 8 kHz telephone audio it is mostly nonsense; kept to measure against."""
     global _ENGINE
-    key = (sample_rate, len(samples), samples.tobytes())
+    key = ("open", sample_rate, len(samples), samples.tobytes())
     if key not in _STT_CACHE:
         if _ENGINE is None:
             from pipelines.local_stt import PocketsphinxEngine
 
             _ENGINE = PocketsphinxEngine()
         _STT_CACHE[key] = _ENGINE.transcribe(samples, sample_rate)
+    return _STT_CACHE[key]
+
+
+def phrase_transcriber(samples: Float32Array, sample_rate: int) -> str:
+    """Pocketsphinx constrained to the language of answered calls (``pipelines.kws``): the
+    default offline transcript source, memoised on the exact audio."""
+    global _PHRASES
+    key = ("phrases", sample_rate, len(samples), samples.tobytes())
+    if key not in _STT_CACHE:
+        if _PHRASES is None:
+            from pipelines.kws import PhraseTranscriber
+
+            _PHRASES = PhraseTranscriber()
+        _STT_CACHE[key] = _PHRASES(samples, sample_rate)
     return _STT_CACHE[key]
 
 
@@ -708,7 +724,8 @@ def amd_file(
     ``interim_every`` seconds of an utterance an interim result, and at its end a final
     result, is delivered ``stt_latency`` seconds of audio time later (the latency of a
     streaming STT; ``None`` uses the measured compute time of each transcription instead,
-    which on this machine is pocketsphinx's real cost). ``transcripts`` replaces the
+    which on this machine is pocketsphinx's real cost). The STT is ``transcriber``, by
+    default ``phrase_transcriber`` (offline, domain language model). ``transcripts`` replaces the
     simulated STT with given ``(at_seconds, text, is_final)`` results (a reference
     transcript, or a recorded STT stream). After the recording ends the line
     is silent until the verdict; the deadline guarantees one. ``realtime`` paces the
@@ -716,7 +733,7 @@ def amd_file(
     """
     audio = read_wav(path)
     rate = audio.sample_rate
-    stt = transcriber or pocketsphinx_transcriber
+    stt = transcriber or phrase_transcriber
     core = AMDClassifier(rate, timeout_seconds, **options)  # type: ignore[arg-type]
     endpointer = VADCore(
         frame_ms=20,

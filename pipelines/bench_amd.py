@@ -1,14 +1,16 @@
 """AMD benchmark over a labelled manifest (``fixtures/amd/manifest.json``).
 
-    python -m pipelines.bench_amd [MANIFEST] [--stt pocketsphinx|reference|none]
+    python -m pipelines.bench_amd [MANIFEST] [--stt phrases|pocketsphinx|reference|none]
+                                  [--half all|even|odd] [--measured-latency]
 
 Every recording is replayed through ``amd_file`` in simulated real time. ``--stt`` picks
-where the transcript comes from: ``pocketsphinx`` (the offline engine, run on the
-utterances the simulated streaming STT cuts) or ``reference`` (the manifest's phrase
-texts, delivered like a good streaming STT would: interims every second, the final at the
-phrase end, each ``stt_latency`` later) or ``none`` (audio cues only). The first two
-bracket production: pocketsphinx on 8 kHz synthetic speech is far worse than a telephone
-STT, the reference is perfect.
+where the transcript comes from: ``phrases`` (the default offline source: pocketsphinx
+with the call-language model of ``pipelines.kws``) or ``pocketsphinx`` (open vocabulary),
+both run on the utterances the simulated streaming STT cuts; ``reference`` (the
+manifest's phrase texts, delivered like a good streaming STT would: interims every
+second, the final at the phrase end, each ``stt_latency`` later) or ``none`` (audio cues
+only). ``reference`` is the ceiling, ``none`` the floor. ``--measured-latency`` delivers
+each offline result after its measured compute time instead of the fixed ``stt_latency``.
 
 Figures: accuracy overall, per label and per half (even seeds tuned on, odd held out),
 the confusion matrix, decision time after the greeting's end (median, p95) per label,
@@ -26,11 +28,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Literal
 
-from pipelines.amd import CATEGORIES, Verdict, amd_file
+from pipelines.amd import CATEGORIES, Verdict, amd_file, pocketsphinx_transcriber
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[1] / "fixtures" / "amd" / "manifest.json"
 
-SttSource = Literal["pocketsphinx", "reference", "none"]
+SttSource = Literal["phrases", "pocketsphinx", "reference", "none"]
+Half = Literal["all", "even", "odd"]
 
 
 def reference_transcripts(
@@ -61,11 +64,16 @@ def _percentile(values: list[float], q: float) -> float | None:
 def bench_amd(
     manifest: Path = DEFAULT_MANIFEST,
     *,
-    stt: SttSource = "pocketsphinx",
+    stt: SttSource = "phrases",
     timeout_seconds: float = 8.0,
     stt_latency: float = 0.35,
+    measured_latency: bool = False,
+    half: Half = "all",
 ) -> dict[str, Any]:
     entries: list[dict[str, Any]] = json.loads(Path(manifest).read_text())
+    if half != "all":
+        parity = 0 if half == "even" else 1
+        entries = [e for e in entries if e.get("seed", 0) % 2 == parity]
     base = Path(manifest).parent
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -78,8 +86,9 @@ def bench_amd(
         verdict: Verdict = amd_file(
             base / entry["file"],
             timeout_seconds=timeout_seconds,
-            stt_latency=stt_latency,
+            stt_latency=None if measured_latency else stt_latency,
             transcripts=transcripts,
+            transcriber=pocketsphinx_transcriber if stt == "pocketsphinx" else None,
         )
         greeting_end = entry.get("greeting_end")
         after_end = None if greeting_end is None else verdict.decided_at - greeting_end
@@ -132,11 +141,15 @@ def bench_amd(
     machines = [r for r in rows if r["label"].startswith("machine") and r["correct"]]
     return {
         "stt": stt,
-        "stt_latency_assumed": stt_latency,
+        "stt_latency_assumed": "measured" if measured_latency else stt_latency,
         "timeout_seconds": timeout_seconds,
         "n": len(rows),
         "accuracy": accuracy(rows),
         "accuracy_by_half": {k: accuracy(v) for k, v in sorted(halves.items())},
+        "accuracy_by_half_and_label": {
+            k: {label: accuracy([r for r in v if r["label"] == label]) for label in labels}
+            for k, v in sorted(halves.items())
+        },
         "per_label": per_label,
         "confusion": confusion,
         "goal_human_within_1s": accuracy([{"correct": on_time(r)} for r in humans]),
@@ -151,15 +164,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="AMD benchmark: figures as JSON")
     parser.add_argument("manifest", nargs="?", type=Path, default=DEFAULT_MANIFEST)
     parser.add_argument(
-        "--stt", choices=["pocketsphinx", "reference", "none"], default="pocketsphinx"
+        "--stt", choices=["phrases", "pocketsphinx", "reference", "none"], default="phrases"
     )
+    parser.add_argument("--half", choices=["all", "even", "odd"], default="all")
     parser.add_argument("--timeout", type=float, default=8.0)
+    parser.add_argument("--measured-latency", action="store_true")
     args = parser.parse_args(argv)
     if not args.manifest.is_file():
         print(f"{args.manifest}: no such manifest", file=sys.stderr)
         return 2
     print(
-        json.dumps(bench_amd(args.manifest, stt=args.stt, timeout_seconds=args.timeout), indent=2)
+        json.dumps(
+            bench_amd(
+                args.manifest,
+                stt=args.stt,
+                timeout_seconds=args.timeout,
+                measured_latency=args.measured_latency,
+                half=args.half,
+            ),
+            indent=2,
+        )
     )
     return 0
 

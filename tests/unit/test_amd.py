@@ -169,7 +169,7 @@ def test_verdict_json() -> None:
     }
 
 
-# -- real fixtures end to end (reference transcripts; pocketsphinx for one short file)
+# -- real fixtures end to end (reference transcripts; the offline phrase STT for a few)
 
 
 @pytest.mark.parametrize(
@@ -197,10 +197,21 @@ def test_fixture_end_to_end(name: str) -> None:
         assert v.beep_at == pytest.approx(entry["beep_at"], abs=0.06)
 
 
-def test_fixture_end_to_end_with_pocketsphinx() -> None:
-    entry = MANIFEST["human_short_08.wav"]
-    v = amd_file(FIXTURES / entry["file"])
-    assert v.category == "human"
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("human_short_08.wav", "short greeting"),
+        ("ivr_00.wav", "phrase 'for sales press'"),  # decided mid-menu, before its end
+        ("vm_beep_02.wav", "phrase 'get back to you'"),
+    ],
+)
+def test_fixture_end_to_end_with_the_offline_phrase_stt(name: str, reason: str) -> None:
+    entry = MANIFEST[name]
+    v = amd_file(FIXTURES / name)  # default transcriber: pipelines.kws.PhraseTranscriber
+    assert v.category == entry["label"]
+    assert reason in v.reason
+    limit = 1.0 if entry["label"] == "human" else 1.5
+    assert v.decided_at - entry["greeting_end"] <= limit
 
 
 # -- async adapter
@@ -223,7 +234,7 @@ async def test_detector_uses_tiebreaker_on_an_ambiguous_greeting() -> None:
         asked.append(text)
         return "machine-vm"
 
-    entry = MANIFEST["human_long_01.wav"]  # 2.5-3 s of speech: between the length rules
+    entry = MANIFEST["human_long_00.wav"]  # 2.8 s of speech: between the length rules
     x = read_wav(FIXTURES / entry["file"]).samples
     det = AMDDetector(RATE, timeout_seconds=8.0, tiebreaker=tiebreaker)
     det.push_transcript("blah blah blah", is_final=True)
