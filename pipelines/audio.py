@@ -84,11 +84,22 @@ def lowpass_kernel(cutoff: float, taps: int = 63) -> Float32Array:
 
 
 def resample(samples: Float32Array, src_rate: int, dst_rate: int) -> Float32Array:
-    """Whole-buffer resampling for files and offline engines: a windowed-sinc low-pass
-    below the new Nyquist when downsampling (no aliasing), then linear interpolation.
+    """Whole-buffer resampling for files and offline engines, band-limited both ways.
+
+    Down: a windowed-sinc low-pass below the new Nyquist, then interpolation (no aliasing).
+    Up by an integer factor (8 -> 16 kHz): zero-stuffing and a low-pass just under the
+    source Nyquist, because linear interpolation leaves images of the speech band above
+    4 kHz that a 16 kHz acoustic model hears as fricatives. Other ratios up: linear.
     Streaming stages keep their own phase state instead (see ``pipelines.vad``)."""
     if src_rate == dst_rate or len(samples) == 0:
         return samples.astype(np.float32, copy=False)
+    factor, rest = divmod(dst_rate, src_rate)
+    if not rest and factor >= 2:
+        stuffed = np.zeros(len(samples) * factor, dtype=np.float32)
+        stuffed[::factor] = samples * factor
+        kernel = lowpass_kernel(0.46 / factor, taps=64 * factor - 1)
+        up: Float32Array = np.convolve(stuffed, kernel, mode="same").astype(np.float32)
+        return up
     if dst_rate < src_rate:
         kernel = lowpass_kernel(0.45 * dst_rate / src_rate)
         samples = np.convolve(samples, kernel, mode="same").astype(np.float32)
