@@ -43,9 +43,9 @@ from .settings import Settings
 FRAME_MS = 10
 AGENT_RATE = 24000
 SPEECH_RMS = 0.03
-"""RMS (full scale 1.0) above which a received 10 ms frame counts as agent speech: well
-above a noise bed (``office`` at volume 0.08 stays under 0.015), well below espeak-ng
-speech (0.05-0.15)."""
+"""RMS (full scale 1.0) above which a received 10 ms frame counts as agent speech: above
+a quiet noise bed (``office`` at volume 0.08 peaks at 0.027), below most espeak-ng speech
+frames (0.05-0.15)."""
 
 
 @dataclass
