@@ -56,12 +56,15 @@ FIXTURES: dict[str, dict[str, object]] = {
 def speak(text: str, voice: str, rate: int = 160) -> Audio:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-w", str(raw), text],
-                       check=True)
+        subprocess.run(
+            ["espeak-ng", "-v", voice, "-s", str(rate), "-w", str(raw), text], check=True
+        )
         # A telephone-ish band and a little level headroom, as a caller would sound.
         band = Path(tmp) / "band.wav"
-        subprocess.run(["sox", str(raw), "-r", str(RATE), str(band), "sinc", "200-3600",
-                        "gain", "-n", "-3"], check=True)
+        subprocess.run(
+            ["sox", str(raw), "-r", str(RATE), str(band), "sinc", "200-3600", "gain", "-n", "-3"],
+            check=True,
+        )
         audio = read_wav(band)
     return Audio(resample(audio.samples, audio.sample_rate, RATE), RATE)
 
@@ -73,13 +76,11 @@ def build(name: str, spec: dict[str, object]) -> dict[str, object]:
     turns = []
     for text in spec["turns"]:  # type: ignore[attr-defined]
         speech = speak(str(text), voice).samples
-        turns.append({"text": text, "start": round(t, 3),
-                      "end": round(t + len(speech) / RATE, 3)})
+        turns.append({"text": text, "start": round(t, 3), "end": round(t + len(speech) / RATE, 3)})
         parts += [speech, np.zeros(int(gap * RATE), dtype=np.float32)]
         t += len(speech) / RATE + gap
     write_wav(OUT / f"{name}.wav", Audio(np.concatenate(parts), RATE))
-    return {"file": f"{name}.wav", "sample_rate": RATE, "turns": turns,
-            "duration": round(t, 3)}
+    return {"file": f"{name}.wav", "sample_rate": RATE, "turns": turns, "duration": round(t, 3)}
 
 
 def main() -> None:
