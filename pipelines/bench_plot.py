@@ -1,0 +1,200 @@
+"""Charts for ``voice-worker bench`` reports (matplotlib, Agg backend: no display needed).
+
+``plot(name, report, path)`` draws the chart of one benchmark's JSON report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+LATENCY_SEGMENTS = (
+    ("end_of_turn_decided", "caller end of speech -> end of turn"),
+    ("llm_first_token", "-> LLM first token"),
+    ("tts_first_byte", "-> TTS first byte"),
+    ("first_agent_audio_heard", "-> first agent audio at caller"),
+)
+
+
+def _latency(report: Mapping[str, Any], fig: Figure) -> None:
+    ax = fig.add_subplot(1, 2, 1)
+    stages = report["stages_after_caller_end_of_speech"]
+    for col, q in enumerate(("p50_ms", "p95_ms")):
+        bottom = 0.0
+        for key, label in LATENCY_SEGMENTS:
+            value = stages.get(key, {}).get(q)
+            if value is None:
+                continue
+            height = max(0.0, value - bottom)
+            ax.bar(
+                col,
+                height,
+                bottom=bottom,
+                label=label if col == 0 else None,
+                color=f"C{LATENCY_SEGMENTS.index((key, label))}",
+            )
+            bottom = max(bottom, value)
+    ax.set_xticks([0, 1], ["p50", "p95"])
+    ax.set_ylabel("ms after caller end of speech")
+    ax.set_title(f"Stages ({report['stack']} stack, {report['turns_measured']} turns)")
+    ax.legend(fontsize=7, loc="upper left")
+
+    ax2 = fig.add_subplot(1, 2, 2)
+    parts = [
+        ("response delay + providers", report["provider_and_response_delay"]),
+        ("worker (caller clock)", report["worker_time"]),
+        ("worker (own clock)", report["worker_time_own_clock"]),
+    ]
+    for col, q in enumerate(("p50_ms", "p95_ms")):
+        bottom = 0.0
+        for i, (label, stats) in enumerate(parts[:2]):
+            value = stats.get(q) or 0.0
+            ax2.bar(col, value, bottom=bottom, color=f"C{i + 4}", label=label if col == 0 else None)
+            bottom += value
+    w = report["worker_time"]
+    goal = report.get("goal", {})
+    ax2.set_xticks([0, 1], ["p50", "p95"])
+    ax2.set_title(
+        f"Worker time p50 {w['p50_ms']} ms, p95 {w['p95_ms']} ms "
+        f"(goal {goal.get('worker_p50_ms')}/{goal.get('worker_p95_ms')})",
+        fontsize=9,
+    )
+    ax2.set_ylabel("ms")
+    ax2.legend(fontsize=7, loc="upper left")
+
+
+def _capacity(report: Mapping[str, Any], fig: Figure) -> None:
+    steps = report["steps"]
+    calls = [s["calls"] for s in steps]
+    ax = fig.add_subplot(1, 2, 1)
+    ax.plot(calls, [s["frame_gap_ms"]["max"] or 0 for s in steps], "o-", label="frame gap max")
+    ax.plot(calls, [s["worker_time"]["p95_ms"] or 0 for s in steps], "s-", label="worker p95")
+    ax.axhline(report["limits"]["frame_gap_ms"], color="C0", ls="--", lw=0.8)
+    ax.axhline(report["limits"]["worker_time_p95_ms"], color="C1", ls="--", lw=0.8)
+    ax.set_xlabel("concurrent calls")
+    ax.set_ylabel("ms")
+    ax.set_title(f"Quality limits ({report['cores']} cores)")
+    ax.legend(fontsize=7)
+    ax2 = fig.add_subplot(1, 2, 2)
+    ax2.plot(calls, [s["worker_cpu_percent_busy_median"] for s in steps], "o-", label="CPU %")
+    ax2.set_xlabel("concurrent calls")
+    ax2.set_ylabel("worker CPU % (100 = one core)")
+    ax3 = ax2.twinx()
+    ax3.plot(calls, [s["worker_rss_mb_peak"] for s in steps], "s-", color="C2", label="RSS MB")
+    ax3.set_ylabel("worker RSS MB")
+    ax2.set_title(
+        f"{report['calls_per_core']} calls/core (goal {report['goal_calls_per_core']}; "
+        f"LiveKit ~8, Pipecat ~5)",
+        fontsize=9,
+    )
+
+
+def _audio(report: Mapping[str, Any], fig: Figure) -> None:
+    goals = report["goals"]
+    stretch = report["stretch_mix"]["stretch"]
+    ax = fig.add_subplot(1, 2, 1)
+    names = ["VAD+endpointing", "mix"]
+    values = [
+        goals["vad_endpointing_ms_per_10ms_frame"]["value"],
+        goals["mix_ms_per_10ms_frame"]["value"],
+    ]
+    limits = [0.05, 0.02]
+    ax.bar(range(2), values, color=["C0", "C2"])
+    for i, limit in enumerate(limits):
+        ax.hlines(limit, i - 0.4, i + 0.4, colors="k", linestyles="--")
+    silero = report["vad"]["summary"].get("silero_ms_per_10ms_frame_max")
+    if silero:
+        ax.set_title(f"ms per 10 ms frame (goal dashed); silero {silero:.3f}", fontsize=9)
+    else:
+        ax.set_title("ms per 10 ms frame (goal dashed)", fontsize=9)
+    ax.set_xticks(range(2), names)
+    ax2 = fig.add_subplot(1, 2, 2)
+    rates = list(stretch)
+    width = 0.25
+    for j, engine in enumerate(("ours", "audiotsm_wsola", "sox_tempo")):
+        vals = [stretch[r].get(engine, {}).get("ms_per_frame") for r in rates]
+        if all(v is None for v in vals):
+            continue
+        ax2.bar(
+            [i + (j - 1) * width for i in range(len(rates))],
+            [v or 0 for v in vals],
+            width,
+            label=engine,
+        )
+    ax2.hlines(0.1, -0.5, len(rates) - 0.5, colors="k", linestyles="--", label="100x real time")
+    ax2.set_xticks(range(len(rates)), [f"rate {r}" for r in rates])
+    ax2.set_ylabel("ms per 10 ms frame")
+    ax2.set_title("Time-stretch cost", fontsize=9)
+    ax2.legend(fontsize=7)
+
+
+def _amd(report: Mapping[str, Any], fig: Figure) -> None:
+    per_label = report["per_label"]
+    labels = list(per_label)
+    ax = fig.add_subplot(1, 2, 1)
+    acc = [_accuracy_of(per_label[k]) for k in labels]
+    ax.barh(labels, acc)
+    ax.set_xlim(0, 1)
+    ax.set_title(f"Accuracy per category (all {report['accuracy']})", fontsize=9)
+    ax2 = fig.add_subplot(1, 2, 2)
+    confusion = report["confusion"]
+    truth = list(confusion)
+    predicted = sorted({p for row in confusion.values() for p in row})
+    grid = [[confusion[t].get(p, 0) for p in predicted] for t in truth]
+    ax2.imshow(grid, cmap="Blues")
+    ax2.set_xticks(range(len(predicted)), predicted, rotation=60, fontsize=6)
+    ax2.set_yticks(range(len(truth)), truth, fontsize=6)
+    for i, row in enumerate(grid):
+        for j, v in enumerate(row):
+            if v:
+                ax2.text(j, i, str(v), ha="center", va="center", fontsize=7)
+    ax2.set_title("Confusion (rows: truth)", fontsize=9)
+
+
+def _accuracy_of(row: Any) -> float:
+    if isinstance(row, Mapping):
+        for key in ("accuracy", "acc"):
+            if isinstance(row.get(key), int | float):
+                return float(row[key])
+    if isinstance(row, int | float):
+        return float(row)
+    return 0.0
+
+
+def _generic(report: Mapping[str, Any], fig: Figure) -> None:
+    """Bars of the report's top-level numbers (for reports without a dedicated chart)."""
+    ax: Axes = fig.add_subplot(1, 1, 1)
+    numbers = {
+        k: v for k, v in report.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    ax.barh(list(numbers), list(numbers.values()))
+    ax.set_title(str(report.get("benchmark", "")))
+
+
+CHARTS: dict[str, Callable[[Mapping[str, Any], Figure], None]] = {
+    "latency": _latency,
+    "capacity": _capacity,
+    "audio": _audio,
+    "amd": _amd,
+}
+
+
+def plot(name: str, report: Mapping[str, Any], path: Path) -> Path:
+    fig = plt.figure(figsize=(11, 4.5))
+    try:
+        CHARTS.get(name, _generic)(report, fig)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+    return path
