@@ -125,7 +125,9 @@ def create_app(
         verbose=verbose,
     )
     return llama_create_app(
-        server_settings=ServerSettings(host="127.0.0.1", port=0),
+        # llama-cpp-python's default cuts a streaming reply off when the next request
+        # arrives: with two calls at once, one caller would get an empty answer.
+        server_settings=ServerSettings(host="127.0.0.1", port=0, interrupt_requests=False),
         model_settings=[model_settings],
     )
 

@@ -269,13 +269,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = asyncio.run(result) if asyncio.iscoroutine(result) else result
         return int(code or 0)
     except BAD_INPUT as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc or type(exc).__name__}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except VoiceWorkerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (VoiceWorkerError, OSError, TimeoutError, RuntimeError) as exc:
+        print(f"error: {exc or type(exc).__name__}", file=sys.stderr)
         return EXIT_RUNTIME
 
 
