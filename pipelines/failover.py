@@ -147,11 +147,12 @@ def classify(exc: BaseException) -> str:
         code = exc.status_code
         if code == 429:
             return "rate_limited"
-        if code >= 500:
+        if 500 <= code < 600:
             return "server_error"
-        if code >= 400:
+        if 400 <= code < 500:
             return "client_error"
-        return "protocol"
+        # plugins report WebSocket close codes (1006: closed abnormally) as status codes
+        return "connection" if 1000 <= code < 5000 else "protocol"
     if isinstance(exc, APITimeoutError | TimeoutError):
         return "timeout"
     if isinstance(exc, APIConnectionError | ConnectionError | OSError):
@@ -423,6 +424,8 @@ SPEECH_DBFS = -45.0
 """Frames louder than this count as the caller speaking (for stall detection only)."""
 END_OF_TURN_SILENCE = 0.5
 """Quiet after unanswered speech that makes a final result owed."""
+UNANSWERED_AT_END = 1.0
+"""Speech an interim-capable provider left unanswered when its stream ended: a failure."""
 MIN_OWED_SPEECH = 0.3
 """Unanswered speech shorter than this (a cough, a click) owes nothing at its end."""
 
@@ -475,13 +478,22 @@ class TurnBuffer:
 class _DeadlineSTT(stt.STT[Never]):
     """A batch STT whose ``recognize`` must answer within the deadline plus a share of
     the audio's length (batch decoding time grows with it); wrapped by the VAD's
-    ``StreamAdapter`` inside the chain."""
+    ``StreamAdapter`` inside the chain. The first call may also spend ``cold_start``
+    (pocketsphinx starts its decoder process then)."""
 
-    def __init__(self, inner: AnySTT, deadline: float, *, per_audio_second: float = 0.25):
+    def __init__(
+        self,
+        inner: AnySTT,
+        deadline: float,
+        *,
+        per_audio_second: float = 0.25,
+        cold_start: float = 10.0,
+    ):
         super().__init__(capabilities=inner.capabilities)
         self._inner = inner
         self._deadline = deadline
         self._per_audio_second = per_audio_second
+        self._cold_start = cold_start
         self._inner.on("metrics_collected", self._forward_metrics)
 
     @property
@@ -504,7 +516,8 @@ class _DeadlineSTT(stt.STT[Never]):
     ) -> stt.SpeechEvent:
         frames = buffer if isinstance(buffer, list) else [buffer]
         seconds = sum(_frame_seconds(f) for f in frames)
-        limit = self._deadline + self._per_audio_second * seconds
+        limit = self._deadline + self._per_audio_second * seconds + self._cold_start
+        self._cold_start = 0.0
         started = time.monotonic()
         try:
             async with asyncio.timeout(limit):
@@ -690,6 +703,9 @@ class FailoverRecognizeStream(stt.RecognizeStream):
                         self._trim_after_final(ev)
                         if self._failover.chain.should_return() and self.turn.duration < 0.05:
                             raise _Rotate
+            if self._interim and self._unanswered_speech >= UNANSWERED_AT_END:
+                # the provider closed without a word for the caller's last speech
+                raise StallError("stt", link.id, time.monotonic() - wd.silent_since())
         finally:
             self._inner = self._wd = None
 

@@ -8,7 +8,7 @@ its command package is also named ``server``::
 
 Faults as toxics on a proxy between a plugin and a provider server:
 
-    reset()      reset_peer: TCP RST on every connection (connection reset)
+    reset()      reset_peer both ways: TCP RST on every connection (connection reset)
     stall()      timeout with timeout=0: data stops, the connection stays open
     latency(ms)  latency: each chunk delayed
     slow(kbps)   bandwidth;  slicer(...) splits data into small delayed pieces
@@ -97,8 +97,10 @@ class Proxy:
     async def remove_toxic(self, name: str) -> None:
         await self.server.request("DELETE", f"/proxies/{self.name}/toxics/{name}")
 
-    async def reset(self) -> str:
-        return await self.add_toxic("reset_peer", timeout=0)
+    async def reset(self) -> None:
+        # both directions: the RST goes out with the next data either side sends
+        for stream in ("downstream", "upstream"):
+            await self.add_toxic("reset_peer", stream=stream, timeout=0)
 
     async def stall(self) -> str:
         return await self.add_toxic("timeout", timeout=0)

@@ -259,6 +259,7 @@ def test_classify_maps_errors_to_reasons() -> None:
     assert classify(APIStatusError("x", status_code=429)) == "rate_limited"
     assert classify(APIStatusError("x", status_code=401)) == "client_error"
     assert classify(APIConnectionError("x")) == "connection"
+    assert classify(APIStatusError("ws closed", status_code=1006)) == "connection"
     assert classify(ConnectionResetError()) == "connection"
     assert classify(ValueError("garbage")) == "protocol"
 
