@@ -235,8 +235,9 @@ async def _stt_once(
     await proxy.restore()
     if not first:
         raise RuntimeError(f"stt {fault}: no transcript from the fallback")
-    # without a fault there is no injection: time to first result from the speech onset
-    return first[0] - (fault_at if fault is not None else started + 0.5)
+    # connect faults (and the baseline) are timed from the speech onset: before it the
+    # caller said nothing a failover could delay
+    return first[0] - (started + 0.5 if fault is None or connect_fault else fault_at)
 
 
 async def _bench(repeats: int, layers: tuple[str, ...]) -> dict[str, Any]:
