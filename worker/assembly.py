@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from typing import Any
 
 from livekit import rtc
@@ -11,6 +11,8 @@ from livekit.agents import Agent, AgentSession, ModelSettings, llm
 from livekit.agents.types import FlushSentinel
 from livekit.agents.voice.turn import TurnHandlingOptions
 
+from pipelines.failover import Deadlines, SwitchEvent, build_failover_layers
+from pipelines.health import default_health
 from pipelines.providers import ProviderSpec, build
 from pipelines.vad import WebRTCVAD
 
@@ -96,6 +98,30 @@ class VoiceAgent(Agent):
         window = chat_ctx.copy().truncate(max_items=2 * self._context_window)
         async for chunk in Agent.default.llm_node(self, window, tools, model_settings):
             yield chunk
+
+
+def build_layers(plan: SessionPlan, on_switch: Callable[[SwitchEvent], None]) -> dict[str, Any]:
+    """Failover chains for the layers whose allowed set has more than one usable provider;
+    a single provider is used as is (there is nowhere to fail over to, and LiveKit's own
+    retries still apply)."""
+    specs: dict[str, Sequence[ProviderSpec]] = {
+        layer: [provider_spec(layer, choice, plan) for choice in chain]
+        for layer, chain in plan.providers.items()
+        if len(chain) > 1
+    }
+    if not specs:
+        return {}
+    t = plan.timeouts
+    return build_failover_layers(
+        specs,
+        deadlines=Deadlines(
+            stt=t.stt_deadline, llm=t.llm_first_token_deadline, tts=t.tts_first_byte_deadline
+        ),
+        health=default_health(),
+        on_switch=on_switch,
+        return_to_primary=t.return_to_primary,
+        vad=build_vad(plan),
+    )
 
 
 def build_session(plan: SessionPlan, *, layers: dict[str, Any] | None = None) -> AgentSession[Any]:

@@ -26,7 +26,7 @@ from pipelines.errors import VoiceWorkerError
 from pipelines.output import install_output_chain
 
 from .amd_routing import AMDRouter
-from .assembly import VoiceAgent, build_session
+from .assembly import VoiceAgent, build_layers, build_session
 from .control_plane import CachingControlPlane
 from .dispatch import parse_dispatch
 from .lifecycle import CallLifecycle, pre_call_hook, webhook_sender
@@ -68,8 +68,8 @@ def prewarm(proc: JobProcess) -> None:
         PocketsphinxEngine().warm_up()
 
 
-async def _apologise_and_end(ctx: JobContext, reason: str) -> None:
-    """Says a short apology with the offline TTS if a caller is present, then ends."""
+async def _apologise(ctx: JobContext) -> None:
+    """Says a short apology with the offline TTS if a caller is present."""
     from pipelines.local_tts import EspeakTTS
 
     try:
@@ -82,6 +82,11 @@ async def _apologise_and_end(ctx: JobContext, reason: str) -> None:
         await session.aclose()
     except (TimeoutError, RuntimeError, rtc.ConnectError) as exc:
         logger.info("no apology spoken: %s", exc)
+
+
+async def _apologise_and_end(ctx: JobContext, reason: str) -> None:
+    try:
+        await _apologise(ctx)
     finally:
         ctx.shutdown(reason=f"call not started: {reason}")
 
@@ -146,7 +151,13 @@ async def entrypoint(ctx: JobContext) -> None:
     tools = life.function_tools(
         http, transfer=_caller_transfer(ctx), publish_dtmf=room_dtmf(ctx.room)
     )
-    session = build_session(plan)
+    layers = build_layers(
+        plan,
+        on_switch=lambda ev: life.record_switch(
+            ev.layer, ev.from_provider, ev.to_provider, ev.reason, ev.switch_seconds
+        ),
+    )
+    session = build_session(plan, layers=layers)
     life.attach(session)
     closed = asyncio.Event()
     session.on("close", lambda _ev: closed.set())
@@ -188,6 +199,10 @@ async def entrypoint(ctx: JobContext) -> None:
         amd_task = asyncio.create_task(router.run(session, callee))
         amd_task.add_done_callback(_log_failure)
     await closed.wait()
+    offline_tts_allowed = any(c.vendor == "local" for c in plan.providers["tts"])
+    if life.failed and offline_tts_allowed:
+        logger.error("call ended by a provider failure: %s", life.failed)
+        await _apologise(ctx)
     ctx.shutdown(reason=life.end_reason or "session closed")
 
 

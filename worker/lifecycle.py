@@ -163,6 +163,8 @@ class CallLifecycle:
         self.end_reason: str | None = None
         self._idle_count = 0
         self._ending = False
+        self.failed: str | None = None
+        """Why the session died of an error (all providers of a layer down), if it did."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self.secret_key = plan.agent_id or f"call:{call_id}"
         """Names this call's webhook secret for the sender (the spool keeps the name)."""
@@ -247,11 +249,15 @@ class CallLifecycle:
             self._spawn(self.hangup(GOODBYE, reason="inactivity"))
 
     def _on_close(self, ev: CloseEvent) -> None:
+        if ev.error is not None:
+            # e.g. every allowed provider of a layer failed: the report says which and why
+            inner = getattr(ev.error, "error", ev.error)
+            self.failed = f"{type(ev.error).__name__}: {inner}"
+            self.recorder.add_event("error", error=self.failed)
+            self.end_reason = self.end_reason or f"provider failure ({self.failed})"
         if self.end_reason is None:
             reason = getattr(ev.reason, "value", str(ev.reason))
             self.end_reason = "caller left" if "disconnect" in reason else reason
-        if ev.error is not None:
-            self.recorder.add_event("error", error=type(ev.error).__name__)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
