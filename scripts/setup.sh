@@ -8,9 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 LIVEKIT_VERSION=v1.13.5
+TOXIPROXY_VERSION=v2.12.0
 LLAMA_VERSION=0.3.36
 export PIP_CACHE_DIR="$ROOT/.cache/pip"
-mkdir -p .cache/bin .cache/wheels "$PIP_CACHE_DIR"
+mkdir -p .cache/bin .cache/toxiproxy .cache/wheels "$PIP_CACHE_DIR"
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
@@ -29,6 +30,15 @@ if [ ! -x .cache/bin/server ] && ! command -v livekit-server >/dev/null; then
      go install "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION" \
      > .cache/livekit-build.log 2>&1; echo $? > .cache/livekit-build.rc) &
   LK_PID=$!
+fi
+# toxiproxy (fault injection between the worker and provider servers), same way. Its
+# command is also called "server", hence a GOBIN of its own.
+if [ ! -x .cache/toxiproxy/server ]; then
+  log "building toxiproxy $TOXIPROXY_VERSION (background)"
+  (GOBIN="$ROOT/.cache/toxiproxy" GOFLAGS=-mod=mod \
+     go install "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION" \
+     > .cache/toxiproxy-build.log 2>&1; echo $? > .cache/toxiproxy-build.rc) &
+  TP_PID=$!
 fi
 
 if [ ! -x .venv/bin/python ]; then
@@ -52,6 +62,14 @@ if [ -n "${LK_PID:-}" ]; then
   if [ "$(cat .cache/livekit-build.rc 2>/dev/null)" != "0" ]; then
     cat .cache/livekit-build.log >&2
     echo "building livekit-server failed (log above)" >&2
+    exit 1
+  fi
+fi
+if [ -n "${TP_PID:-}" ]; then
+  wait "$TP_PID" || true
+  if [ "$(cat .cache/toxiproxy-build.rc 2>/dev/null)" != "0" ]; then
+    cat .cache/toxiproxy-build.log >&2
+    echo "building toxiproxy failed (log above)" >&2
     exit 1
   fi
 fi
