@@ -18,7 +18,6 @@ from livekit.agents import AgentSession, llm
 from livekit.agents.voice.events import (
     CloseEvent,
     ConversationItemAddedEvent,
-    FunctionToolsExecutedEvent,
     UserStateChangedEvent,
 )
 
@@ -196,7 +195,6 @@ class CallLifecycle:
         self.session = session
         session.on("conversation_item_added", self._on_item)
         session.on("user_state_changed", self._on_user_state)
-        session.on("function_tools_executed", self._on_tools)
         session.on("close", self._on_close)
         self.metrics.active_sessions.inc()
         self.metrics.jobs_accepted.inc()
@@ -231,12 +229,6 @@ class CallLifecycle:
             if value is not None:
                 self.metrics.observe_turn(stage, value)  # type: ignore[arg-type]
 
-    def _on_tools(self, ev: FunctionToolsExecutedEvent) -> None:
-        for call, output in zip(ev.function_calls, ev.function_call_outputs, strict=False):
-            self.recorder.add_event(
-                "tool_call", tool=call.name, error=bool(output and output.is_error)
-            )
-
     def _on_user_state(self, ev: UserStateChangedEvent) -> None:
         if ev.new_state != "away" or self._ending or self.session is None:
             return
@@ -245,6 +237,9 @@ class CallLifecycle:
             self.recorder.add_event("idle_reprompt", count=self._idle_count + 1)
             self.session.say(reprompts[self._idle_count])
             self._idle_count += 1
+            # LiveKit keeps a silent caller "away" (no new event) until they speak: back to
+            # listening, so the silence after this reprompt is counted again.
+            self.session.reset_away_timer()
         else:
             self._spawn(self.hangup(GOODBYE, reason="inactivity"))
 
