@@ -57,12 +57,23 @@ from .errors import ProviderError
 from .health import HealthRegistry, default_health
 from .providers import ProviderSpec, build
 
+
+class LayerDown(APIConnectionError):
+    """Every allowed provider of a layer failed; ``__cause__`` is the ``ProviderError``."""
+
+    @property
+    def provider_error(self) -> ProviderError:
+        assert isinstance(self.__cause__, ProviderError)
+        return self.__cause__
+
+
 __all__ = [
     "Deadlines",
     "FailoverLLM",
     "FailoverSTT",
     "FailoverTTS",
     "HealthRegistry",
+    "LayerDown",
     "Link",
     "ProviderChain",
     "RepeatFilter",
@@ -374,12 +385,15 @@ class ProviderChain(Generic[T]):
         while True:
             idx = next((i for i in self.order() if i not in tried), None)
             if idx is None:
-                raise ProviderError(
+                down = ProviderError(
                     f"{self.layer}: every allowed provider failed: {'; '.join(failures)}",
                     layer=self.layer,
                     provider=",".join(self.links[i].id for i in sorted(tried)),
                     retryable=False,
                 )
+                # Surfaced as a non-retryable APIError so LiveKit reports it as an
+                # unrecoverable session error; the cause says which layer is down.
+                raise LayerDown(down.message, retryable=False) from down
             if first and self._served and idx != self.current:
                 reason = "return_to_primary" if idx < self.current else "circuit_open"
                 pending = (reason, time.monotonic(), "")

@@ -100,22 +100,29 @@ class VoiceAgent(Agent):
             yield chunk
 
 
+SOLE_PROVIDER_DEADLINE = 20.0
+"""Stall deadline of a layer with one allowed provider: with nowhere to fail over to, a
+slow answer beats no answer, so only a long silence counts as down."""
+
+
 def build_layers(plan: SessionPlan, on_switch: Callable[[SwitchEvent], None]) -> dict[str, Any]:
-    """Failover chains for the layers whose allowed set has more than one usable provider;
-    a single provider is used as is (there is nowhere to fail over to, and LiveKit's own
-    retries still apply)."""
+    """The failover chain of each layer: the plan's ranked allowed set. When every
+    provider of a layer is down the chain raises, and the call ends with an apology."""
     specs: dict[str, Sequence[ProviderSpec]] = {
         layer: [provider_spec(layer, choice, plan) for choice in chain]
         for layer, chain in plan.providers.items()
-        if len(chain) > 1
     }
-    if not specs:
-        return {}
     t = plan.timeouts
+
+    def deadline(layer: str, seconds: float) -> float:
+        return seconds if len(specs[layer]) > 1 else max(seconds, SOLE_PROVIDER_DEADLINE)
+
     return build_failover_layers(
         specs,
         deadlines=Deadlines(
-            stt=t.stt_deadline, llm=t.llm_first_token_deadline, tts=t.tts_first_byte_deadline
+            stt=deadline("stt", t.stt_deadline),
+            llm=deadline("llm", t.llm_first_token_deadline),
+            tts=deadline("tts", t.tts_first_byte_deadline),
         ),
         health=default_health(),
         on_switch=on_switch,

@@ -94,6 +94,7 @@ async def _replay(args: argparse.Namespace) -> int:
         dispatch=_json_arg(args.dispatch, "--dispatch"),
         livekit_url=args.livekit_url,
         tail_seconds=args.tail,
+        fault=args.fault,
     )
     print(summary_text(result), file=sys.stderr)
     emit({"out": result["out"], "turns": result["turns"]})
@@ -202,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=12.0,
         help="seconds to keep listening after the WAV ends (default 12)",
+    )
+    p.add_argument(
+        "--fault",
+        metavar="LAYER:PROVIDER:KIND@SECONDS",
+        help="break a provider mid-call to rehearse an outage: kind reset, stall, 500 (llm) "
+        "or refuse, SECONDS after the call starts; e.g. llm:local:stall@10",
     )
     p.set_defaults(handler=_replay)
 

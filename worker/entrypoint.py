@@ -200,7 +200,7 @@ async def entrypoint(ctx: JobContext) -> None:
         amd_task.add_done_callback(_log_failure)
     await closed.wait()
     offline_tts_allowed = any(c.vendor == "local" for c in plan.providers["tts"])
-    if life.failed and offline_tts_allowed:
+    if life.failed and life.end_reason and "tts:" in life.end_reason and offline_tts_allowed:
         logger.error("call ended by a provider failure: %s", life.failed)
         await _apologise(ctx)
     ctx.shutdown(reason=life.end_reason or "session closed")

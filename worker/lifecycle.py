@@ -18,13 +18,16 @@ from livekit.agents import AgentSession, llm
 from livekit.agents.voice.events import (
     CloseEvent,
     ConversationItemAddedEvent,
+    ErrorEvent,
     UserStateChangedEvent,
 )
+
+from pipelines.failover import LayerDown
 
 from .config import AgentConfig
 from .dispatch import Dispatch, parse_dispatch
 from .metrics import WorkerMetrics, default_metrics
-from .plan import GOODBYE, SessionPlan
+from .plan import APOLOGY, GOODBYE, SessionPlan
 from .report import CallRecorder
 from .settings import Settings
 from .tools import ToolCallContext, build_function_tools
@@ -196,6 +199,7 @@ class CallLifecycle:
         session.on("conversation_item_added", self._on_item)
         session.on("user_state_changed", self._on_user_state)
         session.on("close", self._on_close)
+        session.on("error", self._on_error)
         self.metrics.active_sessions.inc()
         self.metrics.jobs_accepted.inc()
 
@@ -242,6 +246,26 @@ class CallLifecycle:
             self.session.reset_away_timer()
         else:
             self._spawn(self.hangup(GOODBYE, reason="inactivity"))
+
+    def _on_error(self, ev: ErrorEvent) -> None:
+        """A whole layer down (every allowed provider failed): apologise and end now,
+        rather than let the caller talk to a pipeline that cannot answer."""
+        cause = getattr(ev.error, "error", None)
+        if not isinstance(cause, LayerDown) or self._ending:
+            return
+        down = cause.provider_error
+        self.failed = down.message
+        self.recorder.add_event(
+            "layer_down", layer=down.layer, providers=down.provider, error=down.message
+        )
+        if down.layer == "tts":
+            # Nothing can speak through this session: the entrypoint apologises with the
+            # offline TTS after the session closed, if that is allowed.
+            self.end_reason = f"provider failure ({down.message})"
+            if self.session is not None:
+                self.session.shutdown(drain=False)
+            return
+        self._spawn(self.hangup(APOLOGY, reason=f"provider failure ({down.message})"))
 
     def _on_close(self, ev: CloseEvent) -> None:
         if ev.error is not None:

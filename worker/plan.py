@@ -38,6 +38,7 @@ STT_OVERRIDES = {
 """``stt_override`` values -> the catalog entry they pin."""
 DEFAULT_IDLE_REPROMPTS = ("Are you still there?",)
 GOODBYE = "It seems we got disconnected. Goodbye!"
+APOLOGY = "Sorry, we are having technical difficulties and have to end this call. Goodbye."
 DEFAULT_AMD_ACTIONS: dict[AMDCategory, AMDAction] = {
     "human": "continue",
     "uncertain": "continue",

@@ -171,8 +171,8 @@ class WorkerProcess:
             METRICS_PORT=str(free_port()),
             SPOOL_DIR=str(workdir / "spool"),
             CONTROL_PLANE_URL=control_plane_url,
-            **(extra_env or {}),
         )
+        env.update(extra_env or {})  # may override any of the above (e.g. a shared SPOOL_DIR)
         self._env = env
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -558,12 +558,16 @@ async def replay(
     livekit_url: str | None = None,
     tail_seconds: float = 12.0,
     extra_env: Mapping[str, str] | None = None,
+    fault: str | None = None,
 ) -> dict[str, Any]:
-    """Runs one call and writes its artifacts; returns the summary."""
+    """Runs one call and writes its artifacts; returns the summary. ``fault``
+    (``LAYER:PROVIDER:KIND@SECONDS``) breaks that provider's connection mid-call."""
     from .dispatch import parse_dispatch
+    from .faults import armed, parse_fault, target, worker_overrides
     from .loader import load_call, open_cached, read_json_file
 
     settings = Settings()
+    spec = parse_fault(fault) if fault else None
     caller = read_wav(audio_path)
     out.mkdir(parents=True, exist_ok=True)
     metadata: dict[str, Any] = dict(dispatch or {})
@@ -578,9 +582,21 @@ async def replay(
     finally:
         await cp.aclose()
     need_llm = loaded.plan.providers["llm"][0].vendor in ("local", "custom")
-    async with local_stack(
-        settings, livekit_url=livekit_url, need_llm=need_llm, workdir=out, extra_env=extra_env
-    ) as (livekit, worker):
+    env = dict(extra_env or {})
+    async with contextlib.AsyncExitStack() as stack:
+        injector = None
+        if spec is not None:
+            choice = target(loaded.plan, spec)
+            injector = await stack.enter_async_context(armed(spec, choice, settings))
+            env.update(worker_overrides(choice, injector, metadata))
+        livekit, worker = await stack.enter_async_context(
+            local_stack(
+                settings, livekit_url=livekit_url, need_llm=need_llm, workdir=out, extra_env=env
+            )
+        )
+        if injector is not None:
+            fire = asyncio.create_task(injector.fire_at(asyncio.get_running_loop().time()))
+            stack.callback(fire.cancel)
         rec = await run_caller(
             livekit, worker.agent_name, metadata, caller, tail_seconds=tail_seconds
         )

@@ -26,7 +26,13 @@ from livekit.agents import llm, stt, tts, utils
 
 from pipelines.audio import float_to_int16, resample
 from pipelines.errors import ProviderError
-from pipelines.failover import CONTINUE_INSTRUCTION, Deadlines, SwitchEvent, build_failover_layers
+from pipelines.failover import (
+    CONTINUE_INSTRUCTION,
+    Deadlines,
+    LayerDown,
+    SwitchEvent,
+    build_failover_layers,
+)
 from pipelines.health import HealthRegistry
 from pipelines.local_tts import EspeakEngine
 from pipelines.providers import ProviderSpec
@@ -156,14 +162,16 @@ async def test_llm_all_providers_down_raises_provider_error(toxi: ToxiproxyServe
         )["llm"]
         ctx = llm.ChatContext.empty()
         ctx.add_message(role="user", content="Hi")
-        with pytest.raises(ProviderError) as info:
+        with pytest.raises(LayerDown) as info:
             async with model.chat(chat_ctx=ctx) as stream:
                 async for _ in stream:
                     pass
         await model.aclose()
-        assert info.value.layer == "llm" and not info.value.retryable
-        assert "openai:a (server_error" in info.value.message
-        assert "custom:b (connection" in info.value.message
+        down = info.value.provider_error
+        assert isinstance(down, ProviderError)
+        assert down.layer == "llm" and not down.retryable
+        assert "openai:a (server_error" in down.message
+        assert "custom:b (connection" in down.message
         assert outsider.requests == []
 
 

@@ -27,6 +27,7 @@ from pipelines.failover import (
     FailoverLLM,
     FailoverSTT,
     FailoverTTS,
+    LayerDown,
     Link,
     ProviderChain,
     RepeatFilter,
@@ -245,9 +246,13 @@ async def test_exhausted_layer_raises_provider_error_naming_every_provider() -> 
     a.fake_exception = APIConnectionError("refused")
     b.fake_exception = APIStatusError("limited", status_code=429)
     outsider = FakeLLM()
-    with pytest.raises(ProviderError) as info:
+    with pytest.raises(LayerDown) as info:
         await reply(FailoverLLM(make_chain("llm", [a, b])))
-    err = info.value
+    # LiveKit sees a non-retryable APIError (an unrecoverable session error) ...
+    assert info.value.retryable is False
+    # ... whose cause names the layer and every provider tried
+    err = info.value.provider_error
+    assert isinstance(err, ProviderError)
     assert err.layer == "llm" and err.retryable is False
     assert "v0:m (connection" in err.message and "v1:m (rate_limited" in err.message
     assert err.provider == "v0:m,v1:m"
