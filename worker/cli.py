@@ -259,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=8.0, help="seconds (default 8)")
     p.add_argument("--realtime", action="store_true", help="pace on the wall clock")
     p.set_defaults(handler=_amd)
+
+    from .bench import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 
