@@ -1,0 +1,337 @@
+"""Answering machine detection on real outbound calls: a worker process takes the job, the
+callee is a room participant playing a labelled recording from ``fixtures/amd`` (in
+production a SIP participant, listened to once ``sip.callStatus`` is ``active``), and
+the worker's AMD verdict routes the call: voicemail after the beep, greet a human, press
+keys in an IVR, hang up on a carrier announcement.
+
+The four calls run one after the other on a worker of this module. What the callee
+heard is judged on the audio it received (speech onsets on the caller timeline, which
+is the recording's own); why the call went that way comes from the post-call report
+(delivered to a local webhook receiver) and the worker's log. The agent's LLM is a
+scripted OpenAI-compatible server (``custom`` endpoint), so navigation presses a known
+key.
+
+Fixture choice: the offline session STT (open-vocabulary pocketsphinx) turns 8 kHz
+telephone speech into nonsense, so the voicemail, human and hangup calls use recordings
+whose verdict the audio alone decides (a beep after a long greeting, a short greeting
+then silence, the special information tone). An IVR menu can only be told apart from a
+voicemail by its words ("press one"): that call's STT is the OpenAI transcription
+endpoint of the local server, backed by the AMD phrase transcriber (``pipelines.kws``),
+as a cloud STT would give the words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from livekit import rtc
+
+from pipelines.amd import phrase_transcriber
+from pipelines.audio import Float32Array, read_wav
+from pipelines.wire.openai_compat import OpenAIServer, ScriptedReply, ToolCall
+from worker.replay import CallRecording, LiveKitEndpoint, WorkerProcess, run_caller
+
+pytestmark = pytest.mark.integration
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+AMD_AUDIO = FIXTURES / "amd"
+MANIFEST: dict[str, dict[str, Any]] = {
+    e["file"].removesuffix(".wav"): e for e in json.loads((AMD_AUDIO / "manifest.json").read_text())
+}
+CONTROL_PLANE_DIR = FIXTURES / "control_plane"
+SETTER: dict[str, Any] = json.loads(
+    (CONTROL_PLANE_DIR / "agents" / "agent_01JC0APPTSETTER00000000000.json").read_text()
+)
+VARIABLES = {"patientName": "Jordan", "appointmentDate": "Friday"}
+FIRST_MESSAGE = "Hi Jordan, this is Ava from Acme Dental. Is now a good time?"
+VOICEMAIL_MESSAGE: str = SETTER["amd"]["voicemailMessage"]
+DIGITS = "2"
+"""What the scripted navigator presses."""
+WEBHOOK_SECRET = "amd-calls-test-secret"
+
+VOICEMAIL = "vm_beep_01"
+"""Greeting 0.8-6.1 s, gaps under 0.3 s (no early end-of-greeting), beep 6.39-7.19 s."""
+HUMAN = "human_short_01"
+"""'Hello.' 0.39-0.82 s, then silence."""
+IVR = "ivr_00"
+"""'Thank you for calling Acme. For sales, press 1. For support, press 2.'"""
+UNAVAILABLE = "not_available_00"
+"""Special information tone, then 'The person you are calling is not available.'"""
+
+GREETING_WITHIN = 1.5
+"""Seconds after the end of a human's greeting by which the first message must start."""
+REPORT_WAIT = 15.0
+CONCURRENT_CALLS = 1
+"""Calls placed at once. One at a time (~80 s for the four): on a shared 2-core box,
+concurrent calls starve the job processes and the received audio degrades (speech read
+longer than it is, a beep read as speech), which changes verdicts."""
+
+
+def agent_record(*, stt: str, actions: dict[str, str] | None = None) -> dict[str, Any]:
+    """The appointment setter with its AMD config, talking to the scripted LLM server
+    (``llm_base_url`` filled in per run) and reporting to the local receiver."""
+    record: dict[str, Any] = json.loads(json.dumps(SETTER))
+    record["amd"]["actions"] = {**record["amd"]["actions"], **(actions or {})}
+    record["allowed_providers"] = {"stt": [stt], "llm": ["custom"], "tts": ["local"]}
+    record["webhook_secret"] = WEBHOOK_SECRET
+    return record
+
+
+def navigator_script(body: dict[str, Any]) -> str | ScriptedReply:
+    """Presses ``DIGITS`` once when the ``send_dtmf`` tool is offered, then stays quiet."""
+    offered = {t.get("function", {}).get("name") for t in body.get("tools") or []}
+    pressed = any(m.get("role") == "tool" for m in body["messages"])
+    if "send_dtmf" in offered and not pressed:
+        return ScriptedReply(tool_calls=(ToolCall("send_dtmf", {"digits": DIGITS}),))
+    return "" if "send_dtmf" in offered else "Great."
+
+
+class PhraseSTT:
+    """The AMD phrase transcriber behind the server's ``/v1/audio/transcriptions``."""
+
+    def transcribe(self, samples: Float32Array, sample_rate: int) -> str:
+        return phrase_transcriber(samples, sample_rate)
+
+
+DTMF_HEARD: dict[str, list[tuple[float, str]]] = {}
+"""Room name -> ``(time.time(), digit)`` of every DTMF the callee received."""
+
+
+class CalleeRoom(rtc.Room):
+    """``run_caller``'s room with an ear for DTMF (what a SIP callee's phone would get)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on("sip_dtmf_received", self._on_dtmf)
+
+    def _on_dtmf(self, ev: rtc.SipDTMF) -> None:
+        DTMF_HEARD.setdefault(self.name, []).append((time.time(), ev.digit))
+
+
+@dataclass
+class AMDCall:
+    """One finished call and everything said about it."""
+
+    fixture: str
+    recording: CallRecording | None = None
+    error: BaseException | None = None
+    report: dict[str, Any] | None = None
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    dtmf: list[tuple[float, str]] = field(default_factory=list)
+
+    @property
+    def rec(self) -> CallRecording:
+        if self.error is not None:
+            raise self.error
+        assert self.recording is not None
+        return self.recording
+
+    @property
+    def amd_event(self) -> dict[str, Any]:
+        assert self.report is not None, f"{self.rec.room_name}: no call report received"
+        events: list[dict[str, Any]] = [
+            e["data"] for e in self.report["events"] if e["type"] == "amd"
+        ]
+        assert len(events) == 1, f"{self.rec.room_name}: amd events {events}"
+        return events[0]
+
+    def verdict_logged(self) -> str:
+        lines = [str(r["message"]) for r in self.logs if r["message"].startswith("amd verdict")]
+        assert len(lines) == 1, f"{self.rec.room_name}: amd log lines {lines}"
+        return lines[0]
+
+    def timeline(self) -> str:
+        rec = self.rec
+        rows = [f"{self.fixture} in {rec.room_name}: onsets {rec.speech_onsets()}"]
+        rows += [
+            f"  {rec.rel(e['at']):7.2f} {e['role']:>9}: {e['text']!r}" for e in rec.turn_events
+        ]
+        rows += [f"  {rec.rel(at):7.2f}      dtmf: {digit}" for at, digit in self.dtmf]
+        if rec.agent_left_at is not None:
+            rows.append(f"  {rec.rel(rec.agent_left_at):7.2f} agent left")
+        if rec.caller_left_at is not None:
+            rows.append(f"  {rec.rel(rec.caller_left_at):7.2f} caller left")
+        if self.report is not None:
+            rows.append(f"  report: end_reason {self.report['end_reason']!r}")
+            rows += [f"  event {e['type']}: {e['data']}" for e in self.report["events"]]
+        return "\n".join(rows)
+
+
+async def _run_calls(livekit: LiveKitEndpoint, workdir: Path) -> dict[str, AMDCall]:
+    reports: list[dict[str, Any]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        reports.append(await request.json())
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/report", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    async with OpenAIServer(reply=navigator_script, stt_engine=PhraseSTT()) as server:
+        worker = WorkerProcess(
+            livekit,
+            workdir=workdir,
+            control_plane_url=f"file://{CONTROL_PLANE_DIR}",
+            extra_env={
+                "NUM_IDLE_PROCESSES": "4",
+                "LOG_JSON": "true",
+                "OFFLINE_PROVIDERS": "true",
+                "OPENAI_API_KEY": "sk-local",
+                "OPENAI_BASE_URL": f"{server.url}/v1",
+            },
+        )
+        await worker.astart()
+        try:
+            calls = {
+                VOICEMAIL: (agent_record(stt="local"), 15.0),
+                HUMAN: (agent_record(stt="local"), 5.0),
+                IVR: (
+                    agent_record(
+                        stt="openai:gpt-4o-transcribe", actions={"machine-ivr": "navigate"}
+                    ),
+                    4.0,
+                ),
+                UNAVAILABLE: (agent_record(stt="local"), 6.0),
+            }
+
+            async def one(name: str, agent: dict[str, Any], tail: float) -> AMDCall:
+                agent["llm_base_url"] = f"{server.url}/v1"
+                agent["webhook_url"] = f"http://127.0.0.1:{port}/report"
+                metadata = {"agent": agent, "variables": VARIABLES, "direction": "outbound"}
+                call = AMDCall(name)
+                try:
+                    call.recording = await run_caller(
+                        livekit,
+                        worker.agent_name,
+                        metadata,
+                        read_wav(AMD_AUDIO / MANIFEST[name]["file"]),
+                        tail_seconds=tail,
+                    )
+                except Exception as exc:  # each test re-raises its own call's failure
+                    call.error = exc
+                return call
+
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(rtc, "Room", CalleeRoom)
+                gate = asyncio.Semaphore(CONCURRENT_CALLS)
+
+                async def gated(name: str, agent: dict[str, Any], tail: float) -> AMDCall:
+                    async with gate:
+                        return await one(name, agent, tail)
+
+                done = await asyncio.gather(*(gated(n, a, t) for n, (a, t) in calls.items()))
+            deadline = time.monotonic() + REPORT_WAIT
+            rooms = {c.recording.room_name for c in done if c.recording is not None}
+            while {r.get("room_name") for r in reports} < rooms and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+        finally:
+            await worker.astop()
+    await runner.cleanup()
+    records = worker.log_records()
+    for call in done:
+        if call.recording is None:
+            continue
+        room = call.recording.room_name
+        call.report = next((r for r in reports if r.get("room_name") == room), None)
+        call.logs = [r for r in records if r.get("room") == room]
+        call.dtmf = DTMF_HEARD.get(room, [])
+        with contextlib.suppress(AssertionError):
+            print(call.timeline())
+    return {c.fixture: c for c in done}
+
+
+@pytest.fixture(scope="module")
+def amd_calls(
+    livekit: LiveKitEndpoint, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, AMDCall]]:
+    """The four calls, on a worker of their own (its STT endpoint is the
+    local OpenAI-compatible server); each test judges one."""
+    yield asyncio.run(_run_calls(livekit, tmp_path_factory.mktemp("amd-worker")))
+
+
+def test_voicemail_message_after_the_beep_then_hangup(amd_calls: dict[str, AMDCall]) -> None:
+    call = amd_calls[VOICEMAIL]
+    rec, truth = call.rec, MANIFEST[VOICEMAIL]
+    print(call.timeline())
+    amd = call.amd_event
+    assert (amd["category"], amd["action"]) == ("machine-vm", "voicemail"), amd
+    # The verdict's times run on the AMD stream's clock, which starts at subscription,
+    # before the callee's first packet: compare them with each other, not with the manifest.
+    assert amd["beep_at"] is not None and amd["reason"].startswith("beep at"), amd
+    assert call.verdict_logged().startswith("amd verdict machine-vm -> voicemail"), call.logs
+
+    # Silent through the greeting and the beep's start; the message comes after the beep.
+    assert rec.speech_seconds(-60.0, truth["beep_at"]) == 0.0, call.timeline()
+    onsets = rec.speech_onsets()
+    assert onsets and onsets[0] > truth["beep_at"], call.timeline()
+    said = rec.agent_turns()
+    assert [t["text"] for t in said] == [VOICEMAIL_MESSAGE], said
+    assert rec.speech_seconds(truth["beep_at"]) >= 3.0, call.timeline()
+
+    # Then the agent hung up by itself, the callee still on the line.
+    assert rec.agent_left_at is not None and rec.caller_left_at is not None
+    assert rec.agent_left_at < rec.caller_left_at, call.timeline()
+    assert call.report is not None and call.report["end_reason"] == "amd: voicemail left"
+
+
+def test_human_is_greeted_with_the_first_message(amd_calls: dict[str, AMDCall]) -> None:
+    call = amd_calls[HUMAN]
+    rec, truth = call.rec, MANIFEST[HUMAN]
+    print(call.timeline())
+    amd = call.amd_event
+    assert (amd["category"], amd["action"]) == ("human", "continue"), amd
+    assert call.verdict_logged().startswith("amd verdict human -> continue")
+
+    onsets = rec.speech_onsets()
+    assert onsets, call.timeline()
+    assert truth["greeting_end"] <= onsets[0] <= truth["greeting_end"] + GREETING_WITHIN, (
+        f"first message at {onsets[0]:.2f} s, greeting ended at {truth['greeting_end']} s"
+    )
+    said = rec.agent_turns()
+    assert said and said[0]["text"] == FIRST_MESSAGE, said
+
+
+def test_ivr_menu_is_navigated_with_dtmf(amd_calls: dict[str, AMDCall]) -> None:
+    call = amd_calls[IVR]
+    rec = call.rec
+    print(call.timeline())
+    amd = call.amd_event
+    assert (amd["category"], amd["action"]) == ("machine-ivr", "navigate"), amd
+    assert call.verdict_logged().startswith("amd verdict machine-ivr -> navigate")
+
+    assert [digit for _, digit in call.dtmf] == list(DIGITS), call.timeline()
+    assert call.report is not None
+    tools = [e["data"] for e in call.report["events"] if e["type"] == "tool_call"]
+    assert tools == [{"tool": "send_dtmf", "ok": True, "digits": DIGITS}], tools
+    # The navigator presses keys; it does not talk to the machine.
+    assert rec.speech_seconds(-60.0) == 0.0, call.timeline()
+
+
+def test_unavailable_line_is_hung_up_without_a_word(amd_calls: dict[str, AMDCall]) -> None:
+    call = amd_calls[UNAVAILABLE]
+    rec = call.rec
+    print(call.timeline())
+    amd = call.amd_event
+    assert (amd["category"], amd["action"]) == ("machine-unavailable", "hangup"), amd
+    assert call.verdict_logged().startswith("amd verdict machine-unavailable -> hangup")
+
+    assert rec.speech_seconds(-60.0) == 0.0, call.timeline()
+    assert not rec.agent_turns(), rec.agent_turns()
+    assert rec.agent_left_at is not None and rec.caller_left_at is not None
+    assert rec.agent_left_at < rec.caller_left_at, call.timeline()
+    # The tones end 1.0 s into the recording: hung up within seconds, mid-announcement.
+    assert rec.rel(rec.agent_left_at) <= 4.0, call.timeline()
+    assert call.report is not None and call.report["end_reason"] == "amd: machine-unavailable"
