@@ -399,6 +399,11 @@ class AMDClassifier:
         return self._beep.start if self._beep else None
 
     @property
+    def beep_over(self) -> bool:
+        """A beep was heard and has stopped: the moment a voicemail records speech."""
+        return self._beep is not None and not self._beeps.tonal
+
+    @property
     def silence_seconds(self) -> float:
         """Seconds since the callee last spoke (0 while speaking or before any speech)."""
         if self._last_speech_end is None or self._run_counted:

@@ -37,6 +37,7 @@ NOISE_GATE_DB = 8.0
 """A frame is speech only this far above the noise floor (and voiced by webrtcvad)."""
 NOISE_FLOOR_RISE_DB_S = 6.0
 NOISE_FLOOR_START_DB = -50.0
+DIGITAL_SILENCE_DB = -90.0
 """The floor's first value at most: a stream that opens with speech is not gated off."""
 
 
@@ -523,11 +524,16 @@ class VADCore:
         power = np.mean(np.square(pcm, dtype=np.float64), axis=1) / (32768.0**2)
         energy = 10.0 * np.log10(power + 1e-12)
         floor = self._floor_db
-        if floor is None:
-            floor = min(float(energy[0]), NOISE_FLOOR_START_DB)
         rise = NOISE_FLOOR_RISE_DB_S * flen / self._proc_rate
         loud: list[bool] = []
         for e in energy.tolist():
+            if e < DIGITAL_SILENCE_DB:
+                # No signal at all (a stream before its first packet): not a noise floor,
+                # and tracking it would let the real line noise pass the gate for seconds.
+                loud.append(False)
+                continue
+            if floor is None:
+                floor = min(e, NOISE_FLOOR_START_DB)
             floor = e if e < floor else floor + rise
             loud.append(e > floor + NOISE_GATE_DB)
         self._floor_db = floor

@@ -35,6 +35,8 @@ CALL_ACTIVE_TIMEOUT = 60.0
 VOICEMAIL_WAIT_SECONDS = 10.0
 """After a voicemail verdict, the longest wait for the beep or the greeting's end."""
 GREETING_END_SILENCE = 1.0
+AFTER_BEEP_SECONDS = 0.15
+"""Margin after the beep stops before speaking: the recording has started by then."""
 VOICEMAIL_INSTRUCTIONS = (
     "You reached a voicemail. Leave a brief message (two sentences at most) on behalf of "
     "the caller described in your instructions, then stop."
@@ -138,7 +140,8 @@ class AMDRouter:
         deadline = time.monotonic() + VOICEMAIL_WAIT_SECONDS
         core = detector.core
         while time.monotonic() < deadline:
-            if core.beep_at is not None and core.now - core.beep_at > 0.3:
+            if core.beep_over:
+                await asyncio.sleep(AFTER_BEEP_SECONDS)
                 return
             if core.beep_at is None and core.silence_seconds >= GREETING_END_SILENCE:
                 return

@@ -364,3 +364,17 @@ def test_real_speech_segment_bounds(tmp_path: Path) -> None:
     start, end = segments[0]
     assert abs(start - onset) <= 0.08, (segments, onset)
     assert -0.08 <= end - offset <= 0.3, (segments, offset)
+
+
+def test_noise_floor_is_learned_from_the_line_not_from_digital_silence() -> None:
+    """A received stream opens with exact zeros before its first packet. Were the floor
+    learned from those (-120 dB) it would need ~10 s to climb to the -50 dBFS line hum,
+    and the gate would let the hum (or a codec's comfort noise) through as speech."""
+    rate = 16000
+    t = np.arange(2 * rate) / rate
+    hum = (10 ** (-50 / 20) * np.sqrt(2) * np.sin(2 * np.pi * 150 * t)).astype(np.float32)
+    core = VADCore(sample_rate=16000)
+    for chunk in np.array_split(np.concatenate([np.zeros(rate, dtype=np.float32), hum]), 30):
+        core.push(chunk, rate)
+    assert core._floor_db is not None
+    assert -56.0 < core._floor_db < -44.0
