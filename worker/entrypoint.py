@@ -23,7 +23,8 @@ from livekit.agents.cli.cli import _run_worker
 from livekit.agents.voice.events import ConversationItemAddedEvent
 
 from pipelines.errors import VoiceWorkerError
-from pipelines.output import install_output_chain
+from pipelines.noise import load_bed
+from pipelines.output import DEFAULT_SAMPLE_RATE, install_output_chain
 
 from .amd_routing import AMDRouter
 from .assembly import VoiceAgent, build_layers, build_session
@@ -53,19 +54,9 @@ def control_plane(settings: Settings) -> CachingControlPlane:
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Loads what every call in this process needs before the first job arrives, so the
-    first call's event loop never stalls on an import or a decode."""
-    import livekit.plugins.openai  # noqa: F401
-
-    from pipelines.noise import load_bed, preset_names
-    from pipelines.output import DEFAULT_SAMPLE_RATE
-
-    for preset in preset_names():
-        load_bed(preset, DEFAULT_SAMPLE_RATE)
-    if Settings().offline_providers:
-        from pipelines.local_stt import PocketsphinxEngine
-
-        PocketsphinxEngine().warm_up()
+    """Runs once per job process before its first job. Kept light: a slow prewarm delays
+    every new process and so every call that arrives while the warm ones are busy."""
+    import livekit.plugins.openai  # noqa: F401  (its import stalls a loop for ~0.5 s)
 
 
 async def _apologise(ctx: JobContext) -> None:
@@ -175,6 +166,9 @@ async def entrypoint(ctx: JobContext) -> None:
         await http.aclose()
 
     ctx.add_shutdown_callback(on_shutdown)
+    if plan.noise_bed is not None:
+        # Decoding a clip takes a while; once per process, and never on the event loop.
+        await asyncio.to_thread(load_bed, plan.noise_bed.preset, DEFAULT_SAMPLE_RATE)
     router = AMDRouter(plan, plan.amd, life) if plan.amd is not None else None
     agent = VoiceAgent(plan, tools, reply_gate=router.reply_gate if router else None)
     await session.start(agent=agent, room=ctx.room)

@@ -159,6 +159,8 @@ class WorkerProcess:
         self.agent_name = f"replay-{secrets.token_hex(4)}"
         self.log_path = workdir / "worker.log"
         self.register_timeout = register_timeout
+        self.http_port = int((extra_env or {}).get("WORKER_HTTP_PORT") or free_port())
+        """Health (``/``) and load (``/worker``) of the worker process."""
         env = dict(os.environ)
         if llm_base_url:
             env["LOCAL_LLM_BASE_URL"] = llm_base_url
@@ -167,7 +169,7 @@ class WorkerProcess:
             LIVEKIT_API_KEY=livekit.api_key,
             LIVEKIT_API_SECRET=livekit.api_secret,
             AGENT_NAME=self.agent_name,
-            WORKER_HTTP_PORT=str(free_port()),
+            WORKER_HTTP_PORT=str(self.http_port),
             METRICS_PORT=str(free_port()),
             SPOOL_DIR=str(workdir / "spool"),
             CONTROL_PLANE_URL=control_plane_url,
@@ -375,6 +377,8 @@ async def run_caller(
     turns: Sequence[tuple[float, float]] | None = None,
     answer_timeout: float = 30.0,
     pause: float = 0.5,
+    caller_queue_ms: int = 50,
+    room_events: Mapping[str, Callable[..., Any]] | None = None,
 ) -> CallRecording:
     """Dispatches the agent into a new room, plays ``caller`` in real time and records.
 
@@ -436,6 +440,8 @@ async def run_caller(
 
     caller_tracks: set[str] = set()
     room.on("track_subscribed", on_track)
+    for event, handler in (room_events or {}).items():
+        room.on(event, handler)  # type: ignore[arg-type]  # e.g. "sip_dtmf_received"
     room.on("data_received", on_data)
     room.on("participant_disconnected", on_left)
     room.register_text_stream_handler("lk.transcription", lambda r, who: spawn(on_text(r, who)))
@@ -454,7 +460,9 @@ async def run_caller(
             .to_jwt()
         )
         await room.connect(livekit.url, token)
-        source = rtc.AudioSource(caller.sample_rate, 1)
+        # A short send queue: the default second of buffering puts the caller ~150 ms
+        # behind its own clock, which latency figures would blame on the agent.
+        source = rtc.AudioSource(caller.sample_rate, 1, queue_size_ms=caller_queue_ms)
         track = rtc.LocalAudioTrack.create_audio_track("caller-mic", source)
         pub = await room.local_participant.publish_track(
             # No DTX: a phone leg sends audio continuously, and the receiver's comfort
