@@ -31,6 +31,7 @@ from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from pipelines.audio import Audio, read_wav
+from pipelines.wire import WireServer
 from pipelines.wire.openai_compat import OpenAIServer, ScriptedReply, ToolCall
 from worker.plan import DEFAULT_IDLE_REPROMPTS, GOODBYE
 from worker.replay import CallRecording, LiveKitEndpoint, WorkerProcess, run_caller
@@ -174,7 +175,7 @@ def new_agent_id() -> str:
     return "agent_" + "".join(secrets.choice(_CROCKFORD) for _ in range(26))
 
 
-def agent_record(llm: OpenAIServer, hooks: Receiver | None, **fields: Any) -> dict[str, Any]:
+def agent_record(llm: WireServer, hooks: Receiver | None, **fields: Any) -> dict[str, Any]:
     """An agent on the offline STT/TTS with the scripted server as its ``custom`` LLM;
     ``hooks`` receives its status and post-call webhooks."""
     record: dict[str, Any] = {
@@ -201,21 +202,23 @@ def agent_record(llm: OpenAIServer, hooks: Receiver | None, **fields: Any) -> di
     return record
 
 
-def tool_then_answer(tool: str, arguments: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
-    """LLM script: call ``tool`` once, answer ``ANSWER`` once a tool result is in the
+def tool_then_answer(
+    tool: str, arguments: dict[str, Any], answer: str = ANSWER
+) -> Callable[[dict[str, Any]], ScriptedReply]:
+    """LLM script: call ``tool`` once, say ``answer`` once a tool result is in the
     conversation."""
 
     def script(body: dict[str, Any]) -> ScriptedReply:
         messages = body["messages"]
         offered = {t["function"]["name"] for t in body.get("tools") or []}
         if any(m.get("role") == "tool" for m in messages) or tool not in offered:
-            return ScriptedReply(text=ANSWER)
+            return ScriptedReply(text=answer)
         return ScriptedReply(tool_calls=(ToolCall(tool, arguments),))
 
     return script
 
 
-def tool_messages(llm: OpenAIServer) -> list[tuple[float, dict[str, Any]]]:
+def tool_messages(llm: WireServer) -> list[tuple[float, dict[str, Any]]]:
     """Tool result messages in the chat requests the LLM received, with request times."""
     return [
         (r.time, m)
@@ -390,7 +393,9 @@ async def test_tool_webhook_round_trip(
     # The receiver's JSON went back to the LLM as the tool result, then the agent spoke.
     results = tool_messages(llm)
     assert results, "no chat request carried a tool result"
-    assert json.loads(results[0][1]["content"]) == {"confirmation": "BK-4471", "status": "booked"}
+    asked_at, message = results[0]
+    assert asked_at > calls[0].at
+    assert json.loads(message["content"]) == {"confirmation": "BK-4471", "status": "booked"}
     assert ANSWER in agent_texts(rec), agent_texts(rec)
     assert report_events(report, "tool_call")[0]["ok"] is True
 
@@ -573,7 +578,8 @@ async def test_report_spooled_by_a_killed_worker_is_delivered_by_the_next_one(
     assert report.payload["room_name"] == rec.room_name
     assert report.payload["transcript"][0]["text"] == FIRST_MESSAGE
     assert spooled(spool) == []
-    assert '"webhook' in second.log_text() and "delivered" in second.log_text()
+    # Delivered by the second worker's start-up redelivery, not by a survivor of the first.
+    assert f"spooled call.report {report.msg_id}: delivered" in second.log_text()
 
 
 async def test_sigterm_drains_the_call_then_says_goodbye_and_exits(
@@ -643,15 +649,9 @@ async def test_secrets_never_leak(
         "webhook_secret": AGENT_SECRET,
         "LIVEKIT_API_SECRET": livekit.api_secret,
     }
-    async with Receiver(agent_key()) as hooks, OpenAIServer(reply=ANSWER) as llm:
-        script = tool_then_answer("lookup", {"account": "A-1"})
-
-        def answer(body: dict[str, Any]) -> ScriptedReply:
-            reply = script(body)
-            # The LLM repeats a secret it should never have seen: the report must not.
-            return ScriptedReply(text=f"Your key is {leaked_by_llm}.") if reply.text else reply
-
-        llm.reply = answer
+    # The LLM repeats a secret it should never have seen: the report must not.
+    script = tool_then_answer("lookup", {"account": "A-1"}, f"Your key is {leaked_by_llm}.")
+    async with Receiver(agent_key()) as hooks, OpenAIServer(reply=script) as llm:
         hooks.reply("/pre-call", {"metadata": {"tier": "gold"}})
         agent = agent_record(llm, hooks, llm_api_key=LLM_API_KEY)
         agent["webhooks"]["preCall"] = {"url": hooks.url("/pre-call")}
