@@ -12,7 +12,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import tempfile
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +24,8 @@ from livekit import rtc
 from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobProcess, llm
 from livekit.agents.cli import proto
 from livekit.agents.cli.cli import _run_worker
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+from livekit.agents.utils import is_given
 from livekit.agents.voice.events import ConversationItemAddedEvent
 
 from pipelines.errors import VoiceWorkerError
@@ -166,6 +172,8 @@ async def entrypoint(ctx: JobContext) -> None:
         await http.aclose()
 
     ctx.add_shutdown_callback(on_shutdown)
+    drain_watch = asyncio.create_task(end_on_drain(life))
+    session.on("close", lambda _ev: drain_watch.cancel())
     if plan.noise_bed is not None:
         # Decoding a clip takes a while; once per process, and never on the event loop.
         await asyncio.to_thread(load_bed, plan.noise_bed.preset, DEFAULT_SAMPLE_RATE)
@@ -238,9 +246,42 @@ def load_of(server: AgentServer, max_calls: int) -> float:
     return min(1.0, len(server.active_jobs) / max_calls)
 
 
+DRAIN_FILE_ENV = "VOICE_WORKER_DRAIN_FILE"
+GOODBYE_MARGIN = 5.0
+"""Seconds before the drain deadline at which calls still up say goodbye and end (half
+the drain timeout when that is shorter)."""
+
+
+class DrainingServer(AgentServer):
+    """On drain (SIGTERM) tells the job processes when to wind their calls up: LiveKit
+    itself would cut them at the deadline without a word. The news travels in a file
+    named by an env var the job processes inherit, so no private API is involved."""
+
+    async def drain(self, timeout: NotGivenOr[int | None] = NOT_GIVEN) -> None:
+        path = os.environ.get(DRAIN_FILE_ENV)
+        limit = timeout if is_given(timeout) else self._drain_timeout
+        if path and limit is not None:
+            margin = min(GOODBYE_MARGIN, limit / 2)
+            Path(path).write_text(str(time.time() + limit - margin))
+        await super().drain(timeout)
+
+
+async def end_on_drain(life: CallLifecycle, every: float = 0.5) -> None:
+    """Polls for the drain deadline; at it, says goodbye and ends the call."""
+    path = os.environ.get(DRAIN_FILE_ENV)
+    if not path:
+        return
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            if time.time() >= float(Path(path).read_text()):
+                await life.hangup(GOODBYE, reason="worker draining")
+                return
+        await asyncio.sleep(every)
+
+
 def build_server(settings: Settings) -> AgentServer:
     multiproc = settings.spool_dir.parent / "prometheus"
-    server = AgentServer(
+    server = DrainingServer(
         ws_url=settings.livekit_url,
         api_key=settings.livekit_api_key,
         api_secret=settings.livekit_api_secret.get_secret_value(),
@@ -281,6 +322,9 @@ def run_worker(command: str, extra: list[str]) -> None:
     log_level = "DEBUG" if command == "dev" else settings.log_level
     if "--log-level" in extra:
         log_level = extra[extra.index("--log-level") + 1]
+    drain_file = Path(tempfile.gettempdir()) / f"voice-worker-drain-{os.getpid()}"
+    drain_file.unlink(missing_ok=True)
+    os.environ[DRAIN_FILE_ENV] = str(drain_file)
     server = build_server(settings)
     tasks: set[asyncio.Task[None]] = set()
 

@@ -626,14 +626,12 @@ async def test_sigterm_drains_the_call_then_says_goodbye_and_exits(
     assert ANSWER in agent_texts(rec)
     assert rec.agent_left_at is not None and rec.agent_left_at - sigterm >= drain - 0.5
     assert rec.caller_left_at is not None and rec.agent_left_at <= rec.caller_left_at
-    # Drain, then LiveKit's 15 s for the entrypoint to return, then the report.
-    assert times["exited"] - sigterm < drain + 25.0
+    # The call ended itself by the deadline: no 15 s wait for LiveKit to cancel it.
+    assert times["exited"] - sigterm < drain + 10.0
     assert_verified(report_delivery)
     assert report["transcript"], report
-    if agent_texts(rec)[-1] != GOODBYE:
-        # livekit-agents 1.8 runs shutdown callbacks only after the session closed and the
-        # room disconnected, so the entrypoint's goodbye-on-shutdown never reaches the room.
-        pytest.xfail(f"known gap: no goodbye at the drain deadline, end {report['end_reason']!r}")
+    # Before the deadline the worker tells the call to wind up: a goodbye, then the end.
+    assert agent_texts(rec)[-1] == GOODBYE, agent_texts(rec)
     assert rec.agent_turns()[-1]["at"] > sigterm + drain - 0.5
     assert "worker" in report["end_reason"], report["end_reason"]
     assert ("assistant", GOODBYE) in [(t["role"], t["text"]) for t in report["transcript"]]
