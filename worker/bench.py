@@ -24,10 +24,10 @@ import os
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from pipelines.audio import Audio, Float32Array, read_wav, rms_dbfs
 from pipelines.errors import VoiceWorkerError
 
 from .services import REPO_ROOT, LiveKitServer, LlamaServer, ManagedProcess, free_port
+
+if TYPE_CHECKING:
+    from .replay import LiveKitEndpoint, WorkerProcess
 
 AUDIO_FIXTURES = REPO_ROOT / "fixtures" / "audio"
 FRONT_DESK = REPO_ROOT / "fixtures" / "control_plane" / "agents"
@@ -432,13 +435,12 @@ def frame_gaps(rec: Any) -> list[float]:
 class Stack:
     """A LiveKit server, the providers and one worker process group, all running."""
 
-    livekit: Any
-    worker: Any
+    livekit: LiveKitEndpoint
+    worker: WorkerProcess
     agent: dict[str, Any]
     delays: FixedDelays
     stack: str
     response_delay: float
-    worker_http_port: int
 
 
 @contextlib.asynccontextmanager
@@ -454,7 +456,6 @@ async def running_stack(
     from .replay import LiveKitEndpoint, WorkerProcess, warm_up_llm
 
     async with contextlib.AsyncExitStack() as es:
-        es.enter_context(_short_caller_queue())
         progress("starting LiveKit server")
         lk = await es.enter_async_context(LiveKitServer())
         livekit = LiveKitEndpoint(lk.url, lk.api_key, lk.api_secret)
@@ -481,9 +482,6 @@ async def running_stack(
         )
         progress("starting worker")
         await worker.astart()
-        # WorkerProcess picks the HTTP port itself; its child's environment says which.
-        tree = _worker_tree()
-        port = int(tree[0].environ()["WORKER_HTTP_PORT"]) if tree else 0
         try:
             yield Stack(
                 livekit,
@@ -492,35 +490,9 @@ async def running_stack(
                 delays,
                 stack,
                 response_delay,
-                port,
             )
         finally:
             await worker.astop()
-
-
-CALLER_QUEUE_MS = 50
-"""Send buffer of the caller's audio source. ``rtc.AudioSource`` defaults to 1000 ms, and
-a caller pacing on the wall clock then runs ~150 ms behind its own clock (measured),
-which a phone leg does not."""
-
-
-@contextlib.contextmanager
-def _short_caller_queue() -> Iterator[None]:
-    """Gives audio sources created meanwhile (``replay.run_caller``'s) a short queue."""
-    from livekit import rtc
-
-    original = rtc.AudioSource
-
-    class ShortQueueSource(original):  # type: ignore[valid-type,misc]
-        def __init__(self, sample_rate: int, num_channels: int, **kw: Any) -> None:
-            kw["queue_size_ms"] = CALLER_QUEUE_MS
-            super().__init__(sample_rate, num_channels, **kw)
-
-    rtc.AudioSource = ShortQueueSource  # type: ignore[misc,assignment]
-    try:
-        yield
-    finally:
-        rtc.AudioSource = original  # type: ignore[misc]
 
 
 async def run_call(st: Stack, script: CallScript, *, answer_timeout: float = 20.0) -> Any:
@@ -747,7 +719,7 @@ async def _capacity_step(
     scripts = caller_scripts(n, per_call)
     sampler = TreeSampler()
     stop = asyncio.Event()
-    sampling = asyncio.create_task(sampler.run(st.worker_http_port, stop))
+    sampling = asyncio.create_task(sampler.run(st.worker.http_port, stop))
     started = time.monotonic()
     try:
         results = await asyncio.gather(

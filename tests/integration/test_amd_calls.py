@@ -36,7 +36,7 @@ from aiohttp import web
 from livekit import rtc
 
 from pipelines.amd import phrase_transcriber
-from pipelines.audio import Float32Array, read_wav
+from pipelines.audio import Float32Array, read_wav, rms_dbfs
 from pipelines.wire.openai_compat import OpenAIServer, ScriptedReply, ToolCall
 from worker.replay import CallRecording, LiveKitEndpoint, WorkerProcess, run_caller
 
@@ -76,6 +76,18 @@ concurrent calls starve the job processes and the received audio degrades (speec
 longer than it is, a beep read as speech), which changes verdicts."""
 
 
+def beep_end(name: str) -> float:
+    """Seconds into the recording at which its beep ends: the first 10 ms frame from
+    ``beep_at`` on below -30 dBFS (the generator's beeps are -16..-6 dBFS, its line noise
+    -44 dBFS)."""
+    audio = read_wav(AMD_AUDIO / MANIFEST[name]["file"])
+    frame = audio.sample_rate // 100
+    i = round(float(MANIFEST[name]["beep_at"]) * audio.sample_rate)
+    while i + frame <= len(audio.samples) and rms_dbfs(audio.samples[i : i + frame]) > -30.0:
+        i += frame
+    return i / audio.sample_rate
+
+
 def agent_record(*, stt: str, actions: dict[str, str] | None = None) -> dict[str, Any]:
     """The appointment setter with its AMD config, talking to the scripted LLM server
     (``llm_base_url`` filled in per run) and reporting to the local receiver."""
@@ -102,21 +114,6 @@ class PhraseSTT:
         return phrase_transcriber(samples, sample_rate)
 
 
-DTMF_HEARD: dict[str, list[tuple[float, str]]] = {}
-"""Room name -> ``(time.time(), digit)`` of every DTMF the callee received."""
-
-
-class CalleeRoom(rtc.Room):
-    """``run_caller``'s room with an ear for DTMF (what a SIP callee's phone would get)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.on("sip_dtmf_received", self._on_dtmf)
-
-    def _on_dtmf(self, ev: rtc.SipDTMF) -> None:
-        DTMF_HEARD.setdefault(self.name, []).append((time.time(), ev.digit))
-
-
 @dataclass
 class AMDCall:
     """One finished call and everything said about it."""
@@ -127,6 +124,8 @@ class AMDCall:
     report: dict[str, Any] | None = None
     logs: list[dict[str, Any]] = field(default_factory=list)
     dtmf: list[tuple[float, str]] = field(default_factory=list)
+    """``(time.time(), digit)`` of every DTMF the callee received (what a SIP callee's
+    phone would get)."""
 
     @property
     def rec(self) -> CallRecording:
@@ -212,6 +211,10 @@ async def _run_calls(livekit: LiveKitEndpoint, workdir: Path) -> dict[str, AMDCa
                 agent["webhook_url"] = f"http://127.0.0.1:{port}/report"
                 metadata = {"agent": agent, "variables": VARIABLES, "direction": "outbound"}
                 call = AMDCall(name)
+
+                def on_dtmf(ev: rtc.SipDTMF) -> None:
+                    call.dtmf.append((time.time(), ev.digit))
+
                 try:
                     call.recording = await run_caller(
                         livekit,
@@ -219,20 +222,19 @@ async def _run_calls(livekit: LiveKitEndpoint, workdir: Path) -> dict[str, AMDCa
                         metadata,
                         read_wav(AMD_AUDIO / MANIFEST[name]["file"]),
                         tail_seconds=tail,
+                        room_events={"sip_dtmf_received": on_dtmf},
                     )
                 except Exception as exc:  # each test re-raises its own call's failure
                     call.error = exc
                 return call
 
-            with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(rtc, "Room", CalleeRoom)
-                gate = asyncio.Semaphore(CONCURRENT_CALLS)
+            gate = asyncio.Semaphore(CONCURRENT_CALLS)
 
-                async def gated(name: str, agent: dict[str, Any], tail: float) -> AMDCall:
-                    async with gate:
-                        return await one(name, agent, tail)
+            async def gated(name: str, agent: dict[str, Any], tail: float) -> AMDCall:
+                async with gate:
+                    return await one(name, agent, tail)
 
-                done = await asyncio.gather(*(gated(n, a, t) for n, (a, t) in calls.items()))
+            done = await asyncio.gather(*(gated(n, a, t) for n, (a, t) in calls.items()))
             deadline = time.monotonic() + REPORT_WAIT
             rooms = {c.recording.room_name for c in done if c.recording is not None}
             while {r.get("room_name") for r in reports} < rooms and time.monotonic() < deadline:
@@ -247,7 +249,6 @@ async def _run_calls(livekit: LiveKitEndpoint, workdir: Path) -> dict[str, AMDCa
         room = call.recording.room_name
         call.report = next((r for r in reports if r.get("room_name") == room), None)
         call.logs = [r for r in records if r.get("room") == room]
-        call.dtmf = DTMF_HEARD.get(room, [])
         with contextlib.suppress(AssertionError):
             print(call.timeline())
     return {c.fixture: c for c in done}
@@ -273,13 +274,15 @@ def test_voicemail_message_after_the_beep_then_hangup(amd_calls: dict[str, AMDCa
     assert amd["beep_at"] is not None and amd["reason"].startswith("beep at"), amd
     assert call.verdict_logged().startswith("amd verdict machine-vm -> voicemail"), call.logs
 
-    # Silent through the greeting and the beep's start; the message comes after the beep.
-    assert rec.speech_seconds(-60.0, truth["beep_at"]) == 0.0, call.timeline()
+    # Silent through the greeting and the whole beep; the message starts after it ended.
+    beep_ended = beep_end(VOICEMAIL)
+    assert 0.25 <= beep_ended - truth["beep_at"] <= 1.2, beep_ended  # the generator's range
+    assert rec.speech_seconds(-60.0, beep_ended) == 0.0, call.timeline()
     onsets = rec.speech_onsets()
-    assert onsets and onsets[0] > truth["beep_at"], call.timeline()
+    assert onsets and onsets[0] > beep_ended, f"beep ended at {beep_ended} s\n{call.timeline()}"
     said = rec.agent_turns()
     assert [t["text"] for t in said] == [VOICEMAIL_MESSAGE], said
-    assert rec.speech_seconds(truth["beep_at"]) >= 3.0, call.timeline()
+    assert rec.speech_seconds(beep_ended) >= 3.0, call.timeline()
 
     # Then the agent hung up by itself, the callee still on the line.
     assert rec.agent_left_at is not None and rec.caller_left_at is not None
