@@ -69,9 +69,7 @@ class ProviderError(VoiceWorkerError):
 
     retryable = True
 
-    def __init__(
-        self, message: str, *, layer: str, provider: str, retryable: bool = True
-    ) -> None:
+    def __init__(self, message: str, *, layer: str, provider: str, retryable: bool = True) -> None:
         super().__init__(message, retryable=retryable)
         self.layer = layer
         self.provider = provider
