@@ -370,7 +370,10 @@ async def test_stt_failover_mid_turn(
         silence = np.zeros(16000, np.int16)
         # a connect fault hits as the caller starts speaking: the stream opens with the turn
         lead = 0 if connect_fault else 8000
-        pcm = np.concatenate([silence[:lead], utterance, silence])
+        # 2 s of quiet after the turn, longer than the stall deadline: a stalled provider
+        # is then caught by the final it owes once the caller stopped, however the last
+        # interim before the stall happened to be timed
+        pcm = np.concatenate([silence[:lead], utterance, silence, silence])
         fault_at = 1.0  # 0.5 s into the speech
 
         async def inject(t: float) -> None:
