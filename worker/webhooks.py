@@ -22,7 +22,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import email.utils
 import hashlib
 import hmac
 import inspect
@@ -41,6 +40,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from pipelines.errors import ConfigError, VoiceWorkerError
+
+from .control_plane import parse_retry_after
 
 if TYPE_CHECKING:
     from worker.metrics import WorkerMetrics
@@ -419,7 +420,7 @@ class WebhookSender:
                         entry.msg_id, entry.kind, "rejected", attempt, status, f"HTTP {status}"
                     )
                 error = f"HTTP {status}"
-                retry_after = _retry_after_seconds(response.headers.get("retry-after"))
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
 
             if attempt == self._max_attempts:
                 break
@@ -478,19 +479,3 @@ class WebhookSender:
         for tmp in self._spool.glob(".tmp-*"):
             if tmp.stat().st_mtime < self._created_at:
                 tmp.unlink(missing_ok=True)
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date; ``None`` if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, float(when.timestamp()) - time.time())
