@@ -33,8 +33,11 @@ FrameMs = Literal[10, 20, 30]
 ProcessingRate = Literal[8000, 16000, 32000, 48000]
 
 
-NOISE_GATE_DB = 8.0
-"""A frame is speech only this far above the noise floor (and voiced by webrtcvad)."""
+NOISE_GATE_DB = 3.0
+"""A frame is speech only this far above the noise floor (and voiced by webrtcvad). Small
+on purpose: the floor tracks the quietest frames, and a quiet greeting's word edges sit
+only a few dB above a hissy line; a larger gate (8 dB was tried) cut them into false
+pauses, so voicemail greetings and IVR menus read as short human answers on live calls."""
 NOISE_FLOOR_RISE_DB_S = 6.0
 NOISE_FLOOR_START_DB = -50.0
 DIGITAL_SILENCE_DB = -90.0

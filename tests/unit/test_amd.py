@@ -181,7 +181,7 @@ def test_verdict_json() -> None:
         "vm_nobeep_02.wav",
         "mailbox_full_01.wav",
         "not_available_00.wav",  # SIT tones
-        "ivr_03.wav",
+        "ivr_00.wav",
         "dead_air_00.wav",
     ],
 )
@@ -234,7 +234,7 @@ async def test_detector_uses_tiebreaker_on_an_ambiguous_greeting() -> None:
         asked.append(text)
         return "machine-vm"
 
-    entry = MANIFEST["human_long_00.wav"]  # 2.8 s of speech: between the length rules
+    entry = MANIFEST["human_long_01.wav"]  # ~2 s of speech: between the length rules
     x = read_wav(FIXTURES / entry["file"]).samples
     det = AMDDetector(RATE, timeout_seconds=8.0, tiebreaker=tiebreaker)
     det.push_transcript("blah blah blah", is_final=True)
