@@ -546,7 +546,30 @@ class _DeadlineSTT(stt.STT[Never]):
         await self._inner.aclose()
 
 
-class FailoverSTT(stt.STT[Never]):
+class _ChainFront:
+    """What a chain-backed plugin shows LiveKit: the active link's model and provider, and
+    every link's metrics as its own. Shared by ``FailoverSTT``, ``FailoverLLM`` and
+    ``FailoverTTS``."""
+
+    chain: ProviderChain[Any]
+
+    @property
+    def model(self) -> str:
+        return str(self.chain.active.instance.model)
+
+    @property
+    def provider(self) -> str:
+        return str(self.chain.active.instance.provider)
+
+    def _follow_links(self) -> None:
+        for link in self.chain.links:
+            link.instance.on("metrics_collected", self._forward_metrics)
+
+    def _forward_metrics(self, *args: Any, **kwargs: Any) -> None:
+        self.emit("metrics_collected", *args, **kwargs)  # type: ignore[attr-defined]
+
+
+class FailoverSTT(_ChainFront, stt.STT[Never]):
     """Streaming STT over a chain of allowed providers (non-streaming ones come wrapped in
     ``stt.StreamAdapter``); the turn in flight is replayed to the next provider."""
 
@@ -560,19 +583,7 @@ class FailoverSTT(stt.STT[Never]):
         )
         self.chain = chain
         self.turn_buffer_seconds = turn_buffer_seconds
-        for s in instances:
-            s.on("metrics_collected", self._forward_metrics)
-
-    @property
-    def model(self) -> str:
-        return self.chain.active.instance.model
-
-    @property
-    def provider(self) -> str:
-        return self.chain.active.instance.provider
-
-    def _forward_metrics(self, *args: Any, **kwargs: Any) -> None:
-        self.emit("metrics_collected", *args, **kwargs)
+        self._follow_links()
 
     async def _recognize_impl(
         self,
@@ -808,25 +819,13 @@ class RepeatFilter:
         return text
 
 
-class FailoverLLM(llm.LLM[Never]):
+class FailoverLLM(_ChainFront, llm.LLM[Never]):
     """LLM over a chain of allowed providers; a reply cut mid-way is continued."""
 
     def __init__(self, chain: ProviderChain[AnyLLM]) -> None:
         super().__init__()
         self.chain = chain
-        for link in chain.links:
-            link.instance.on("metrics_collected", self._forward_metrics)
-
-    @property
-    def model(self) -> str:
-        return self.chain.active.instance.model
-
-    @property
-    def provider(self) -> str:
-        return self.chain.active.instance.provider
-
-    def _forward_metrics(self, *args: Any, **kwargs: Any) -> None:
-        self.emit("metrics_collected", *args, **kwargs)
+        self._follow_links()
 
     def chat(
         self,
@@ -974,7 +973,7 @@ class SentenceQueue:
             await self._changed.wait()
 
 
-class FailoverTTS(tts.TTS[Never]):
+class FailoverTTS(_ChainFront, tts.TTS[Never]):
     """TTS over a chain of allowed providers at the first provider's sample rate; a
     segment resumes at the first sentence not yet played."""
 
@@ -988,19 +987,7 @@ class FailoverTTS(tts.TTS[Never]):
             num_channels=instances[0].num_channels,
         )
         self.chain = chain
-        for t in instances:
-            t.on("metrics_collected", self._forward_metrics)
-
-    @property
-    def model(self) -> str:
-        return self.chain.active.instance.model
-
-    @property
-    def provider(self) -> str:
-        return self.chain.active.instance.provider
-
-    def _forward_metrics(self, *args: Any, **kwargs: Any) -> None:
-        self.emit("metrics_collected", *args, **kwargs)
+        self._follow_links()
 
     def synthesize(
         self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
