@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -165,6 +165,8 @@ class CallLifecycle:
         self.end_reason: str | None = None
         self._idle_count = 0
         self._ending = False
+        self._last_user: Mapping[str, Any] = {}
+        """Metrics of the caller turn the next agent reply answers."""
         self.failed: str | None = None
         """Why the session died of an error (all providers of a layer down), if it did."""
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -213,7 +215,7 @@ class CallLifecycle:
             self._idle_count = 0
             self._last_user = m
             return
-        user = getattr(self, "_last_user", {}) or {}
+        user = self._last_user
         self._last_user = {}
         turn = {
             "eou": user.get("end_of_turn_delay"),

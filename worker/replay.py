@@ -608,7 +608,8 @@ async def replay(
         rec = await run_caller(
             livekit, worker.agent_name, metadata, caller, tail_seconds=tail_seconds
         )
-    write_wav(out / "agent.wav", rec.agent_audio())
+    agent_audio = rec.agent_audio()
+    write_wav(out / "agent.wav", agent_audio)
     segments = detect_segments(caller)
     transcript = sorted(
         [
@@ -626,7 +627,7 @@ async def replay(
     (out / "metrics.json").write_text(json.dumps({"turns": turns}, indent=2) + "\n")
     return {
         "out": str(out),
-        "agent_audio_seconds": round(rec.agent_audio().duration, 2),
+        "agent_audio_seconds": round(agent_audio.duration, 2),
         "transcript": transcript,
         "turns": turns,
     }
