@@ -42,8 +42,12 @@ def int16_to_float(pcm: Int16Array | bytes) -> Float32Array:
 
 def float_to_int16(samples: Float32Array) -> Int16Array:
     """Converts with a hard limit: values beyond full scale are clipped, never wrapped."""
-    clean = np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
-    return np.clip(np.round(clean * 32767.0), -32768, 32767).astype(np.int16)
+    scaled = np.multiply(samples, 32767.0, dtype=np.float32)
+    np.clip(scaled, -32768.0, 32767.0, out=scaled)  # +-inf land on full scale
+    nan = np.isnan(scaled)
+    if nan.any():
+        scaled[nan] = 0.0
+    return np.rint(scaled, out=scaled).astype(np.int16)
 
 
 def read_wav(path: str | Path) -> Audio:

@@ -12,8 +12,10 @@ After ``AgentSession.start(room=...)`` the session's audio output is
 so the recorder and the transcript synchronizer see (and pace text by) the stretched
 speech, and the bed is mixed into the agent's own published track: a phone leg, a room
 egress and any subscriber hear one mix, not two tracks. The mixer owns the track's clock:
-it sends a frame every 20 ms, bed only while the agent is silent, speech over the bed
-while it talks, and reports playback of each speech segment itself.
+it keeps a few frames queued in the track's ``rtc.AudioSource``, bed only while the agent is
+silent, speech over the bed while it talks, and reports playback of each speech segment
+itself. When speech starts (or is interrupted) the queued bed-only (or speech) frames are
+dropped from the source, so the queue costs the reply no latency.
 
 Unlike LiveKit's ``BackgroundAudioPlayer`` (a second track), nothing here publishes.
 """
@@ -153,14 +155,80 @@ class _Segment:
     started: bool = False
 
 
+class _TrackWriter:
+    """Where the mixer's frames go, and how much of what it wrote has not played yet.
+
+    The portable form writes through the sink's ``capture_frame`` and keeps its own account
+    of the queue; it cannot take back what it wrote.
+    """
+
+    def __init__(self, sink: io.AudioOutput) -> None:
+        self._sink = sink
+        self._until = 0.0
+
+    async def ready(self) -> None:
+        return
+
+    def queued(self) -> float:
+        return max(self._until - time.monotonic(), 0.0)
+
+    def drop_queued(self) -> bool:
+        """Discards the queued, unplayed frames; False when this writer cannot."""
+        return False
+
+    async def write(self, frame: rtc.AudioFrame) -> None:
+        await self._sink.capture_frame(frame)
+        self._until = max(self._until, time.monotonic()) + frame.duration
+
+
+class _SourceWriter(_TrackWriter):
+    """Writes straight into the ``rtc.AudioSource`` of LiveKit's RoomIO sink.
+
+    The sink's own path re-chunks into 50 ms frames and queues them behind a forwarding
+    task; the mixer already paces real time, so it skips both, and it can drop queued bed
+    when speech starts (``AudioSource.clear_queue``). The sink still publishes the track;
+    writing waits for the first subscriber, as the sink's ``capture_frame`` does.
+    """
+
+    def __init__(self, sink: io.AudioOutput, source: rtc.AudioSource) -> None:
+        super().__init__(sink)
+        self._source = source
+
+    async def ready(self) -> None:
+        subscribed = getattr(self._sink, "subscribed", None)
+        if isinstance(subscribed, asyncio.Future):
+            await asyncio.shield(subscribed)
+
+    def queued(self) -> float:
+        return self._source.queued_duration
+
+    def drop_queued(self) -> bool:
+        self._source.clear_queue()
+        return True
+
+    async def write(self, frame: rtc.AudioFrame) -> None:
+        await self._source.capture_frame(frame)
+
+
+def track_writer(sink: io.AudioOutput) -> _TrackWriter:
+    """A ``_SourceWriter`` for LiveKit's RoomIO sink (its ``_audio_source``, livekit-agents
+    1.8), the portable writer for any other sink."""
+    source = getattr(sink, "_audio_source", None)
+    if isinstance(source, rtc.AudioSource):
+        return _SourceWriter(sink, source)
+    return _TrackWriter(sink)
+
+
 class NoiseBedOutput(io.AudioOutput):
     """Keeps the agent's track continuous and mixes a noise bed under its speech.
 
-    Sits directly above the sink that publishes the track. A real-time loop sends one
-    ``tick_ms`` frame per tick, ``lead_ms`` ahead of the clock: the bed alone while no
-    speech is queued, speech plus bed otherwise. The sink sees one endless stream, so this
-    stage reports ``playback_started``/``playback_finished`` for each speech segment itself,
-    from the samples it has sent. ``pause`` holds speech while the bed keeps playing.
+    Sits directly above the sink that publishes the track. A real-time loop keeps about
+    ``lead_ms`` of ``tick_ms`` frames queued in the track: the bed alone while no speech is
+    queued, speech plus bed otherwise. The first frame of a speech segment does not wait
+    behind the queued bed: the queue is dropped and speech is mixed from the next frame on
+    (likewise an interruption drops queued speech). The sink sees one endless stream, so
+    this stage reports ``playback_started``/``playback_finished`` for each speech segment
+    itself, from the samples it has sent. ``pause`` holds speech while the bed keeps playing.
     """
 
     def __init__(
@@ -185,12 +253,18 @@ class NoiseBedOutput(io.AudioOutput):
         self._tick = tick_ms / 1000.0
         self._tick_samples = rate * tick_ms // 1000
         self._lead = lead_ms / 1000.0
+        self._writer = track_writer(sink)
         self._segments: deque[_Segment] = deque()
         self._capturing: _Segment | None = None
         self._paused = False
         self._pending_finish: list[tuple[asyncio.TimerHandle, _Segment, float]] = []
+        self._speech_until = 0.0
+        """Loop time at which the last speech sample written so far plays."""
+        self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self.frames_sent = 0
+        self.frames_dropped = 0
+        """Queued frames taken back from the track (speech start, interruption)."""
 
     @property
     def _next(self) -> io.AudioOutput:
@@ -237,6 +311,9 @@ class NoiseBedOutput(io.AudioOutput):
         if self._capturing is None:
             self._capturing = _Segment()
             self._segments.append(self._capturing)
+            if not self._paused and not any(seg.started for seg in self._segments):
+                # only bed is queued ahead of this speech: take it back, mix speech now
+                self._drop_queued(speech=False)
         if self._capturing.dropped:
             return
         samples = _frame_samples(frame)
@@ -254,9 +331,12 @@ class NoiseBedOutput(io.AudioOutput):
             self._finish_now(seg, interrupted=seg.dropped)
 
     def clear_buffer(self) -> None:
-        self._fire_pending()
+        unplayed = self._drop_queued(speech=True)
+        self._fire_pending(unplayed)
         for seg in list(self._segments):
             seg.chunks.clear()
+            if seg.started:
+                seg.played = max(seg.played - round(unplayed * self._rate), 0)
             if seg.flushed:
                 self._finish_now(seg, interrupted=True)
             else:
@@ -268,6 +348,21 @@ class NoiseBedOutput(io.AudioOutput):
     def resume(self) -> None:
         self._paused = False
 
+    def _drop_queued(self, *, speech: bool) -> float:
+        """Drops the track's queued frames if they hold speech (``speech``) or only bed
+        (not ``speech``) and the writer can; returns the seconds of speech dropped."""
+        now = asyncio.get_running_loop().time()
+        unplayed = max(self._speech_until - now, 0.0)
+        if (unplayed > 0.0) != speech:
+            return 0.0
+        queued = self._writer.queued()
+        if queued <= 0.0 or not self._writer.drop_queued():
+            return 0.0
+        self.frames_dropped += round(queued / self._tick)
+        self._speech_until = min(self._speech_until, now)
+        self._wake()
+        return unplayed
+
     def _finish_now(self, seg: _Segment, *, interrupted: bool) -> None:
         if seg in self._segments:
             self._segments.remove(seg)
@@ -275,11 +370,19 @@ class NoiseBedOutput(io.AudioOutput):
             playback_position=seg.played / self._rate, interrupted=interrupted
         )
 
-    def _fire_pending(self) -> None:
+    def _fire_pending(self, unplayed: float = 0.0) -> None:
+        """Reports the segments whose last samples are queued; ``unplayed`` seconds of the
+        queue were just dropped, cutting their ends."""
         pending, self._pending_finish = self._pending_finish, []
-        for handle, seg, _ in pending:
+        if not pending:
+            return
+        now = asyncio.get_running_loop().time()
+        for handle, seg, when in pending:
             handle.cancel()
-            self.on_playback_finished(playback_position=seg.played / self._rate, interrupted=False)
+            cut = min(max(when - now, 0.0), unplayed)
+            self.on_playback_finished(
+                playback_position=max(seg.played / self._rate - cut, 0.0), interrupted=cut > 0
+            )
 
     def _on_timer(self, seg: _Segment) -> None:
         self._pending_finish = [p for p in self._pending_finish if p[1] is not seg]
@@ -309,6 +412,8 @@ class NoiseBedOutput(io.AudioOutput):
                 self._schedule_finish(seg, play_at, filled)
             else:
                 break  # waiting for more of this segment
+        if filled and play_at is not None:
+            self._speech_until = play_at + filled / self._rate
         return mix(speech, self.bed.next(n))
 
     def _wall(self, play_at: float | None, offset: int) -> float:
@@ -326,22 +431,27 @@ class NoiseBedOutput(io.AudioOutput):
         handle = loop.call_at(when, self._on_timer, seg)
         self._pending_finish.append((handle, seg, when))
 
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
     async def _run(self) -> None:
+        await self._writer.ready()
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
         n = self._tick_samples
         while True:
-            now = loop.time()
-            if next_at < now - self._lead:
-                # the sink held us up (e.g. nobody subscribed yet): resume, don't burst
-                next_at = now
-            while next_at <= now + self._lead:
-                frame = _make_frame(self.render(n, play_at=next_at), self._rate)
-                await self._next.capture_frame(frame)
+            while (queued := self._writer.queued()) < self._lead:
+                frame = _make_frame(self.render(n, play_at=loop.time() + queued), self._rate)
+                await self._writer.write(frame)
                 self.frames_sent += 1
-                next_at += self._tick
-                now = loop.time()
-            await asyncio.sleep(max(next_at - self._lead - loop.time(), 0.0))
+            # sleep until about one tick is left above the lead, or until speech starts
+            self._wakeup = loop.create_future()
+            timer = loop.call_later(queued - self._lead + self._tick, self._wake)
+            try:
+                await self._wakeup
+            finally:
+                timer.cancel()
+                self._wakeup = None
 
 
 def _bed_wanted(noise_preset: str | None, noise_volume: float | None) -> bool:

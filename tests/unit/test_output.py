@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 from livekit import rtc
@@ -196,6 +197,75 @@ async def test_bed_clear_buffer_interrupts_speech() -> None:
         await mixer.aclose()
 
 
+class SourceSink(io.AudioOutput):
+    """Shaped like LiveKit's RoomIO sink: a real ``rtc.AudioSource`` (which plays out in
+    real time on its own) and a ``subscribed`` future; its ``capture_frame`` must not be
+    used by the mixer."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            label="SourceSink", capabilities=io.AudioOutputCapabilities(pause=True), sample_rate=SR
+        )
+        self._audio_source = rtc.AudioSource(SR, 1, queue_size_ms=200)
+        self.subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.subscribed.set_result(None)
+        self.sink_frames = 0
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        self.sink_frames += 1
+
+    def flush(self) -> None:
+        raise AssertionError("the mixer never ends the track's one segment")
+
+    def clear_buffer(self) -> None:
+        raise AssertionError("the mixer drops queued frames in the source itself")
+
+
+async def test_bed_writes_to_the_track_source_and_drops_queued_bed_for_speech() -> None:
+    sink = SourceSink()
+    mixer = NoiseBedOutput(sink, noise_preset="office", noise_volume=0.3, lead_ms=60)
+    started: list[float] = []
+    mixer.on("playback_started", lambda ev: started.append(ev.created_at))
+    mixer.on_attached()
+    try:
+        await asyncio.sleep(0.3)
+        # the bed keeps ~60 ms queued in the source itself
+        assert sink._audio_source.queued_duration >= 0.03
+        assert mixer.frames_sent >= 10 and sink.sink_frames == 0
+        captured_at = time.time()
+        await speak(mixer, tone(0.2))
+        ev = await asyncio.wait_for(mixer.wait_for_playout(), 2.0)
+        assert not ev.interrupted and abs(ev.playback_position - 0.2) < 1e-6
+        # speech did not wait behind the queued bed: it was dropped, not played first
+        assert mixer.frames_dropped >= 1
+        assert started and started[0] - captured_at < 0.03
+    finally:
+        await mixer.aclose()
+        await sink._audio_source.aclose()
+
+
+async def test_bed_interruption_drops_queued_speech_and_reports_what_played() -> None:
+    sink = SourceSink()
+    mixer = NoiseBedOutput(sink, noise_preset="office", noise_volume=0.3, lead_ms=60)
+    mixer.on_attached()
+    try:
+        await asyncio.sleep(0.1)
+        await speak(mixer, tone(2.0))
+        t0 = time.monotonic()
+        await asyncio.sleep(0.3)
+        dropped = mixer.frames_dropped
+        mixer.clear_buffer()
+        elapsed = time.monotonic() - t0
+        ev = await asyncio.wait_for(mixer.wait_for_playout(), 1.0)
+        assert ev.interrupted
+        assert mixer.frames_dropped > dropped  # the queued speech left the track
+        # the position is what played, not what was written ahead of the clock
+        assert elapsed - 0.05 <= ev.playback_position <= elapsed + 0.01
+    finally:
+        await mixer.aclose()
+        await sink._audio_source.aclose()
+
+
 async def test_install_inserts_stages_around_wrappers() -> None:
     output = io.AgentOutput(lambda: None, lambda: None, lambda: None)
     sink = FakeSink()
@@ -317,3 +387,18 @@ async def test_stretch_stage_paused_segment_cleared_unplayed_then_next_plays() -
     await speak(stage, tone(0.3))
     ev = await asyncio.wait_for(stage.wait_for_playout(), 1.0)
     assert abs(ev.playback_position - 0.3) < 1e-3 and not ev.interrupted
+
+
+async def test_livekit_roomio_sink_gets_the_source_writer() -> None:
+    """The mixer's direct path depends on RoomIO's sink keeping its ``rtc.AudioSource`` in
+    ``_audio_source`` (livekit-agents 1.8): an upgrade that moves it fails here, loudly,
+    instead of silently falling back to the slower portable writer."""
+    from livekit.agents.voice.room_io._output import _ParticipantAudioOutput
+
+    from pipelines.output import _SourceWriter, track_writer
+
+    sink = _ParticipantAudioOutput(
+        rtc.Room(), sample_rate=SR, num_channels=1, track_publish_options=rtc.TrackPublishOptions()
+    )
+    assert isinstance(track_writer(sink), _SourceWriter)
+    assert not isinstance(track_writer(FakeSink()), _SourceWriter)
