@@ -273,12 +273,37 @@ class _MultiStreamSession:
         ctx.buffer = ""
 
     async def _synthesize_loop(self, ws: web.WebSocketResponse) -> None:
-        while True:
-            job = await self.jobs.get()
-            if job is None:
-                await self.outbox.drain()
-                await ws.close()
-                return
+        """Contexts are synthesized concurrently, as ElevenLabs does (a context the client
+        gave up on does not hold up the next one); jobs of one context stay in order."""
+        per_context: dict[str, asyncio.Queue[_Job | None]] = {}
+        workers: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                job = await self.jobs.get()
+                if job is None:
+                    for pending in per_context.values():
+                        pending.put_nowait(None)
+                    if workers:
+                        await asyncio.wait(workers)
+                    await self.outbox.drain()
+                    await ws.close()
+                    return
+                queue = per_context.get(job.context_id)
+                if queue is None:
+                    queue = per_context[job.context_id] = asyncio.Queue()
+                    task = asyncio.create_task(self._context_loop(queue))
+                    workers.add(task)
+                    task.add_done_callback(workers.discard)
+                queue.put_nowait(job)
+                if job.final:
+                    per_context.pop(job.context_id, None)
+                    queue.put_nowait(None)
+        finally:
+            for task in workers:
+                task.cancel()
+
+    async def _context_loop(self, queue: asyncio.Queue[_Job | None]) -> None:
+        while (job := await queue.get()) is not None:
             ctx = self.contexts.get(job.context_id)
             if ctx is None:
                 continue

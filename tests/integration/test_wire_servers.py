@@ -222,6 +222,32 @@ async def test_elevenlabs_stream_over_multi_stream_input(http: None) -> None:
         assert "close_context" in record.control
 
 
+async def test_elevenlabs_contexts_on_one_socket_do_not_queue_behind_each_other(
+    http: None,
+) -> None:
+    """A context the client moved on from (a discarded preemptive reply) keeps being
+    synthesized, as on ElevenLabs, but the next context's audio does not wait for it."""
+    async with ElevenLabsServer() as server:
+        tts = elevenlabs.TTS(
+            api_key="test", base_url=f"{server.url}/v1", voice_id="en-us", encoding="pcm_24000"
+        )
+        long_reply, short_reply = tts.stream(), tts.stream()
+        for sentence in ("One two three.", "Four five six.", "Seven eight nine.", "Ten."):
+            long_reply.push_text(sentence + " ")
+        long_reply.end_input()
+        short_reply.push_text("Yes.")
+        short_reply.end_input()
+
+        async def arrivals(stream: object) -> list[float]:
+            return [time.monotonic() async for _ in stream]  # type: ignore[attr-defined]
+
+        long_times, short_times = await asyncio.gather(arrivals(long_reply), arrivals(short_reply))
+        await tts.aclose()
+        assert long_times and short_times
+        assert len(server.records("multi-stream-input")) == 1  # one shared socket
+        assert short_times[0] < long_times[-1]
+
+
 async def test_elevenlabs_synthesize_over_http_stream(http: None) -> None:
     async with ElevenLabsServer(voice_map={"rachel": "en-gb"}) as server:
         tts = elevenlabs.TTS(
