@@ -9,6 +9,7 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import Agent, AgentSession, ModelSettings, llm
 from livekit.agents.types import FlushSentinel
+from livekit.agents.voice import room_io
 from livekit.agents.voice.turn import TurnHandlingOptions
 
 from pipelines.failover import Deadlines, SwitchEvent, build_failover_layers
@@ -45,6 +46,18 @@ def build_vad(plan: SessionPlan) -> WebRTCVAD:
     )
 
 
+CALLER_SAMPLE_RATE = 16000
+"""The rate the caller's audio is decoded to: what VAD and STT consume, so neither resamples
+each frame again (RoomIO's default is 24 kHz); a phone leg carries 8-16 kHz anyway."""
+
+
+def room_options() -> room_io.RoomOptions:
+    """RoomIO options for a call: caller audio at ``CALLER_SAMPLE_RATE``."""
+    return room_io.RoomOptions(
+        audio_input=room_io.AudioInputOptions(sample_rate=CALLER_SAMPLE_RATE)
+    )
+
+
 def turn_handling(plan: SessionPlan) -> TurnHandlingOptions:
     e = plan.endpointing
     return {
@@ -55,6 +68,9 @@ def turn_handling(plan: SessionPlan) -> TurnHandlingOptions:
             "mode": "vad",
             "min_duration": e.min_interruption_duration,
         },
+        # The reply (LLM and TTS) is prepared on the STT final while the response delay
+        # runs; it plays once the turn is confirmed, or is discarded if the caller goes on.
+        "preemptive_generation": {"enabled": True, "preemptive_tts": True},
     }
 
 

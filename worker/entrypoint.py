@@ -33,7 +33,7 @@ from pipelines.noise import load_bed
 from pipelines.output import DEFAULT_SAMPLE_RATE, install_output_chain
 
 from .amd_routing import AMDRouter
-from .assembly import VoiceAgent, build_layers, build_session
+from .assembly import VoiceAgent, build_layers, build_session, room_options
 from .control_plane import CachingControlPlane
 from .dispatch import parse_dispatch
 from .lifecycle import CallLifecycle, pre_call_hook, webhook_sender
@@ -179,7 +179,7 @@ async def entrypoint(ctx: JobContext) -> None:
         await asyncio.to_thread(load_bed, plan.noise_bed.preset, DEFAULT_SAMPLE_RATE)
     router = AMDRouter(plan, plan.amd, life) if plan.amd is not None else None
     agent = VoiceAgent(plan, tools, reply_gate=router.reply_gate if router else None)
-    await session.start(agent=agent, room=ctx.room)
+    await session.start(agent=agent, room=ctx.room, room_options=room_options())
     # After start (RoomIO has published the track), before the first word is spoken.
     install_output_chain(
         session.output,
