@@ -8,16 +8,20 @@ servers. The offline stack (pocketsphinx, espeak-ng, llama.cpp) is built the sam
 
 from __future__ import annotations
 
+import functools
 import logging
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from livekit.agents import llm, stt, tts
 
 from .errors import ConfigError
 
 logger = logging.getLogger("pipelines.providers")
+
+_P = TypeVar("_P")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,49 @@ def _kw(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """The process's TLS context, the one LiveKit's shared aiohttp session uses.
+
+    Building a context parses the whole CA bundle (~0.1-0.2 s of CPU); the OpenAI client
+    would build one per plugin instance, on the call's event loop as the call starts.
+    ``prewarm`` builds this one before the process takes a job; ``SSLContext`` is safe to
+    share across clients and loops.
+    """
+    from livekit.agents.utils.http_context import _create_ssl_context
+
+    return _create_ssl_context()
+
+
+def _openai_client(spec: ProviderSpec) -> Any:
+    """The ``openai.AsyncClient`` LiveKit's OpenAI plugins would make (no retries, same
+    timeouts and pool), on ``shared_ssl_context``."""
+    import httpx2
+    import openai
+
+    return openai.AsyncClient(
+        # Keyless custom endpoints still need a value: the OpenAI client refuses none.
+        api_key=spec.api_key or ("no-key" if spec.base_url else None),
+        base_url=spec.base_url,
+        max_retries=0,
+        http_client=httpx2.AsyncClient(
+            verify=shared_ssl_context(),
+            timeout=httpx2.Timeout(connect=15.0, read=5.0, write=5.0, pool=5.0),
+            follow_redirects=True,
+            limits=httpx2.Limits(
+                max_connections=50, max_keepalive_connections=50, keepalive_expiry=120
+            ),
+        ),
+    )
+
+
+def _owning(plugin: _P) -> _P:
+    """Hands the client to the plugin, so ``aclose`` closes it (as ``with_azure`` does)."""
+    if hasattr(plugin, "_owns_client"):
+        plugin._owns_client = True
+    return plugin
+
+
 def _local_stt(spec: ProviderSpec) -> stt.STT[Any]:
     from .local_stt import PocketsphinxSTT
 
@@ -66,27 +113,23 @@ def _openai_stt(spec: ProviderSpec) -> stt.STT[Any]:
     from livekit.plugins import openai
 
     return openai.STT(
-        **_kw(
-            model=spec.model,
-            language=spec.language.split("-")[0],
-            api_key=spec.api_key,
-            base_url=spec.base_url,
-        )
+        **_kw(model=spec.model, language=spec.language.split("-")[0]),
+        client=_openai_client(spec),
     )
 
 
 def _openai_llm(spec: ProviderSpec) -> llm.LLM[Any]:
     from livekit.plugins import openai
 
-    return openai.LLM(
-        **_kw(
-            model=spec.model,
-            # Keyless custom endpoints still need a value: the OpenAI client refuses none.
-            api_key=spec.api_key or ("no-key" if spec.base_url else None),
-            base_url=spec.base_url,
-            temperature=spec.temperature,
-            max_completion_tokens=spec.max_tokens,
-            extra_body=dict(spec.extra_body) if spec.extra_body else None,
+    return _owning(
+        openai.LLM(
+            **_kw(
+                model=spec.model,
+                temperature=spec.temperature,
+                max_completion_tokens=spec.max_tokens,
+                extra_body=dict(spec.extra_body) if spec.extra_body else None,
+            ),
+            client=_openai_client(spec),
         )
     )
 
@@ -122,14 +165,15 @@ def _openai_tts(spec: ProviderSpec) -> tts.TTS[Any]:
     from livekit.plugins import openai
 
     # Raw PCM: no decoder on the hot path, and what the local wire server speaks.
-    return openai.TTS(
-        **_kw(
-            model=spec.model,
-            voice=spec.voice,
-            api_key=spec.api_key,
-            base_url=spec.base_url,
-            speed=spec.speaking_rate,
-            response_format="pcm",
+    return _owning(
+        openai.TTS(
+            **_kw(
+                model=spec.model,
+                voice=spec.voice,
+                speed=spec.speaking_rate,
+                response_format="pcm",
+            ),
+            client=_openai_client(spec),
         )
     )
 

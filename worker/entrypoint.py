@@ -62,7 +62,15 @@ def control_plane(settings: Settings) -> CachingControlPlane:
 def prewarm(proc: JobProcess) -> None:
     """Runs once per job process before its first job. Kept light: a slow prewarm delays
     every new process and so every call that arrives while the warm ones are busy."""
-    import livekit.plugins.openai  # noqa: F401  (its import stalls a loop for ~0.5 s)
+    # Each of these stalls the call's event loop for 0.1-0.5 s if left to the first job:
+    # plugin imports, and parsing the CA bundle into the process's TLS context.
+    import livekit.plugins.deepgram
+    import livekit.plugins.elevenlabs
+    import livekit.plugins.openai  # noqa: F401
+
+    from pipelines.providers import shared_ssl_context
+
+    shared_ssl_context()
 
 
 async def _apologise(ctx: JobContext) -> None:
