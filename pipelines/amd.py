@@ -106,6 +106,13 @@ class BeepDetector:
     one. ``push_frame`` takes consecutive hops of any fixed length (20 ms in the classifier)
     and returns the tone that just reached ``min_duration`` (once per tone); ``tones`` keeps
     every tone heard, with its end once it stopped.
+
+    ``tonal`` says the audio is signalling, not speech: a single tone held at one frequency
+    for ``min_tonal`` seconds, or two tones (DTMF, call progress) held for ``min_dual``.
+    A single 64 ms window is not enough: a synthetic or very clean voice's vowel often puts
+    80 % of the band's energy into one or two harmonics for a frame or two, and calling
+    those frames "not speech" cut greetings into false pauses (an IVR's first phrase then
+    read as a short human answer).
     """
 
     def __init__(
@@ -118,8 +125,11 @@ class BeepDetector:
         max_duration: float = 2.0,
         concentration: float = 0.8,
         min_level_dbfs: float = -45.0,
+        min_tonal: float = 0.15,
+        min_dual: float = 0.06,
     ) -> None:
         self.sample_rate = sample_rate
+        self.min_tonal, self.min_dual = min_tonal, min_dual
         self.min_freq, self.max_freq = min_freq, max_freq
         self.min_duration, self.max_duration = min_duration, max_duration
         self.concentration = concentration
@@ -140,8 +150,9 @@ class BeepDetector:
         self._run_freq = 0.0
         self._run_end = 0.0
         self._run_reported = False
+        self._dual_s = 0.0
         self.tonal = False
-        """Whether the last frame was part of a steady tone (so not speech)."""
+        """Whether the last frame was part of a held tone or tone pair (so not speech)."""
         self.tones: list[Tone] = []
 
     def push_frame(self, frame: Float32Array) -> Tone | None:
@@ -152,7 +163,8 @@ class BeepDetector:
             self._buf = np.concatenate((self._buf[n:], frame.astype(np.float32)))
         self._t += n / self.sample_rate
         freq, dual = self._tone_frequency()
-        self.tonal = freq is not None or dual
+        self._dual_s = self._dual_s + n / self.sample_rate if dual else 0.0
+        self.tonal = self._dual_s >= self.min_dual - 1e-9
         if freq is not None and (self._run_start is None or abs(freq - self._run_freq) <= 30.0):
             if self._run_start is None:
                 # the window is centred half a window before its end
@@ -161,6 +173,7 @@ class BeepDetector:
                 self._run_reported = False
             self._run_end = self._t
             dur = self._run_end - self._run_start
+            self.tonal = dur >= self.min_tonal
             if not self._run_reported and dur >= self.min_duration:
                 self._run_reported = True
                 tone = Tone(self._run_start, self._run_end, self._run_freq)

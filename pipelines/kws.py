@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
+import numpy as np
 import pocketsphinx
 from pocketsphinx import Decoder
 
@@ -35,7 +36,7 @@ from pipelines.audio import Float32Array, float_to_int16, resample, rms_dbfs
 MODEL_SAMPLE_RATE: Final = 16000
 SILENCE_DBFS: Final = -70.0
 
-DOMAIN_CORPUS: Final[tuple[str, ...]] = (
+_BASE_CORPUS: Final[tuple[str, ...]] = (
     # human answers
     "hello",
     "hello hello",
@@ -88,7 +89,6 @@ DOMAIN_CORPUS: Final[tuple[str, ...]] = (
     "thanks for calling",
     "you have reached",
     "you've reached",
-    "hi you've reached",
     "you have reached the voicemail of",
     "you've reached the voice mailbox of",
     "i can't take your call right now",
@@ -141,25 +141,22 @@ DOMAIN_CORPUS: Final[tuple[str, ...]] = (
     "the voicemail box has not been set up",
     "the mailbox has not been set up yet",
     "cannot accept new messages at this time",
-    # IVR menus
+    # IVR menus (the option lines are generated from IVR_OPTIONS and IVR_ACTIONS below)
     "welcome to",
     "thank you for calling",
+    "thanks for calling",
     "please listen carefully as our menu options have changed",
     "please listen to the following options",
-    "for sales press one",
-    "for support press two",
-    "for billing press three",
-    "for customer service press one",
-    "to speak to an operator press zero",
-    "to speak to a representative press zero",
-    "for english press one",
-    "to make a payment press two",
-    "to check your balance press one",
+    "please listen closely to the following menu options",
     "if you know your party's extension you may dial it at any time",
+    "if you know the extension of the person you are calling dial it now",
     "please enter your account number",
     "please say or enter",
-    "to repeat these options press star",
-    "to return to the main menu press pound",
+    "your call is important to us",
+    "please stay on the line",
+    "all of our agents are busy",
+    "your call may be recorded for quality purposes",
+    "or stay on the line for an operator",
     "press one",
     "press two",
     "press three",
@@ -172,10 +169,71 @@ DOMAIN_CORPUS: Final[tuple[str, ...]] = (
     "press zero",
     "press star",
     "press pound",
-    "your call is important to us",
-    "please stay on the line",
-    "all of our agents are busy",
 )
+"""How calls are answered, one utterance a line, lowercase, words in the CMU dictionary."""
+
+IVR_OPTIONS: Final[tuple[str, ...]] = (
+    "sales",
+    "support",
+    "technical support",
+    "billing",
+    "billing questions",
+    "customer service",
+    "account information",
+    "your account balance",
+    "payments",
+    "claims",
+    "new customers",
+    "existing customers",
+    "store hours",
+    "hours and locations",
+    "directions",
+    "the pharmacy",
+    "prescription refills",
+    "appointments",
+    "scheduling",
+    "a company directory",
+    "the operator",
+    "orders",
+    "order status",
+    "returns",
+    "shipping",
+    "reservations",
+    "english",
+    "spanish",
+    "human resources",
+    "medical records",
+    "lost or stolen cards",
+    "all other questions",
+)
+"""What an IVR menu offers, as in "for billing, press 2": the common options of banks,
+clinics, shops and utilities, not any particular menu."""
+
+IVR_ACTIONS: Final[tuple[str, ...]] = (
+    "speak to an operator",
+    "speak to a representative",
+    "make a payment",
+    "check your balance",
+    "schedule an appointment",
+    "refill a prescription",
+    "report an outage",
+    "track an order",
+    "repeat this menu",
+    "return to the main menu",
+    "hear these options again",
+)
+"""What an IVR menu lets you do, as in "to make a payment, press 1"."""
+
+_DIGITS: Final = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "zero")
+
+IVR_MENU_LINES: Final[tuple[str, ...]] = tuple(
+    [f"for {o} press {_DIGITS[i % 10]}" for i, o in enumerate(IVR_OPTIONS)]
+    + [f"to {a} press {_DIGITS[(i + 3) % 10]}" for i, a in enumerate(IVR_ACTIONS)]
+)
+"""One menu line per option and action, the digits cycling: the language model learns the
+"for X press N" shape, not which digit goes with which option."""
+
+DOMAIN_CORPUS: Final[tuple[str, ...]] = _BASE_CORPUS + IVR_MENU_LINES
 """How calls are answered, one utterance a line, lowercase, words in the CMU dictionary."""
 
 
@@ -245,7 +303,12 @@ class PhraseTranscriber:
 
     Telephone audio is upsampled to the model's 16 kHz without images (``audio.resample``);
     that measured better than an 8 kHz front end on the same acoustic model, whose filter
-    bank was trained up to 6.8 kHz.
+    bank was trained up to 6.8 kHz. Above the telephone band's 3.4 kHz the upsampled audio
+    holds nothing but whatever hiss the line has, so the model's top filter channels read
+    a floor that swings with the line; ``dither`` (the RMS of white noise added at 16 kHz,
+    seeded per input so a result is reproducible) gives them one steady level instead. It
+    lowered the word error on the fixtures' utterances in both halves (0.60 -> 0.52 even,
+    0.60 -> 0.48 odd with the older corpus).
     ``language_weight`` and ``word_penalty`` (pocketsphinx ``lw`` and ``wip``) were tuned on
     the even-seed half of ``fixtures/amd`` only. One decoder, serialised by a lock.
     """
@@ -256,6 +319,7 @@ class PhraseTranscriber:
         *,
         language_weight: float = 6.5,
         word_penalty: float = 0.65,
+        dither: float = 0.003,
     ) -> None:
         words = sorted({w for sentence in corpus for w in sentence.split()})
         known = _dictionary()
@@ -270,12 +334,17 @@ class PhraseTranscriber:
                 logfn="/dev/null", lm=str(lm), dict=str(dic), lw=language_weight, wip=word_penalty
             )
         self.vocabulary: frozenset[str] = frozenset(words)
+        self.dither = dither
         self._lock = threading.Lock()
 
     def __call__(self, samples: Float32Array, sample_rate: int) -> str:
         if len(samples) == 0 or rms_dbfs(samples) < SILENCE_DBFS:
             return ""
-        pcm = float_to_int16(resample(samples, sample_rate, MODEL_SAMPLE_RATE))
+        wide = resample(samples, sample_rate, MODEL_SAMPLE_RATE)
+        if self.dither > 0:
+            rng = np.random.default_rng(len(wide))
+            wide = wide + (self.dither * rng.standard_normal(len(wide))).astype(np.float32)
+        pcm = float_to_int16(wide)
         with self._lock:
             self._decoder.start_utt()
             self._decoder.process_raw(pcm.tobytes(), False, True)

@@ -82,6 +82,32 @@ def test_beep_detector_ignores_speech() -> None:
         assert tones_in(x[: int(end * RATE)]) == [], name
 
 
+def tonal_frames(x: Float32Array) -> list[bool]:
+    det = BeepDetector(RATE)
+    flags = []
+    for i in range(0, len(x) - 159, 160):
+        det.push_frame(x[i : i + 160])
+        flags.append(det.tonal)
+    return flags
+
+
+def test_only_a_held_tone_is_tonal() -> None:
+    # a vowel can put most of its energy into one harmonic for a frame or two: not a tone
+    blip = np.concatenate([noise(0.5), tone((700.0,), 0.08) + noise(0.08, seed=1), noise(0.5)])
+    assert not any(tonal_frames(blip))
+    held = np.concatenate([noise(0.5), tone((700.0,), 0.5) + noise(0.5, seed=1), noise(0.5)])
+    flags = tonal_frames(held)
+    assert any(flags[25:50]) and not any(flags[:25]) and not any(flags[55:])
+
+
+def test_a_menu_is_not_cut_into_a_short_human_answer_by_tonal_vowels() -> None:
+    # ivr_03's first phrase is followed by the second after ~0.4 s; counting its tonal
+    # vowels as non-speech made a 0.75 s "silence" and a human verdict at 2.6 s
+    v = amd_file(FIXTURES / "ivr_03.wav", transcripts=[])
+    assert v.category != "human"
+    assert v.decided_at > 5.0
+
+
 # -- transcript phrases
 
 
@@ -202,7 +228,8 @@ def test_fixture_end_to_end(name: str) -> None:
     [
         ("human_short_08.wav", "short greeting"),
         ("ivr_00.wav", "phrase 'for sales press'"),  # decided mid-menu, before its end
-        ("vm_beep_02.wav", "phrase 'get back to you'"),
+        ("vm_nobeep_02.wav", "phrase 'leave a message'"),
+        ("not_available_01.wav", "phrase 'number you have dialed"),  # short, no SIT
     ],
 )
 def test_fixture_end_to_end_with_the_offline_phrase_stt(name: str, reason: str) -> None:

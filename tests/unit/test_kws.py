@@ -11,7 +11,7 @@ import pytest
 
 from pipelines.amd import transcript_evidence
 from pipelines.audio import Float32Array, read_wav
-from pipelines.kws import DOMAIN_CORPUS, PhraseTranscriber, build_arpa
+from pipelines.kws import DOMAIN_CORPUS, IVR_MENU_LINES, IVR_OPTIONS, PhraseTranscriber, build_arpa
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "amd"
 MANIFEST: dict[str, dict[str, Any]] = {
@@ -107,3 +107,25 @@ def test_silence_is_empty(transcriber: PhraseTranscriber) -> None:
 def test_default_corpus_covers_every_machine_kind() -> None:
     kinds = {transcript_evidence(line).category for line in DOMAIN_CORPUS}
     assert {"human", "machine-vm", "machine-ivr", "machine-unavailable"} <= kinds
+
+
+def test_dither_steadies_the_empty_upper_band(transcriber: PhraseTranscriber) -> None:
+    # a carrier message without SIT: its words must come through to be told from a human
+    text = transcriber(
+        utterance("not_available_01.wav", 0), 8000
+    )  # "The number you have dialed..."
+    assert transcript_evidence(text).category == "machine-unavailable", text
+    assert transcriber.dither > 0
+
+
+def test_dither_is_reproducible(transcriber: PhraseTranscriber) -> None:
+    x = utterance("ivr_00.wav", 1)
+    assert transcriber(x, 8000) == transcriber(x.copy(), 8000)
+
+
+def test_menu_lines_are_ivr_evidence_for_every_option() -> None:
+    assert len(IVR_MENU_LINES) >= len(IVR_OPTIONS)
+    assert set(IVR_MENU_LINES) <= set(DOMAIN_CORPUS)
+    for line in IVR_MENU_LINES:
+        ev = transcript_evidence(line)
+        assert ev.category == "machine-ivr" and ev.strong, line
