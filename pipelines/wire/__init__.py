@@ -237,14 +237,16 @@ class WireServer:
 
     # pacing shared by every streaming response
 
-    async def pace(self, record: RequestRecord, request: web.BaseRequest) -> None:
+    async def pace(
+        self, record: RequestRecord, request: web.BaseRequest, *, delays: bool = True
+    ) -> None:
         """Waits before sending response message number ``record.messages_sent``, applying
-        the delay, stall and close knobs; raises ``Dropped`` after aborting the transport."""
+        the delay (unless ``delays`` is False: the caller paced the message itself), stall
+        and close knobs; raises ``Dropped`` after aborting the transport."""
         k = self.knobs
         n = record.messages_sent
-        delay = k.first_response_delay if n == 0 else k.response_delay
-        if delay > 0:
-            await self._sleep(delay)
+        if delays:
+            await self.response_delay(first=n == 0)
         if k.close_after is not None and n >= k.close_after:
             record.fault = "close"
             self.drop(request)
@@ -268,20 +270,27 @@ class WireServer:
             transport.abort()
         raise Dropped
 
+    async def response_delay(self, *, first: bool) -> None:
+        """Sleeps the knobs' delay before a first or a later response message."""
+        delay = self.knobs.first_response_delay if first else self.knobs.response_delay
+        if delay > 0:
+            await self._sleep(delay)
+
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     @contextlib.asynccontextmanager
     async def websocket(
-        self, request: web.Request, *, heartbeat: float | None = None
+        self, request: web.Request, *, heartbeat: float | None = None, delays: bool = True
     ) -> AsyncIterator[tuple[web.WebSocketResponse, WsOutbox]]:
-        """Accepts a WebSocket and gives a paced outbox for it."""
+        """Accepts a WebSocket and gives a paced outbox for it (``delays=False``: the
+        server applies the delay knobs itself, e.g. per multiplexed stream)."""
         ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=16 * 1024**2)
         await ws.prepare(request)
         record = request[RECORD]
         record.status = 101
-        outbox = WsOutbox(self, ws, request, record)
+        outbox = WsOutbox(self, ws, request, record, delays=delays)
         self._sessions.add(ws)
         try:
             yield ws, outbox
@@ -301,8 +310,11 @@ class WsOutbox:
         ws: web.WebSocketResponse,
         request: web.BaseRequest,
         record: RequestRecord,
+        *,
+        delays: bool = True,
     ) -> None:
         self._server = server
+        self._delays = delays
         self._ws = ws
         self._request = request
         self._record = record
@@ -343,7 +355,7 @@ class WsOutbox:
             if self._ws.closed:
                 continue
             try:
-                await self._server.pace(self._record, self._request)
+                await self._server.pace(self._record, self._request, delays=self._delays)
                 await self._ws.send_json(message)
             except Dropped:
                 self.dropped.set()

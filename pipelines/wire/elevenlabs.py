@@ -161,7 +161,8 @@ class ElevenLabsServer(WireServer):
                 {"detail": {"status": "invalid_request", "message": str(exc)}}, status=400
             )
         voice_id = request.match_info["voice_id"]
-        async with self.websocket(request) as (ws, outbox):
+        # time to first byte is per context (per request), not per socket
+        async with self.websocket(request, delays=False) as (ws, outbox):
             session = _MultiStreamSession(self, outbox, request[RECORD], voice_id, rate)
             await session.run(ws, inactivity)
         return ws
@@ -174,8 +175,9 @@ def _speed(settings: Any) -> float:
 
 
 class _MultiStreamSession:
-    """One multi-stream-input WebSocket: contexts buffer text, one worker synthesizes
-    in arrival order."""
+    """One multi-stream-input WebSocket: contexts buffer text; each context is synthesized
+    in order by its own task, paced by the delay knobs (first audio of a context after
+    ``first_response_delay``, later chunks after ``response_delay``)."""
 
     def __init__(
         self,
@@ -303,6 +305,7 @@ class _MultiStreamSession:
                 task.cancel()
 
     async def _context_loop(self, queue: asyncio.Queue[_Job | None]) -> None:
+        first = True
         while (job := await queue.get()) is not None:
             ctx = self.contexts.get(job.context_id)
             if ctx is None:
@@ -314,6 +317,8 @@ class _MultiStreamSession:
                 duration_ms = audio.duration * 1000
                 timing = alignment(text + " ", ctx.clock_ms, duration_ms)
                 for i, chunk in enumerate(chunks):
+                    await self.server.response_delay(first=first)
+                    first = False
                     message: dict[str, Any] = {
                         "audio": base64.b64encode(chunk).decode(),
                         "contextId": job.context_id,

@@ -227,7 +227,8 @@ async def test_elevenlabs_contexts_on_one_socket_do_not_queue_behind_each_other(
 ) -> None:
     """A context the client moved on from (a discarded preemptive reply) keeps being
     synthesized, as on ElevenLabs, but the next context's audio does not wait for it."""
-    async with ElevenLabsServer() as server:
+    knobs = Knobs(first_response_delay=0.2, response_delay=0.2)
+    async with ElevenLabsServer(knobs=knobs) as server:
         tts = elevenlabs.TTS(
             api_key="test", base_url=f"{server.url}/v1", voice_id="en-us", encoding="pcm_24000"
         )
@@ -238,6 +239,8 @@ async def test_elevenlabs_contexts_on_one_socket_do_not_queue_behind_each_other(
         short_reply.push_text("Yes.")
         short_reply.end_input()
 
+        started = time.monotonic()
+
         async def arrivals(stream: object) -> list[float]:
             return [time.monotonic() async for _ in stream]  # type: ignore[attr-defined]
 
@@ -245,7 +248,10 @@ async def test_elevenlabs_contexts_on_one_socket_do_not_queue_behind_each_other(
         await tts.aclose()
         assert long_times and short_times
         assert len(server.records("multi-stream-input")) == 1  # one shared socket
-        assert short_times[0] < long_times[-1]
+        # every chunk is paced 0.2 s: the long reply's audio takes seconds, the short
+        # one's first audio comes one delay after its text, not behind the long one's
+        assert long_times[-1] - started > 1.0
+        assert short_times[0] - started < 0.6
 
 
 async def test_elevenlabs_synthesize_over_http_stream(http: None) -> None:
