@@ -459,7 +459,7 @@ async def running_stack(
         progress("starting LiveKit server")
         lk = await es.enter_async_context(LiveKitServer())
         livekit = LiveKitEndpoint(lk.url, lk.api_key, lk.api_secret)
-        env: dict[str, str] = {"LOG_JSON": "true", "LOG_LEVEL": "INFO"}
+        env: dict[str, str] = {"LOG_JSON": "true", "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO")}
         llm_base_url = None
         if stack == "fixed":
             progress("starting fixed-delay provider servers")
