@@ -66,7 +66,7 @@ def prewarm(proc: JobProcess) -> None:
     # plugin imports, and parsing the CA bundle into the process's TLS context.
     import livekit.plugins.deepgram
     import livekit.plugins.elevenlabs
-    import livekit.plugins.openai
+    import livekit.plugins.openai  # noqa: F401
     import openai.pagination  # noqa: F401  (first imported by the LLM's prewarm request)
 
     from pipelines.providers import shared_ssl_context
