@@ -69,9 +69,10 @@ def prewarm(proc: JobProcess) -> None:
     import livekit.plugins.openai  # noqa: F401
     import openai.pagination  # noqa: F401  (first imported by the LLM's prewarm request)
 
-    from pipelines.providers import shared_ssl_context
+    from pipelines.providers import shared_ssl_context, warm_openai_sdk
 
     shared_ssl_context()
+    warm_openai_sdk()
 
 
 async def _apologise(ctx: JobContext) -> None:

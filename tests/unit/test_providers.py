@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -37,3 +38,13 @@ async def test_openai_llm_client_gets_the_key_and_the_spec_hides_it() -> None:
         assert "sk-secret-1" not in repr(spec)
     finally:
         await plugin.aclose()
+
+
+def test_openai_sdk_warm_up_finds_the_sdk_internals(caplog: pytest.LogCaptureFixture) -> None:
+    """The warm-up swallows errors (it must never fail a process start), so an SDK that
+    moved the internals it warms is caught here instead."""
+    from pipelines.providers import warm_openai_sdk
+
+    with caplog.at_level(logging.DEBUG, logger="pipelines.providers"):
+        warm_openai_sdk()
+    assert not [r for r in caplog.records if "warm-up skipped" in r.getMessage()]
