@@ -664,7 +664,11 @@ class TreeSampler:
     def __init__(self, every: float = 1.0) -> None:
         self.every = every
         self.cpu_percent: list[float] = []
+        self.machine_cpu_percent: list[float] = []
+        """All processes of the machine (100 = one core): callers, LiveKit, providers too."""
         self.rss_bytes: list[int] = []
+        self.uss_bytes: list[int] = []
+        """Memory only each process has (no shared pages): what a call really adds."""
         self.job_processes: list[int] = []
         self.loads: list[float] = []
         self._seen: dict[int, Any] = {}
@@ -672,24 +676,35 @@ class TreeSampler:
     async def run(self, http_port: int, stop: asyncio.Event) -> None:
         import psutil
 
+        psutil.cpu_percent(None)
         while not stop.is_set():
-            procs = await asyncio.to_thread(_worker_tree)
-            cpu, rss = 0.0, 0
-            for p in procs:
-                known = self._seen.setdefault(p.pid, p)
-                try:
-                    cpu += known.cpu_percent(None)
-                    rss += known.memory_info().rss
-                except psutil.Error:
-                    continue
-            self.cpu_percent.append(cpu)
-            self.rss_bytes.append(rss)
-            self.job_processes.append(max(0, len(procs) - 1))
+            # psutil reads /proc (smaps for USS): off the loop that plays the callers
+            await asyncio.to_thread(self._sample)
             load = await asyncio.to_thread(_worker_load, http_port)
             if load is not None:
                 self.loads.append(load)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.every)
+
+    def _sample(self) -> None:
+        import psutil
+
+        procs = _worker_tree()
+        cpu, rss, uss = 0.0, 0, 0
+        for p in procs:
+            known = self._seen.setdefault(p.pid, p)
+            try:
+                cpu += known.cpu_percent(None)
+                mem = known.memory_full_info()
+            except psutil.Error:
+                continue
+            rss += mem.rss
+            uss += mem.uss
+        self.cpu_percent.append(cpu)
+        self.machine_cpu_percent.append(psutil.cpu_percent(None) * (os.cpu_count() or 1))
+        self.rss_bytes.append(rss)
+        self.uss_bytes.append(uss)
+        self.job_processes.append(max(0, len(procs) - 1))
 
 
 def _worker_load(port: int) -> float | None:
@@ -743,7 +758,9 @@ async def _capacity_step(
     worker = [r.worker_own_clock for r in rows if r.worker_own_clock is not None]
     # the first seconds hold process start-up; the busy part is what a slot costs
     cpu = sorted(sampler.cpu_percent)[len(sampler.cpu_percent) // 2 :] or [0.0]
+    machine = sampler.machine_cpu_percent[1:] or [0.0]
     rss = max(sampler.rss_bytes, default=0)
+    uss = max(sampler.uss_bytes, default=0)
     gap_p99 = percentile(gaps, 99)
     gap_max = max(gaps, default=None)
     w95 = percentile(worker, 95)
@@ -774,12 +791,15 @@ async def _capacity_step(
             "max": None if gap_max is None else round(gap_max * 1000, 1),
         },
         "worker_cpu_percent_busy_median": round(float(np.median(cpu)), 1),
+        "worker_cpu_percent_mean": round(float(np.mean(sampler.cpu_percent or [0.0])), 1),
+        "machine_cpu_percent_mean": round(float(np.mean(machine)), 1),
         "worker_cpu_percent_per_call": round(float(np.median(cpu)) / n, 1),
         "cpu_bound_calls_per_core": (
             round(100.0 * n / float(np.median(cpu)), 1) if float(np.median(cpu)) > 0 else None
         ),
         "worker_rss_mb_peak": round(rss / 2**20, 1),
         "worker_rss_mb_per_call": round(rss / 2**20 / n, 1),
+        "worker_uss_mb_peak": round(uss / 2**20, 1),
         "job_processes_peak": max(sampler.job_processes, default=0),
         "reported_load_max": max(sampler.loads, default=None),
         "reported_load_samples": sorted(set(round(v, 3) for v in sampler.loads)),
@@ -835,6 +855,7 @@ async def bench_capacity(
             await asyncio.sleep(2.0)  # let the finished jobs' processes exit
     good = [s for s in steps if s["ok"]]
     best = max((s["calls"] for s in good), default=0)
+    marginal = per_added_call(steps, "worker_cpu_percent_mean")
     return {
         "benchmark": "capacity",
         "cores": cores,
@@ -853,9 +874,24 @@ async def bench_capacity(
         "goal_calls_per_core": CALLS_PER_CORE_GOAL,
         "reference_calls_per_core": REFERENCE_CALLS_PER_CORE,
         "worker_idle_rss_mb": round(idle_rss / 2**20, 1),
+        "worker_cpu_percent_per_added_call": marginal,
+        "worker_uss_mb_per_added_call": per_added_call(steps, "worker_uss_mb_peak"),
+        "cpu_bound_calls_per_core_marginal": (
+            round(100.0 / marginal, 1) if marginal and marginal > 0 else None
+        ),
         "steps": steps,
         "notes": CAPACITY_NOTES,
     }
+
+
+def per_added_call(steps: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    """Least-squares slope of a step figure (``key``) over the number of calls: what one
+    more call costs, without the fixed cost of the worker and its idle processes."""
+    pts = [(s["calls"], s[key]) for s in steps]
+    if len({n for n, _ in pts}) < 2:
+        return None
+    slope = float(np.polyfit([n for n, _ in pts], [c for _, c in pts], 1)[0])
+    return round(slope, 1)
 
 
 CAPACITY_NOTES = [
@@ -867,8 +903,13 @@ CAPACITY_NOTES = [
     "its absolute value exceeds 50 ms already at one call (see bench latency).",
     "frame gaps: inter-arrival of the agent's audio frames at the caller (rtc.AudioStream) "
     "while the agent speaks; the receiver's jitter buffer smooths short stalls.",
-    "CPU: psutil over the worker process tree, median of the busier half of 1 s samples; "
-    "memory: peak summed RSS (shared pages counted per process, so an upper bound).",
+    "CPU: psutil over the worker process tree, median of the busier half of 1 s samples "
+    "and the mean; machine_cpu_percent_mean is every process (the callers, LiveKit and the "
+    "provider servers too: machine minus worker is the harness). "
+    "worker_cpu_percent_per_added_call is the slope of the worker's mean CPU over the "
+    "steps (what one more call costs, without the worker's fixed cost); "
+    "memory: peak summed RSS (shared pages counted per process, so an upper bound) and "
+    "USS (pages only that process has; the slope of USS over calls is a call's own memory).",
     "reported_load: worker_load from the worker's HTTP /worker endpoint (slots in use / "
     "MAX_CONCURRENT_CALLS).",
 ]

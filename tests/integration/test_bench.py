@@ -84,6 +84,8 @@ def test_capacity_steps_up_and_reads_the_worker_load(tmp_path: Path) -> None:
     for step in steps:
         assert step["frame_gap_ms"]["n"] > 0
         assert step["worker_rss_mb_peak"] > 0
+        # the machine figure counts the callers and servers on top of the worker
+        assert step["machine_cpu_percent_mean"] > 0 and step["worker_cpu_percent_mean"] > 0
         # slots in use / MAX_CONCURRENT_CALLS, as served on the worker's /worker endpoint
         assert step["reported_load_max"] is not None
         assert 0 < step["reported_load_max"] <= step["calls"] / 20 + 1e-9

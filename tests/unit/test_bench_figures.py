@@ -1,0 +1,17 @@
+"""Figures the benchmarks derive from their samples."""
+
+from __future__ import annotations
+
+from worker.bench import per_added_call
+
+
+def test_marginal_cpu_is_the_slope_without_the_fixed_cost() -> None:
+    # 20 % fixed (worker, idle processes) + 11 % per call
+    steps = [{"calls": n, "worker_cpu_percent_mean": 20.0 + 11.0 * n} for n in (1, 2, 4, 6)]
+    assert per_added_call(steps, "worker_cpu_percent_mean") == 11.0
+
+
+def test_marginal_cpu_needs_two_different_loads() -> None:
+    one = [{"calls": 1, "worker_cpu_percent_mean": 25.0}]
+    assert per_added_call(one, "worker_cpu_percent_mean") is None
+    assert per_added_call([], "worker_cpu_percent_mean") is None
