@@ -392,9 +392,12 @@ def turn_rows(
                 row.metrics[key] = float(m2[key])
         ttft, ttfb = m2.get("llm_node_ttft"), m2.get("tts_node_ttfb")
         if ttft is not None:
-            row.stages["llm_first_token"] = eot + ttft - end_wall
+            # the reply (LLM, then TTS on its first sentence) starts on the STT final:
+            # preemptive generation, kept when the end of turn confirms the transcript
+            llm_start = stopped + m.get("transcription_delay", 0.0)
+            row.stages["llm_first_token"] = llm_start + ttft - end_wall
             if ttfb is not None:
-                row.stages["tts_first_byte"] = eot + ttft + ttfb - end_wall
+                row.stages["tts_first_byte"] = llm_start + ttft + ttfb - end_wall
         if "started_speaking_at" in m2:
             row.stages["agent_started_speaking"] = m2["started_speaking_at"] - end_wall
         stt_time = float(m.get("transcription_delay", 0.0))
@@ -628,7 +631,8 @@ LATENCY_NOTES = [
     "the turn (frame resolution 10 ms).",
     "vad_end_of_speech/stt_final/end_of_turn_decided come from LiveKit's user MetricsReport "
     "(stopped_speaking_at + transcription_delay / end_of_turn_delay); llm_first_token and "
-    "tts_first_byte add llm_node_ttft (from LLM node start, shortly after end of turn) and "
+    "tts_first_byte add llm_node_ttft (from LLM node start, at the STT final: preemptive "
+    "generation) and "
     "tts_node_ttfb (from the text first sent to the TTS), so they are approximate instants.",
     "worker_time = e2e - response delay - STT wait beyond it - LLM first-token time - TTS "
     "first-byte time. With --stack fixed those are the configured delays, so worker_time "
