@@ -53,6 +53,9 @@ WORKER_P50_GOAL_MS = 10.0
 WORKER_P95_GOAL_MS = 25.0
 FRAME_GAP_LIMIT_MS = 40.0
 CAPACITY_WORKER_P95_LIMIT_MS = 50.0
+MIN_TURNS_PER_STEP = 20
+"""A capacity step runs at least this many caller turns by default (one call: ~140 s), so
+its worker time p95 is a percentile and not the single slowest turn."""
 REFERENCE_CALLS_PER_CORE = {
     "livekit_published_vad_only": 8.0,
     "pipecat_users_reported": 5.0,
@@ -728,10 +731,13 @@ def capacity_steps(max_calls: int) -> list[int]:
     return [s for s in steps if s <= max_calls] or [1]
 
 
-async def _capacity_step(st: Stack, n: int, step_seconds: float, cores: int) -> dict[str, Any]:
+async def _capacity_step(
+    st: Stack, n: int, step_seconds: float, cores: int, min_turns: int
+) -> dict[str, Any]:
     """One step of ``n`` concurrent calls. Limits: frame gap p99 over 40 ms, worker time
     p95 (own clock) over 50 ms, or under 90 % of turns answered."""
-    per_call = max(1, round(step_seconds / 7.0))
+    # at least min_turns turns, so a step's p95 is not just its slowest turn
+    per_call = max(1, round(step_seconds / 7.0), math.ceil(min_turns / n))
     scripts = caller_scripts(n, per_call)
     sampler = TreeSampler()
     stop = asyncio.Event()
@@ -810,15 +816,16 @@ async def bench_capacity(
     *,
     max_calls: int = 16,
     step_seconds: float = 40.0,
-    time_limit: float = 360.0,
+    time_limit: float = 600.0,
+    min_turns: int = MIN_TURNS_PER_STEP,
     response_delay: float = 0.4,
     delays: FixedDelays | None = None,
     workdir: Path,
 ) -> dict[str, Any]:
     """Concurrent calls against one worker process group, stepped up until audio frame
     gaps or worker time break the limits (or the time limit is reached)."""
-    if max_calls < 1 or step_seconds <= 0 or time_limit <= 0:
-        raise ValueError("--max, --step-seconds and --time-limit must be positive")
+    if max_calls < 1 or step_seconds <= 0 or time_limit <= 0 or min_turns < 1:
+        raise ValueError("--max, --step-seconds, --time-limit and --min-turns must be positive")
     delays = delays or FixedDelays()
     cores = os.cpu_count() or 1
     max_slots = max(20, math.ceil(max_calls / 0.75) + 1)
@@ -838,7 +845,7 @@ async def bench_capacity(
                 stopped_by = "time limit"
                 break
             progress(f"capacity: {n} concurrent call(s)")
-            step = await _capacity_step(st, n, step_seconds, cores)
+            step = await _capacity_step(st, n, step_seconds, cores, min_turns)
             steps.append(step)
             progress(
                 f"capacity: {n} calls ok={step['ok']} "
@@ -1038,6 +1045,7 @@ async def _capacity(args: argparse.Namespace) -> int:
         max_calls=args.max,
         step_seconds=args.step_seconds,
         time_limit=args.time_limit,
+        min_turns=args.min_turns,
         response_delay=args.response_delay,
         delays=_delays(args),
         workdir=out / "work",
@@ -1118,7 +1126,13 @@ def add_bench_parser(
     p.add_argument(
         "--step-seconds", type=float, default=40.0, help="seconds of calls per step (default 40)"
     )
-    p.add_argument("--time-limit", type=float, default=360.0, help="total seconds (default 360)")
+    p.add_argument("--time-limit", type=float, default=600.0, help="total seconds (default 600)")
+    p.add_argument(
+        "--min-turns",
+        type=int,
+        default=MIN_TURNS_PER_STEP,
+        help=f"fewest caller turns per step, for a stable p95 (default {MIN_TURNS_PER_STEP})",
+    )
     p.add_argument("--out", help="output directory (default results/capacity)")
     _add_delay_args(p)
     p.set_defaults(handler=_capacity)

@@ -75,6 +75,8 @@ def test_capacity_steps_up_and_reads_the_worker_load(tmp_path: Path) -> None:
         "5",
         "--time-limit",
         "100",
+        "--min-turns",
+        "1",
         "--out",
         str(tmp_path),
     )
