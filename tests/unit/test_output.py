@@ -223,15 +223,15 @@ class SourceSink(io.AudioOutput):
 
 async def test_bed_writes_to_the_track_source_and_drops_queued_bed_for_speech() -> None:
     sink = SourceSink()
-    mixer = NoiseBedOutput(sink, noise_preset="office", noise_volume=0.3, lead_ms=60)
+    mixer = NoiseBedOutput(sink, noise_preset="office", noise_volume=0.3)
     started: list[float] = []
     mixer.on("playback_started", lambda ev: started.append(ev.created_at))
     mixer.on_attached()
     try:
         await asyncio.sleep(0.3)
-        # the bed keeps ~60 ms queued in the source itself
-        assert sink._audio_source.queued_duration >= 0.03
-        assert mixer.frames_sent >= 10 and sink.sink_frames == 0
+        # the bed keeps a lead (100 ms, refilled at 50 ms) queued in the source itself
+        assert sink._audio_source.queued_duration >= 0.04
+        assert mixer.frames_sent * 0.05 >= 0.3 and sink.sink_frames == 0
         captured_at = time.time()
         await speak(mixer, tone(0.2))
         ev = await asyncio.wait_for(mixer.wait_for_playout(), 2.0)
@@ -246,7 +246,7 @@ async def test_bed_writes_to_the_track_source_and_drops_queued_bed_for_speech() 
 
 async def test_bed_interruption_drops_queued_speech_and_reports_what_played() -> None:
     sink = SourceSink()
-    mixer = NoiseBedOutput(sink, noise_preset="office", noise_volume=0.3, lead_ms=60)
+    mixer = NoiseBedOutput(sink, noise_preset="office", noise_volume=0.3)
     mixer.on_attached()
     try:
         await asyncio.sleep(0.1)
