@@ -694,6 +694,7 @@ class AMDDetector:
 
 _ENGINE: Any = None
 _PHRASES: Any = None
+_MOONSHINE: Any = None
 _STT_CACHE: dict[tuple[str, int, int, bytes], str] = {}
 
 
@@ -712,8 +713,8 @@ def pocketsphinx_transcriber(samples: Float32Array, sample_rate: int) -> str:
 
 
 def phrase_transcriber(samples: Float32Array, sample_rate: int) -> str:
-    """Pocketsphinx constrained to the language of answered calls (``pipelines.kws``): the
-    default offline transcript source, memoised on the exact audio."""
+    """Pocketsphinx constrained to the language of answered calls (``pipelines.kws``),
+    memoised on the exact audio."""
     global _PHRASES
     key = ("phrases", sample_rate, len(samples), samples.tobytes())
     if key not in _STT_CACHE:
@@ -723,6 +724,30 @@ def phrase_transcriber(samples: Float32Array, sample_rate: int) -> str:
             _PHRASES = PhraseTranscriber()
         _STT_CACHE[key] = _PHRASES(samples, sample_rate)
     return _STT_CACHE[key]
+
+
+def moonshine_transcriber(samples: Float32Array, sample_rate: int) -> str:
+    """Moonshine base-en (``pipelines.moonshine_stt``), the open-vocabulary model bundled
+    in its wheel, memoised on the exact audio."""
+    global _MOONSHINE
+    key = ("moonshine", sample_rate, len(samples), samples.tobytes())
+    if key not in _STT_CACHE:
+        if _MOONSHINE is None:
+            from pipelines.moonshine_stt import MoonshineTranscriber
+
+            _MOONSHINE = MoonshineTranscriber()
+        _STT_CACHE[key] = _MOONSHINE(samples, sample_rate)
+    return _STT_CACHE[key]
+
+
+def moonshine_phrases_transcriber(samples: Float32Array, sample_rate: int) -> str:
+    """Both offline recognisers, Moonshine's text then the phrase model's: the default
+    offline transcript source. They err on different calls (Moonshine mishears words the
+    domain model knows; the domain model forces an unknown sentence onto a known phrase),
+    and ``transcript_evidence`` ranks the phrases it finds, not the recogniser they came
+    from, so a machine phrase either one heard counts."""
+    texts = (moonshine_transcriber(samples, sample_rate), phrase_transcriber(samples, sample_rate))
+    return " ".join(t for t in texts if t)
 
 
 def amd_file(
@@ -743,7 +768,8 @@ def amd_file(
     result, is delivered ``stt_latency`` seconds of audio time later (the latency of a
     streaming STT; ``None`` uses the measured compute time of each transcription instead,
     which on this machine is pocketsphinx's real cost). The STT is ``transcriber``, by
-    default ``phrase_transcriber`` (offline, domain language model). ``transcripts`` replaces the
+    default ``moonshine_phrases_transcriber`` (offline: Moonshine and the domain-model
+    pocketsphinx together). ``transcripts`` replaces the
     simulated STT with given ``(at_seconds, text, is_final)`` results (a reference
     transcript, or a recorded STT stream). After the recording ends the line
     is silent until the verdict; the deadline guarantees one. ``realtime`` paces the
@@ -751,7 +777,7 @@ def amd_file(
     """
     audio = read_wav(path)
     rate = audio.sample_rate
-    stt = transcriber or phrase_transcriber
+    stt = transcriber or moonshine_phrases_transcriber
     core = AMDClassifier(rate, timeout_seconds, **options)  # type: ignore[arg-type]
     endpointer = VADCore(
         frame_ms=20,

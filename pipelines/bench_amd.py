@@ -1,12 +1,15 @@
 """AMD benchmark over a labelled manifest (``fixtures/amd/manifest.json``).
 
-    python -m pipelines.bench_amd [MANIFEST] [--stt phrases|pocketsphinx|reference|none]
-                                  [--half all|even|odd] [--measured-latency]
+    python -m pipelines.bench_amd [MANIFEST]
+        [--stt moonshine+phrases|moonshine|phrases|pocketsphinx|reference|none]
+        [--half all|even|odd] [--measured-latency]
 
 Every recording is replayed through ``amd_file`` in simulated real time. ``--stt`` picks
-where the transcript comes from: ``phrases`` (the default offline source: pocketsphinx
-with the call-language model of ``pipelines.kws``) or ``pocketsphinx`` (open vocabulary),
-both run on the utterances the simulated streaming STT cuts; ``reference`` (the
+where the transcript comes from: ``moonshine+phrases`` (the default offline source: both
+recognisers' texts, see ``pipelines.amd.moonshine_phrases_transcriber``), ``moonshine``
+(Moonshine base-en, ``pipelines.moonshine_stt``), ``phrases`` (pocketsphinx with the
+call-language model of ``pipelines.kws``) or ``pocketsphinx`` (open vocabulary), all run
+on the utterances the simulated streaming STT cuts; ``reference`` (the
 manifest's phrase texts, delivered like a good streaming STT would: interims every
 second, the final at the phrase end, each ``stt_latency`` later) or ``none`` (audio cues
 only). ``reference`` is the ceiling, ``none`` the floor. ``--measured-latency`` delivers
@@ -26,13 +29,31 @@ import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pipelines.amd import CATEGORIES, Verdict, amd_file, pocketsphinx_transcriber
+from pipelines.amd import (
+    CATEGORIES,
+    Transcriber,
+    Verdict,
+    amd_file,
+    moonshine_phrases_transcriber,
+    moonshine_transcriber,
+    phrase_transcriber,
+    pocketsphinx_transcriber,
+)
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[1] / "fixtures" / "amd" / "manifest.json"
 
-SttSource = Literal["phrases", "pocketsphinx", "reference", "none"]
+SttSource = Literal[
+    "moonshine+phrases", "moonshine", "phrases", "pocketsphinx", "reference", "none"
+]
+STT_SOURCES: tuple[SttSource, ...] = get_args(SttSource)
+TRANSCRIBERS: dict[str, Transcriber] = {
+    "moonshine+phrases": moonshine_phrases_transcriber,
+    "moonshine": moonshine_transcriber,
+    "phrases": phrase_transcriber,
+    "pocketsphinx": pocketsphinx_transcriber,
+}
 Half = Literal["all", "even", "odd"]
 
 
@@ -64,7 +85,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 def bench_amd(
     manifest: Path = DEFAULT_MANIFEST,
     *,
-    stt: SttSource = "phrases",
+    stt: SttSource = "moonshine+phrases",
     timeout_seconds: float = 8.0,
     stt_latency: float = 0.35,
     measured_latency: bool = False,
@@ -88,7 +109,7 @@ def bench_amd(
             timeout_seconds=timeout_seconds,
             stt_latency=None if measured_latency else stt_latency,
             transcripts=transcripts,
-            transcriber=pocketsphinx_transcriber if stt == "pocketsphinx" else None,
+            transcriber=TRANSCRIBERS.get(stt),
         )
         greeting_end = entry.get("greeting_end")
         after_end = None if greeting_end is None else verdict.decided_at - greeting_end
@@ -163,9 +184,7 @@ def bench_amd(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="AMD benchmark: figures as JSON")
     parser.add_argument("manifest", nargs="?", type=Path, default=DEFAULT_MANIFEST)
-    parser.add_argument(
-        "--stt", choices=["phrases", "pocketsphinx", "reference", "none"], default="phrases"
-    )
+    parser.add_argument("--stt", choices=STT_SOURCES, default="moonshine+phrases")
     parser.add_argument("--half", choices=["all", "even", "odd"], default="all")
     parser.add_argument("--timeout", type=float, default=8.0)
     parser.add_argument("--measured-latency", action="store_true")

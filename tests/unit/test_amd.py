@@ -227,14 +227,14 @@ def test_fixture_end_to_end(name: str) -> None:
     ("name", "reason"),
     [
         ("human_short_08.wav", "short greeting"),
-        ("ivr_00.wav", "phrase 'for sales press'"),  # decided mid-menu, before its end
-        ("vm_nobeep_02.wav", "phrase 'leave a message'"),
+        ("ivr_00.wav", "phrase 'for sale"),  # decided mid-menu, before its end
+        ("vm_nobeep_02.wav", "greeting ended; phrase"),  # a voicemail phrase, no beep
         ("not_available_01.wav", "phrase 'number you have dialed"),  # short, no SIT
     ],
 )
-def test_fixture_end_to_end_with_the_offline_phrase_stt(name: str, reason: str) -> None:
+def test_fixture_end_to_end_with_the_offline_stt(name: str, reason: str) -> None:
     entry = MANIFEST[name]
-    v = amd_file(FIXTURES / name)  # default transcriber: pipelines.kws.PhraseTranscriber
+    v = amd_file(FIXTURES / name)  # default transcriber: Moonshine and pipelines.kws together
     assert v.category == entry["label"]
     assert reason in v.reason
     limit = 1.0 if entry["label"] == "human" else 1.5
