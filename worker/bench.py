@@ -1155,7 +1155,12 @@ def add_bench_parser(
     )
     p.add_argument("--manifest", help="AMD manifest (default fixtures/amd/manifest.json)")
     p.add_argument(
-        "--stt", choices=["phrases", "pocketsphinx", "reference", "none"], default="phrases"
+        "--stt",
+        # the same sources as pipelines.bench_amd.STT_SOURCES, listed here so the command
+        # line does not import the recognisers
+        choices=["moonshine+phrases", "moonshine", "phrases", "pocketsphinx", "reference", "none"],
+        default="moonshine+phrases",
+        help="transcript source (default moonshine+phrases: both offline recognisers)",
     )
     p.add_argument("--out", help="output directory (default results/amd)")
     p.set_defaults(handler=_amd)
