@@ -15,3 +15,18 @@ def test_marginal_cpu_needs_two_different_loads() -> None:
     one = [{"calls": 1, "worker_cpu_percent_mean": 25.0}]
     assert per_added_call(one, "worker_cpu_percent_mean") is None
     assert per_added_call([], "worker_cpu_percent_mean") is None
+
+
+def test_bench_amd_cli_offers_every_transcript_source_of_the_amd_bench() -> None:
+    """``voice-worker bench amd --stt`` lists the sources without importing the recognisers;
+    the list must stay the AMD bench's own."""
+    import argparse
+
+    from pipelines.bench_amd import STT_SOURCES
+    from worker.bench import add_bench_parser
+
+    parser = argparse.ArgumentParser()
+    add_bench_parser(parser.add_subparsers())
+    for source in STT_SOURCES:
+        assert parser.parse_args(["bench", "amd", "--stt", source]).stt == source
+    assert parser.parse_args(["bench", "amd"]).stt == "moonshine+phrases"
