@@ -25,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,10 +113,20 @@ def navigator_script(body: dict[str, Any]) -> str | ScriptedReply:
 
 
 class PhraseSTT:
-    """The AMD phrase transcriber behind the server's ``/v1/audio/transcriptions``."""
+    """The AMD phrase transcriber behind the server's ``/v1/audio/transcriptions``, in a
+    child process: pocketsphinx holds the GIL while it decodes (a 0.15 s segment stalled
+    this process's event loop 86 ms), and this process also plays the callee, whose
+    audio must not stall: a gap reads as the callee's silence (an IVR menu's first
+    sentence then looked like a short human answer on a loaded CI machine)."""
+
+    def __init__(self) -> None:
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
 
     def transcribe(self, samples: Float32Array, sample_rate: int) -> str:
-        return phrase_transcriber(samples, sample_rate)
+        return self._pool.submit(phrase_transcriber, samples, sample_rate).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(cancel_futures=True)
 
 
 @dataclass
@@ -182,7 +194,12 @@ async def _run_calls(livekit: LiveKitEndpoint, workdir: Path) -> dict[str, AMDCa
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    async with OpenAIServer(reply=navigator_script, stt_engine=PhraseSTT()) as server:
+    stt = PhraseSTT()
+    async with contextlib.AsyncExitStack() as closing:
+        closing.callback(stt.close)
+        server = await closing.enter_async_context(
+            OpenAIServer(reply=navigator_script, stt_engine=stt)
+        )
         worker = WorkerProcess(
             livekit,
             workdir=workdir,
