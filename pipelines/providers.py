@@ -67,9 +67,12 @@ def shared_ssl_context() -> ssl.SSLContext:
 def warm_openai_sdk() -> None:
     """Fills the OpenAI SDK's per-type caches (request transforms, chunk models) that its
     first chat completion of a process would otherwise build on the call's loop: the first
-    reply of a call came ~40 ms later than the next ones (~4 ms here, in prewarm). A cache
+    reply of a call came ~40 ms later than the next ones. A cache
     warm only: if a future SDK moves these internals, the first reply is just slower."""
     try:
+        # imported by the client's first ``.chat`` (a lazy attribute), with pydantic models
+        # built at import: ~15-30 ms of the first reply
+        import openai.resources.chat  # noqa: F401
         from openai._models import construct_type
         from openai._utils._transform import transform
         from openai.types.chat import ChatCompletionChunk, completion_create_params
