@@ -692,52 +692,56 @@ class AMDDetector:
 
 # ---------------------------------------------------------------------------- offline replay
 
-_ENGINE: Any = None
-_PHRASES: Any = None
-_MOONSHINE: Any = None
+_ENGINES: dict[str, Callable[[Float32Array, int], str]] = {}
 _STT_CACHE: dict[tuple[str, int, int, bytes], str] = {}
 
 
-def pocketsphinx_transcriber(samples: Float32Array, sample_rate: int) -> str:
-    """Open-vocabulary pocketsphinx, memoised on the exact audio (replays repeat segments).
-    On 8 kHz telephone audio it is mostly nonsense; kept to measure against."""
-    global _ENGINE
-    key = ("open", sample_rate, len(samples), samples.tobytes())
-    if key not in _STT_CACHE:
-        if _ENGINE is None:
-            from pipelines.local_stt import PocketsphinxEngine
+@dataclass(frozen=True)
+class _Memoised:
+    """A transcriber whose engine is built on first use (once per process) and whose
+    results are memoised on the exact audio (replays repeat segments). Picklable, so a
+    test can run it in a child process."""
 
-            _ENGINE = PocketsphinxEngine()
-        _STT_CACHE[key] = _ENGINE.transcribe(samples, sample_rate)
-    return _STT_CACHE[key]
+    name: str
+    make: Callable[[], Callable[[Float32Array, int], str]]
 
-
-def phrase_transcriber(samples: Float32Array, sample_rate: int) -> str:
-    """Pocketsphinx constrained to the language of answered calls (``pipelines.kws``),
-    memoised on the exact audio."""
-    global _PHRASES
-    key = ("phrases", sample_rate, len(samples), samples.tobytes())
-    if key not in _STT_CACHE:
-        if _PHRASES is None:
-            from pipelines.kws import PhraseTranscriber
-
-            _PHRASES = PhraseTranscriber()
-        _STT_CACHE[key] = _PHRASES(samples, sample_rate)
-    return _STT_CACHE[key]
+    def __call__(self, samples: Float32Array, sample_rate: int) -> str:
+        key = (self.name, sample_rate, len(samples), samples.tobytes())
+        if key not in _STT_CACHE:
+            if self.name not in _ENGINES:
+                _ENGINES[self.name] = self.make()
+            _STT_CACHE[key] = _ENGINES[self.name](samples, sample_rate)
+        return _STT_CACHE[key]
 
 
-def moonshine_transcriber(samples: Float32Array, sample_rate: int) -> str:
-    """Moonshine base-en (``pipelines.moonshine_stt``), the open-vocabulary model bundled
-    in its wheel, memoised on the exact audio."""
-    global _MOONSHINE
-    key = ("moonshine", sample_rate, len(samples), samples.tobytes())
-    if key not in _STT_CACHE:
-        if _MOONSHINE is None:
-            from pipelines.moonshine_stt import MoonshineTranscriber
+def _open_vocabulary() -> Callable[[Float32Array, int], str]:
+    from pipelines.local_stt import PocketsphinxEngine
 
-            _MOONSHINE = MoonshineTranscriber()
-        _STT_CACHE[key] = _MOONSHINE(samples, sample_rate)
-    return _STT_CACHE[key]
+    return PocketsphinxEngine().transcribe
+
+
+def _phrase_model() -> Callable[[Float32Array, int], str]:
+    from pipelines.kws import PhraseTranscriber
+
+    return PhraseTranscriber()
+
+
+def _moonshine() -> Callable[[Float32Array, int], str]:
+    from pipelines.moonshine_stt import MoonshineTranscriber
+
+    return MoonshineTranscriber()
+
+
+pocketsphinx_transcriber = _Memoised("open", _open_vocabulary)
+"""Open-vocabulary pocketsphinx. On 8 kHz telephone audio it is mostly nonsense; kept to
+measure against."""
+
+phrase_transcriber = _Memoised("phrases", _phrase_model)
+"""Pocketsphinx constrained to the language of answered calls (``pipelines.kws``)."""
+
+moonshine_transcriber = _Memoised("moonshine", _moonshine)
+"""Moonshine base-en (``pipelines.moonshine_stt``), the open-vocabulary model bundled in
+its wheel."""
 
 
 def moonshine_phrases_transcriber(samples: Float32Array, sample_rate: int) -> str:
