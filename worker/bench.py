@@ -202,6 +202,7 @@ class FixedProviders(ManagedProcess):
     process, so neither the callers' nor the worker's event loop slows them down."""
 
     name = "fixed-providers"
+    python_child = True
 
     def __init__(self, delays: FixedDelays) -> None:
         super().__init__(startup_timeout=30.0)
@@ -225,13 +226,6 @@ class FixedProviders(ManagedProcess):
             str(d.tts),
             *(f"--{v}-port={p}" for v, p in self.ports.items()),
         ]
-
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
-        )
-        return env
 
     def _ready_url(self) -> str:
         # the OpenAI server starts last

@@ -101,8 +101,17 @@ class ManagedProcess:
     def _command(self) -> list[str]:
         raise NotImplementedError
 
+    python_child = False
+    """A Python child: it runs in a scratch directory, so this checkout goes on its
+    ``PYTHONPATH``."""
+
     def _env(self) -> dict[str, str]:
-        return dict(os.environ)
+        env = dict(os.environ)
+        if self.python_child:
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+            )
+        return env
 
     def _ready_url(self) -> str:
         raise NotImplementedError
@@ -330,6 +339,7 @@ class LlamaServer(ManagedProcess):
     """The offline LLM (``python -m pipelines.local_llm``): an OpenAI-compatible endpoint."""
 
     name = "llama-server"
+    python_child = True
 
     def __init__(
         self,
@@ -377,14 +387,6 @@ class LlamaServer(ManagedProcess):
         if self.model_path is not None:
             command += ["--model", str(self.model_path)]
         return command
-
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        # The child runs in a scratch directory; make this checkout importable there.
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
-        )
-        return env
 
     def _ready_url(self) -> str:
         return f"{self.base_url}/models"
