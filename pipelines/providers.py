@@ -64,33 +64,6 @@ def shared_ssl_context() -> ssl.SSLContext:
     return _create_ssl_context()
 
 
-def warm_openai_sdk() -> None:
-    """Fills the OpenAI SDK's per-type caches (request transforms, chunk models) that its
-    first chat completion of a process would otherwise build on the call's loop: the first
-    reply of a call came ~40 ms later than the next ones. A cache
-    warm only: if a future SDK moves these internals, the first reply is just slower."""
-    try:
-        # imported by the client's first ``.chat`` (a lazy attribute), with pydantic models
-        # built at import: ~15-30 ms of the first reply
-        import openai.resources.chat  # noqa: F401
-        from openai._models import construct_type
-        from openai._utils._transform import transform
-        from openai.types.chat import ChatCompletionChunk, completion_create_params
-
-        transform(
-            {"messages": [{"role": "system", "content": "."}], "model": ".", "stream": True},
-            completion_create_params.CompletionCreateParamsStreaming,
-        )
-        delta = {"role": "assistant", "content": "."}
-        chunk = {"id": ".", "object": "chat.completion.chunk", "created": 0, "model": "."}
-        construct_type(
-            type_=ChatCompletionChunk,
-            value={**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
-        )
-    except Exception:  # an optimisation must never fail a process start
-        logger.debug("OpenAI SDK warm-up skipped", exc_info=True)
-
-
 def _openai_client(spec: ProviderSpec) -> Any:
     """The ``openai.AsyncClient`` LiveKit's OpenAI plugins would make (no retries, same
     timeouts and pool), on ``shared_ssl_context``."""

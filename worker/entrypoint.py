@@ -62,17 +62,14 @@ def control_plane(settings: Settings) -> CachingControlPlane:
 def prewarm(proc: JobProcess) -> None:
     """Runs once per job process before its first job. Kept light: a slow prewarm delays
     every new process and so every call that arrives while the warm ones are busy."""
-    # Each of these stalls the call's event loop for 0.1-0.5 s if left to the first job:
-    # plugin imports, and parsing the CA bundle into the process's TLS context.
-    import livekit.plugins.deepgram
-    import livekit.plugins.elevenlabs
-    import livekit.plugins.openai  # noqa: F401
-    import openai.pagination  # noqa: F401  (first imported by the LLM's prewarm request)
+    from pipelines.providers import shared_ssl_context
+    from pipelines.warmup import warm_vendor_plugins
 
-    from pipelines.providers import shared_ssl_context, warm_openai_sdk
-
+    # Each of these would stall the call's event loop if left to the first job: parsing
+    # the CA bundle into the process's TLS context (0.1-0.2 s), plugin imports and each
+    # plugin's first request (~0.1 s in all; a rehearsal against local servers).
     shared_ssl_context()
-    warm_openai_sdk()
+    warm_vendor_plugins()
 
 
 async def _apologise(ctx: JobContext) -> None:

@@ -40,11 +40,13 @@ async def test_openai_llm_client_gets_the_key_and_the_spec_hides_it() -> None:
         await plugin.aclose()
 
 
-def test_openai_sdk_warm_up_finds_the_sdk_internals(caplog: pytest.LogCaptureFixture) -> None:
-    """The warm-up swallows errors (it must never fail a process start), so an SDK that
-    moved the internals it warms is caught here instead."""
-    from pipelines.providers import warm_openai_sdk
+def test_rehearsal_runs_every_vendor_plugin(caplog: pytest.LogCaptureFixture) -> None:
+    """The rehearsal swallows errors (it must never fail a process start), so a plugin or
+    SDK change that breaks it is caught here: each vendor's exchange must complete."""
+    from pipelines.warmup import warm_vendor_plugins
 
-    with caplog.at_level(logging.DEBUG, logger="pipelines.providers"):
-        warm_openai_sdk()
-    assert not [r for r in caplog.records if "warm-up skipped" in r.getMessage()]
+    with caplog.at_level(logging.DEBUG, logger="pipelines.warmup"):
+        took = warm_vendor_plugins()
+    assert not [r for r in caplog.records if "failed" in r.getMessage()]
+    assert set(took) == {"deepgram", "openai", "elevenlabs"}
+    assert any("warm-up audio" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,171 @@
+"""One rehearsal call per vendor plugin, before a process takes its first job.
+
+Each vendor plugin pays one-time costs on its first request in a process: lazy imports
+(the OpenAI SDK loads its chat resources, httpx2 its anyio backend, on first use),
+per-type caches (request transforms, chunk models), the first WebSocket handshake's code
+paths. Left to the call, they land on the call's event loop during its first reply
+(measured: the first reply of each call ~20-35 ms later than the next ones). A cache
+list goes stale with every SDK release; a rehearsal does not: ``rehearse`` runs each
+vendor plugin, built by the same factory as a call's, through one short exchange with the
+local server that speaks its wire protocol (``pipelines.wire``), on loopback, then closes
+everything. Nothing outlives it but the warmed imports and caches.
+
+It is an optimisation: a failure is logged at debug level and never fails a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+from .audio import Audio, Float32Array
+from .providers import ProviderSpec, build
+
+logger = logging.getLogger("pipelines.warmup")
+
+TIMEOUT = 3.0
+"""Seconds a rehearsal may take in all (per plugin); a process start never waits longer."""
+
+
+class _Word:
+    """Engine for the local STT server: hears one word in anything."""
+
+    def transcribe(self, samples: Float32Array, sample_rate: int) -> str:
+        return "hello"
+
+
+class _Click:
+    """Engine for the local TTS server: 20 ms of quiet for any text."""
+
+    def synthesize(
+        self, text: str, *, voice: str | None = None, speaking_rate: float | None = None
+    ) -> Audio:
+        return Audio(np.full(441, 0.01, dtype=np.float32), 22050)
+
+
+async def _llm(plugin: Any) -> None:
+    from livekit.agents import llm
+
+    await plugin._prewarm_impl()  # what the session's LLM prewarm sends (a model list)
+    ctx = llm.ChatContext()
+    ctx.add_message(role="system", content="Warm-up.")
+    ctx.add_message(role="user", content="Hello?")
+    async with plugin.chat(chat_ctx=ctx) as stream:
+        async for _ in stream:
+            pass
+
+
+async def _tts(plugin: Any) -> None:
+    stream = plugin.stream()
+    try:
+        stream.push_text("Hello.")
+        stream.flush()
+        stream.end_input()
+        async for audio in stream:
+            logger.debug("warm-up audio: %d samples", audio.frame.samples_per_channel)
+            break  # first audio: the receive and decode paths ran
+    finally:
+        await stream.aclose()
+
+
+async def _stt(plugin: Any) -> None:
+    from livekit import rtc
+    from livekit.agents import stt
+
+    stream = plugin.stream()
+    try:
+        tone = (np.sin(np.arange(1600) * 0.2) * 8000).astype(np.int16)
+        for chunk in np.array_split(np.concatenate([tone, np.zeros(4800, np.int16)]), 20):
+            stream.push_frame(rtc.AudioFrame(chunk.tobytes(), 16000, 1, len(chunk)))
+        stream.end_input()
+        async for event in stream:
+            if event.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
+                break  # the plugin's socket stays open for more audio: stop at the result
+    finally:
+        await stream.aclose()
+
+
+def _servers() -> list[tuple[Any, str, str, Callable[[Any], Awaitable[None]]]]:
+    """(server, layer, model, exchange) per vendor plugin this worker builds."""
+    from .wire.deepgram import DeepgramServer
+    from .wire.elevenlabs import ElevenLabsServer
+    from .wire.openai_compat import OpenAIServer
+
+    return [
+        (DeepgramServer(_Word(), min_endpointing_ms=100), "stt", "nova-3", _stt),
+        (OpenAIServer(reply="Hi."), "llm", "gpt-4o-mini", _llm),
+        (ElevenLabsServer(_Click()), "tts", "eleven_flash_v2_5", _tts),
+    ]
+
+
+def _base_url(server: Any, url: str) -> str:
+    return {
+        "deepgram": f"{url}/v1/listen",
+        "openai": f"{url}/v1",
+        "elevenlabs": f"{url}/v1",
+    }[server.vendor]
+
+
+async def _rehearse_one(
+    server: Any, layer: str, model: str, exchange: Callable[[Any], Awaitable[None]]
+) -> None:
+    url = await server.start()
+    plugin = build(
+        ProviderSpec(
+            layer=layer,
+            vendor=server.vendor,
+            model=model,
+            base_url=_base_url(server, url),
+            api_key="warm-up",
+            voice="warm-up" if layer == "tts" else None,
+        )
+    )
+    try:
+        await asyncio.wait_for(exchange(plugin), TIMEOUT)
+    finally:
+        with contextlib.suppress(Exception):
+            await plugin.aclose()
+        await server.stop()
+
+
+async def rehearse() -> dict[str, float]:
+    """Runs every vendor plugin once against its local server; seconds per vendor (a
+    vendor that failed is logged at debug level and left out)."""
+    from livekit.agents.utils import http_context
+
+    http_context._new_session_ctx()  # the plugins' shared aiohttp session, as in a job
+    took: dict[str, float] = {}
+    wire_log = logging.getLogger("pipelines.wire")
+    level = wire_log.level
+    wire_log.setLevel(logging.WARNING)  # "listening on ..." per process start is noise
+    try:
+        for server, layer, model, exchange in _servers():
+            started = time.perf_counter()
+            try:
+                await _rehearse_one(server, layer, model, exchange)
+            except Exception:
+                logger.debug("%s warm-up failed", server.vendor, exc_info=True)
+                continue
+            took[server.vendor] = round(time.perf_counter() - started, 3)
+    finally:
+        wire_log.setLevel(level)
+        await http_context._close_http_ctx()
+    return took
+
+
+def warm_vendor_plugins() -> dict[str, float]:
+    """``rehearse`` on a loop of its own; for ``prewarm``, which runs before the job
+    process starts its event loop."""
+    try:
+        took = asyncio.run(rehearse())
+    except Exception:  # an optimisation must never fail a process start
+        logger.debug("plugin warm-up failed", exc_info=True)
+        return {}
+    logger.debug("vendor plugins warmed", extra={"seconds": took})
+    return took
