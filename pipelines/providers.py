@@ -4,6 +4,9 @@ Vendor plugins are LiveKit's own (livekit-plugins-deepgram/-openai/-elevenlabs):
 already speak each vendor's streaming protocol, reconnect and report metrics, and every
 one takes a ``base_url`` so tests and self-hosted deployments point them at local
 servers. The offline stack (pocketsphinx, espeak-ng, llama.cpp) is built the same way.
+One exception: every chat LLM (OpenAI, custom and local OpenAI-compatible endpoints) is
+``openai_llm.ChatCompletionsLLM``, a lean streaming client on the job's aiohttp session,
+because the OpenAI plugin's SDK path costs several ms per reply (see that module).
 """
 
 from __future__ import annotations
@@ -119,17 +122,16 @@ def _openai_stt(spec: ProviderSpec) -> stt.STT[Any]:
 
 
 def _openai_llm(spec: ProviderSpec) -> llm.LLM[Any]:
-    from livekit.plugins import openai
+    from .openai_llm import DEFAULT_BASE_URL, ChatCompletionsLLM, ChatOptions
 
-    return _owning(
-        openai.LLM(
-            **_kw(
-                model=spec.model,
-                temperature=spec.temperature,
-                max_completion_tokens=spec.max_tokens,
-                extra_body=dict(spec.extra_body) if spec.extra_body else None,
-            ),
-            client=_openai_client(spec),
+    return ChatCompletionsLLM(
+        ChatOptions(
+            model=spec.model,
+            base_url=spec.base_url or DEFAULT_BASE_URL,
+            api_key=spec.api_key,
+            temperature=spec.temperature,
+            max_completion_tokens=spec.max_tokens,
+            extra_body=spec.extra_body,
         )
     )
 

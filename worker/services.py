@@ -8,7 +8,7 @@ They are sync context managers (test fixtures, ``voice-worker replay``) with
 
     with LiveKitServer() as lk, LlamaServer() as llm:
         LiveKitAPI(lk.url, lk.api_key, lk.api_secret)
-        openai.LLM(base_url=llm.base_url, api_key="local", model=llm.model)
+        ChatCompletionsLLM(ChatOptions(model=llm.model, base_url=llm.base_url))
 
 CLI: ``python -m worker.services livekit|llama`` prints the connection details as JSON
 and keeps the service up until Ctrl-C (``scripts/livekit-server`` wraps it).
@@ -363,7 +363,7 @@ class LlamaServer(ManagedProcess):
 
     @property
     def base_url(self) -> str:
-        """OpenAI-style base URL (``.../v1``) for ``openai.LLM(base_url=...)``."""
+        """OpenAI-style base URL (``.../v1``) for an OpenAI-compatible client."""
         return f"http://{LOOPBACK}:{self.port}/v1"
 
     def _command(self) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 from pipelines.providers import ProviderSpec, build, shared_ssl_context
 
 
-@pytest.mark.parametrize("layer", ["llm", "tts", "stt"])
+@pytest.mark.parametrize("layer", ["tts", "stt"])
 async def test_openai_plugins_share_the_process_tls_context(layer: str) -> None:
     """No per-call CA-bundle parse on the call's loop: every OpenAI client of the process
     is built on the one context ``prewarm`` made."""
@@ -30,12 +30,14 @@ async def test_openai_plugins_share_the_process_tls_context(layer: str) -> None:
         assert first._client.is_closed() and second._client.is_closed()
 
 
-async def test_openai_llm_client_gets_the_key_and_the_spec_hides_it() -> None:
+async def test_llm_client_gets_the_key_and_the_spec_hides_it() -> None:
     spec = ProviderSpec(layer="llm", vendor="openai", model="gpt-4o-mini", api_key="sk-secret-1")
     plugin: Any = build(spec)
     try:
-        assert plugin._client.api_key == "sk-secret-1"
+        assert plugin._headers["Authorization"] == "Bearer sk-secret-1"
         assert "sk-secret-1" not in repr(spec)
+        assert "sk-secret-1" not in repr(plugin._opts)
+        assert plugin.provider == "api.openai.com"
     finally:
         await plugin.aclose()
 
