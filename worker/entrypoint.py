@@ -286,6 +286,23 @@ async def end_on_drain(life: CallLifecycle, every: float = 0.5) -> None:
         await asyncio.sleep(every)
 
 
+PRELOAD_MODULES = (
+    __name__,
+    "pipelines.openai_llm",
+    "pipelines.warmup",
+    "pipelines.wire.deepgram",
+    "pipelines.wire.elevenlabs",
+    "pipelines.wire.openai_compat",
+    "livekit.plugins.deepgram",
+    "livekit.plugins.elevenlabs",
+    "livekit.plugins.openai",
+)
+"""Imported once in LiveKit's forkserver, so every job process shares them copy-on-write
+instead of importing them itself (~1000 modules: an idle job process's own memory (USS)
+42 -> 22 MB). The forkserver skips a module that fails to import, silently: a unit test
+imports each."""
+
+
 def build_server(settings: Settings) -> AgentServer:
     multiproc = settings.spool_dir.parent / "prometheus"
     server = DrainingServer(
@@ -295,6 +312,7 @@ def build_server(settings: Settings) -> AgentServer:
         port=settings.worker_http_port,
         host="127.0.0.1" if settings.livekit_url.startswith("ws://127.") else "",
         setup_fnc=prewarm,
+        preload_modules=list(PRELOAD_MODULES),
         drain_timeout=int(settings.drain_timeout),
         num_idle_processes=settings.num_idle_processes,
         initialize_process_timeout=30.0,

@@ -34,3 +34,17 @@ async def test_session_prepares_the_reply_during_the_response_delay(
         assert opts.preemptive_generation["preemptive_tts"]
     finally:
         await session.aclose()
+
+
+def test_forkserver_preloads_what_a_job_imports(settings: Callable[..., Settings]) -> None:
+    """Every preloaded module imports (the forkserver would skip a broken one silently)
+    and the server hands the list to LiveKit's forkserver."""
+    import importlib
+
+    from worker.entrypoint import PRELOAD_MODULES, build_server
+
+    for name in PRELOAD_MODULES:
+        importlib.import_module(name)
+    assert "worker.entrypoint" in PRELOAD_MODULES
+    server = build_server(settings())
+    assert server._preload_modules == list(PRELOAD_MODULES)
