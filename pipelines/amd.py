@@ -285,6 +285,12 @@ _VOICEMAIL = _pattern(
     r"missed (?:you|your call)",
     r"not (?:here|home|available) right now",
 )
+_IVR_WEAK = _pattern(
+    r"welcome to",
+)
+"""A business's recorded welcome ("welcome to Acme"): an IVR or auto-attendant. Weak: it
+names the machine kind once the greeting has ended or the deadline came, and it ranks
+below every voicemail phrase ("welcome to the voicemail of ...")."""
 _UNAVAILABLE_WEAK = _pattern(
     r"(?:is|are) not available",
     r"is unavailable",
@@ -313,6 +319,7 @@ def transcript_evidence(text: str) -> TranscriptEvidence:
         (_IVR, "machine-ivr", True),
         (_VOICEMAIL, "machine-vm", False),
         (_UNAVAILABLE_WEAK, "machine-unavailable", False),
+        (_IVR_WEAK, "machine-ivr", False),
         (_HUMAN, "human", False),
     ):
         m = pattern.search(t)

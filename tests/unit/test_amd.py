@@ -121,6 +121,8 @@ def test_a_menu_is_not_cut_into_a_short_human_answer_by_tonal_vowels() -> None:
         ("for sales press one for support press two", "machine-ivr", True),
         ("for sales press 1", "machine-ivr", True),
         ("hello who is this", "human", False),
+        ("hello and welcome to acme support", "machine-ivr", False),
+        ("welcome to the voicemail of dana please leave a message", "machine-vm", False),
         ("hello", None, False),
         ("", None, False),
     ],
@@ -166,6 +168,16 @@ def test_ivr_phrase_decides_immediately_even_mid_greeting() -> None:
     v = clf.push_transcript("thank you for calling for sales press one", False, 3.0)
     assert v is not None and v.category == "machine-ivr"
     assert v.decided_at == pytest.approx(3.0, abs=0.03)
+
+
+def test_a_recorded_welcome_names_the_monologue_an_ivr() -> None:
+    # the menu lines went unheard; "welcome to <business>" still says which machine talks
+    heard = [(2.6, "welcome to first national bank", True)]
+    v = amd_file(FIXTURES / "ivr_07.wav", transcripts=heard)
+    assert v.category == "machine-ivr"
+    assert v.decided_at <= 8.0
+    unnamed = amd_file(FIXTURES / "ivr_07.wav", transcripts=[(2.6, "first national bank", True)])
+    assert unnamed.category == "machine-vm"  # the length alone says only "a recording"
 
 
 def test_short_greeting_then_silence_is_human_within_a_second() -> None:
