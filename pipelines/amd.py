@@ -308,6 +308,12 @@ _HUMAN = _pattern(
     r"\w+ here",
 )
 
+_ANSWER = re.compile(r"(?:yes|yeah|yep)\b")
+"""A call opened with "yes"/"yeah" is answered by someone replying to the ring; a recorded
+greeting addresses an absent caller ("hi", "hello, you've reached", "thank you for
+calling"). Weak: it only tips a greeting of ambiguous length with no phrase evidence,
+where the length alone would lean machine."""
+
 
 def transcript_evidence(text: str) -> TranscriptEvidence:
     """Machine kind implied by a transcript. Order matters: "the mailbox is full and cannot
@@ -594,6 +600,15 @@ class AMDClassifier:
         if silence < self.end_silence + self.ambiguous_wait:
             return None
         mid = (self.human_max_greeting + self.machine_min_greeting) / 2
+        answer = _ANSWER.match(" ".join(self.transcript.lower().split()))
+        if answer and speech >= mid:
+            return self._emit(
+                "human",
+                0.55,
+                f"ambiguous greeting ({speech:.1f} s) opening with {answer.group(0)!r}, "
+                "leaning human",
+                now,
+            )
         lean: Category = "human" if speech < mid else "machine-vm"
         return self._emit(lean, 0.55, f"ambiguous greeting ({speech:.1f} s), leaning {lean}", now)
 

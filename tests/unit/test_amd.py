@@ -180,6 +180,21 @@ def test_a_recorded_welcome_names_the_monologue_an_ivr() -> None:
     assert unnamed.category == "machine-vm"  # the length alone says only "a recording"
 
 
+@pytest.mark.parametrize(
+    ("first", "category"),
+    [("yes hello sorry", "human"), ("hello sorry", "machine-vm")],
+)
+def test_an_ambiguous_greeting_opening_with_yes_leans_human(first: str, category: str) -> None:
+    # 2.8 s of speech, no phrase heard: the length alone leans machine; an answer word
+    # ("yes", "yeah") at the start of the call is someone replying to the ring
+    entry = MANIFEST["human_long_06.wav"]
+    heard = [(2.8, first, True), (5.1, "i went in the corner room", True)]
+    v = amd_file(FIXTURES / entry["file"], transcripts=heard)
+    assert v.category == category
+    assert "ambiguous greeting" in v.reason
+    assert v.decided_at - entry["greeting_end"] <= 1.0
+
+
 def test_short_greeting_then_silence_is_human_within_a_second() -> None:
     entry = MANIFEST["human_short_02.wav"]
     clf = AMDClassifier(RATE)
