@@ -62,11 +62,14 @@ async def _llm(plugin: Any) -> None:
 
 
 async def _tts(plugin: Any) -> None:
-    stream = plugin.stream()
-    try:
+    if plugin.capabilities.streaming:
+        stream = plugin.stream()
         stream.push_text("Hello.")
         stream.flush()
         stream.end_input()
+    else:
+        stream = plugin.synthesize("Hello.")
+    try:
         async for audio in stream:
             logger.debug("warm-up audio: %d samples", audio.frame.samples_per_channel)
             break  # first audio: the receive and decode paths ran
@@ -78,11 +81,16 @@ async def _stt(plugin: Any) -> None:
     from livekit import rtc
     from livekit.agents import stt
 
+    tone = (np.sin(np.arange(1600) * 0.2) * 8000).astype(np.int16)
+    chunks = np.array_split(np.concatenate([tone, np.zeros(4800, np.int16)]), 20)
+    frames = [rtc.AudioFrame(c.tobytes(), 16000, 1, len(c)) for c in chunks]
+    if not plugin.capabilities.streaming:
+        await plugin.recognize(frames)
+        return
     stream = plugin.stream()
     try:
-        tone = (np.sin(np.arange(1600) * 0.2) * 8000).astype(np.int16)
-        for chunk in np.array_split(np.concatenate([tone, np.zeros(4800, np.int16)]), 20):
-            stream.push_frame(rtc.AudioFrame(chunk.tobytes(), 16000, 1, len(chunk)))
+        for frame in frames:
+            stream.push_frame(frame)
         stream.end_input()
         async for event in stream:
             if event.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
@@ -97,10 +105,15 @@ def _servers() -> list[tuple[Any, str, str, Callable[[Any], Awaitable[None]]]]:
     from .wire.elevenlabs import ElevenLabsServer
     from .wire.openai_compat import OpenAIServer
 
+    def openai() -> OpenAIServer:
+        return OpenAIServer(reply="Hi.", stt_engine=_Word(), tts_engine=_Click())
+
     return [
         (DeepgramServer(_Word(), min_endpointing_ms=100), "stt", "nova-3", _stt),
-        (OpenAIServer(reply="Hi."), "llm", "gpt-4o-mini", _llm),
+        (openai(), "stt", "whisper-1", _stt),
+        (openai(), "llm", "gpt-4o-mini", _llm),
         (ElevenLabsServer(_Click()), "tts", "eleven_flash_v2_5", _tts),
+        (openai(), "tts", "tts-1", _tts),
     ]
 
 
@@ -135,8 +148,8 @@ async def _rehearse_one(
 
 
 async def rehearse() -> dict[str, float]:
-    """Runs every vendor plugin once against its local server; seconds per vendor (a
-    vendor that failed is logged at debug level and left out)."""
+    """Runs every vendor plugin once against its local server; seconds per
+    ``vendor:layer`` (one that failed is logged at debug level and left out)."""
     from livekit.agents.utils import http_context
 
     http_context._new_session_ctx()  # the plugins' shared aiohttp session, as in a job
@@ -147,12 +160,13 @@ async def rehearse() -> dict[str, float]:
     try:
         for server, layer, model, exchange in _servers():
             started = time.perf_counter()
+            name = f"{server.vendor}:{layer}"
             try:
                 await _rehearse_one(server, layer, model, exchange)
             except Exception:
-                logger.debug("%s warm-up failed", server.vendor, exc_info=True)
+                logger.debug("%s warm-up failed", name, exc_info=True)
                 continue
-            took[server.vendor] = round(time.perf_counter() - started, 3)
+            took[name] = round(time.perf_counter() - started, 3)
     finally:
         wire_log.setLevel(level)
         await http_context._close_http_ctx()

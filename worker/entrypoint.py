@@ -67,7 +67,7 @@ def prewarm(proc: JobProcess) -> None:
 
     # Each of these would stall the call's event loop if left to the first job: parsing
     # the CA bundle into the process's TLS context (0.1-0.2 s), plugin imports and each
-    # plugin's first request (~0.1 s in all; a rehearsal against local servers).
+    # plugin's first request (~0.1-0.2 s in all; a rehearsal against local servers).
     shared_ssl_context()
     warm_vendor_plugins()
 

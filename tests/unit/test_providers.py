@@ -50,5 +50,11 @@ def test_rehearsal_runs_every_vendor_plugin(caplog: pytest.LogCaptureFixture) ->
     with caplog.at_level(logging.DEBUG, logger="pipelines.warmup"):
         took = warm_vendor_plugins()
     assert not [r for r in caplog.records if "failed" in r.getMessage()]
-    assert set(took) == {"deepgram", "openai", "elevenlabs"}
+    assert set(took) == {
+        "deepgram:stt",
+        "openai:stt",
+        "openai:llm",
+        "elevenlabs:tts",
+        "openai:tts",
+    }
     assert any("warm-up audio" in r.getMessage() for r in caplog.records)
