@@ -582,6 +582,11 @@ class AMDClassifier:
         if silence < self.end_silence:
             return None
         speech = self._speech_s
+        # a business's welcome is an IVR's only in a monologue: "Welcome to Joe's, how can
+        # I help?" and then silence is the receptionist (short greetings go by length)
+        welcome = ev.category == "machine-ivr" and not ev.strong
+        if welcome and speech <= self.human_max_greeting:
+            ev = TranscriptEvidence(None, None, False)
         if ev.category is not None and ev.category != "human":
             return self._emit(ev.category, 0.85, f"greeting ended; phrase {ev.phrase!r}", now)
         if ev.category == "human":

@@ -180,6 +180,15 @@ def test_a_recorded_welcome_names_the_monologue_an_ivr() -> None:
     assert unnamed.category == "machine-vm"  # the length alone says only "a recording"
 
 
+def test_a_short_welcome_then_silence_is_a_receptionist() -> None:
+    # "welcome to <business>" names an IVR only in a monologue, not a live short greeting
+    entry = MANIFEST["human_short_02.wav"]
+    end = entry["greeting_end"]
+    v = amd_file(FIXTURES / entry["file"], transcripts=[(end, "welcome to joe's", True)])
+    assert v.category == "human"
+    assert "short greeting" in v.reason
+
+
 @pytest.mark.parametrize(
     ("first", "category"),
     [("yes hello sorry", "human"), ("hello sorry", "machine-vm")],
