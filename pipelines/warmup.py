@@ -99,42 +99,41 @@ async def _stt(plugin: Any) -> None:
         await stream.aclose()
 
 
-def _servers() -> list[tuple[Any, str, str, Callable[[Any], Awaitable[None]]]]:
-    """(server, layer, model, exchange) per vendor plugin this worker builds."""
+Exchange = Callable[[Any], Awaitable[None]]
+
+
+def _servers() -> list[tuple[Any, list[tuple[str, str, Exchange]]]]:
+    """Each local vendor server, with the (layer, model, exchange) of every plugin this
+    worker builds for that vendor."""
     from .wire.deepgram import DeepgramServer
     from .wire.elevenlabs import ElevenLabsServer
     from .wire.openai_compat import OpenAIServer
 
-    def openai() -> OpenAIServer:
-        return OpenAIServer(reply="Hi.", stt_engine=_Word(), tts_engine=_Click())
-
     return [
-        (DeepgramServer(_Word(), min_endpointing_ms=100), "stt", "nova-3", _stt),
-        (openai(), "stt", "whisper-1", _stt),
-        (openai(), "llm", "gpt-4o-mini", _llm),
-        (ElevenLabsServer(_Click()), "tts", "eleven_flash_v2_5", _tts),
-        (openai(), "tts", "tts-1", _tts),
+        (DeepgramServer(_Word(), min_endpointing_ms=100), [("stt", "nova-3", _stt)]),
+        (
+            OpenAIServer(reply="Hi.", stt_engine=_Word(), tts_engine=_Click()),
+            [("stt", "whisper-1", _stt), ("llm", "gpt-4o-mini", _llm), ("tts", "tts-1", _tts)],
+        ),
+        (ElevenLabsServer(_Click()), [("tts", "eleven_flash_v2_5", _tts)]),
     ]
 
 
-def _base_url(server: Any, url: str) -> str:
+def _base_url(vendor: str, url: str) -> str:
     return {
         "deepgram": f"{url}/v1/listen",
         "openai": f"{url}/v1",
         "elevenlabs": f"{url}/v1",
-    }[server.vendor]
+    }[vendor]
 
 
-async def _rehearse_one(
-    server: Any, layer: str, model: str, exchange: Callable[[Any], Awaitable[None]]
-) -> None:
-    url = await server.start()
+async def _rehearse_one(vendor: str, url: str, layer: str, model: str, exchange: Exchange) -> None:
     plugin = build(
         ProviderSpec(
             layer=layer,
-            vendor=server.vendor,
+            vendor=vendor,
             model=model,
-            base_url=_base_url(server, url),
+            base_url=_base_url(vendor, url),
             api_key="warm-up",
             voice="warm-up" if layer == "tts" else None,
         )
@@ -144,12 +143,11 @@ async def _rehearse_one(
     finally:
         with contextlib.suppress(Exception):
             await plugin.aclose()
-        await server.stop()
 
 
 async def rehearse() -> dict[str, float]:
-    """Runs every vendor plugin once against its local server; seconds per
-    ``vendor:layer`` (one that failed is logged at debug level and left out)."""
+    """Runs every vendor plugin once against its local server (one per vendor); seconds
+    per ``vendor:layer`` (one that failed is logged at debug level and left out)."""
     from livekit.agents.utils import http_context
 
     http_context._new_session_ctx()  # the plugins' shared aiohttp session, as in a job
@@ -158,15 +156,24 @@ async def rehearse() -> dict[str, float]:
     level = wire_log.level
     wire_log.setLevel(logging.WARNING)  # "listening on ..." per process start is noise
     try:
-        for server, layer, model, exchange in _servers():
-            started = time.perf_counter()
-            name = f"{server.vendor}:{layer}"
+        for server, plugins in _servers():
             try:
-                await _rehearse_one(server, layer, model, exchange)
+                url = await server.start()
             except Exception:
-                logger.debug("%s warm-up failed", name, exc_info=True)
+                logger.debug("%s warm-up server failed", server.vendor, exc_info=True)
                 continue
-            took[name] = round(time.perf_counter() - started, 3)
+            try:
+                for layer, model, exchange in plugins:
+                    started = time.perf_counter()
+                    name = f"{server.vendor}:{layer}"
+                    try:
+                        await _rehearse_one(server.vendor, url, layer, model, exchange)
+                    except Exception:
+                        logger.debug("%s warm-up failed", name, exc_info=True)
+                        continue
+                    took[name] = round(time.perf_counter() - started, 3)
+            finally:
+                await server.stop()
     finally:
         wire_log.setLevel(level)
         await http_context._close_http_ctx()
