@@ -289,8 +289,9 @@ _IVR_WEAK = _pattern(
     r"welcome to",
 )
 """A business's recorded welcome ("welcome to Acme"): an IVR or auto-attendant. Weak: it
-names the machine kind once the greeting has ended or the deadline came, and it ranks
-below every voicemail phrase ("welcome to the voicemail of ...")."""
+names the machine kind once a greeting longer than a human's has ended (a short one is a
+receptionist's) or the deadline came, and it ranks below every voicemail phrase
+("welcome to the voicemail of ...")."""
 _UNAVAILABLE_WEAK = _pattern(
     r"(?:is|are) not available",
     r"is unavailable",
