@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.audio import AudioFormatError
+from pipelines.audio.pcm import AudioFormatError
 from pipelines.errors import (
     AgentNotFound,
     ConfigError,
@@ -38,7 +38,7 @@ def _json_arg(value: str | None, what: str) -> Any:
         return None
     path = Path(value)
     if not value.lstrip().startswith("{") and path.exists():
-        from .loader import read_json_file
+        from worker.plan.loader import read_json_file
 
         return read_json_file(path)
     try:
@@ -57,10 +57,10 @@ def _agent_source(agent: str) -> tuple[str | None, Path | None]:
 
 
 async def _plan(args: argparse.Namespace) -> int:
-    from .dispatch import parse_dispatch
-    from .loader import load_call, open_cached
-    from .plan import plan_to_json
-    from .settings import Settings
+    from worker.config.dispatch import parse_dispatch
+    from worker.plan.loader import load_call, open_cached
+    from worker.plan.resolve import plan_to_json
+    from worker.settings import Settings
 
     settings = Settings()
     raw = _json_arg(args.dispatch, "--dispatch")
@@ -84,7 +84,7 @@ async def _plan(args: argparse.Namespace) -> int:
 
 
 async def _replay(args: argparse.Namespace) -> int:
-    from .replay import replay, summary_text
+    from worker.dev.replay import replay, summary_text
 
     out = Path(args.out)
     result = await replay(
@@ -102,8 +102,8 @@ async def _replay(args: argparse.Namespace) -> int:
 
 
 def _vad(args: argparse.Namespace) -> int:
-    from pipelines.audio import read_wav
-    from pipelines.vad import detect_segments
+    from pipelines.audio.pcm import read_wav
+    from pipelines.audio.vad import detect_segments
 
     segments = detect_segments(read_wav(args.wav), aggressiveness=args.aggressiveness)
     emit([{"start": start, "end": end} for start, end in segments])
@@ -111,8 +111,8 @@ def _vad(args: argparse.Namespace) -> int:
 
 
 def _stretch(args: argparse.Namespace) -> int:
-    from pipelines.audio import read_wav, write_wav
-    from pipelines.stretch import stretch_audio
+    from pipelines.audio.pcm import read_wav, write_wav
+    from pipelines.audio.stretch import stretch_audio
 
     audio = read_wav(args.input)
     out = stretch_audio(audio, args.rate)
@@ -128,8 +128,8 @@ def _stretch(args: argparse.Namespace) -> int:
 
 
 def _mix(args: argparse.Namespace) -> int:
-    from pipelines.audio import read_wav, write_wav
-    from pipelines.noise import mix_file
+    from pipelines.audio.noise import mix_file
+    from pipelines.audio.pcm import read_wav, write_wav
 
     out = mix_file(read_wav(args.input), args.preset, args.volume)
     write_wav(args.output, out)
@@ -138,7 +138,7 @@ def _mix(args: argparse.Namespace) -> int:
 
 
 def _amd(args: argparse.Namespace) -> int:
-    from pipelines.amd import amd_file
+    from pipelines.amd.classifier import amd_file
 
     verdict = amd_file(args.wav, timeout_seconds=args.timeout, realtime=args.realtime)
     emit(verdict.to_json())
@@ -146,7 +146,7 @@ def _amd(args: argparse.Namespace) -> int:
 
 
 def _run_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from .entrypoint import run_worker
+    from worker.server import run_worker
 
     run_worker(args.command, list(extra))
     return EXIT_OK
@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime", action="store_true", help="pace on the wall clock")
     p.set_defaults(handler=_amd)
 
-    from .bench import add_bench_parser
+    from worker.dev.bench.calls import add_bench_parser
 
     add_bench_parser(sub)
     return parser

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.replay import LiveKitEndpoint, WorkerProcess, warm_up_llm
-from worker.services import LiveKitServer, LlamaServer
+from worker.dev.replay import LiveKitEndpoint, WorkerProcess, warm_up_llm
+from worker.dev.services import LiveKitServer, LlamaServer
 
 CONTROL_PLANE_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "control_plane"
 

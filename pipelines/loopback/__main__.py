@@ -1,0 +1,127 @@
+"""Run one vendor server until SIGINT/SIGTERM.
+
+    python -m pipelines.loopback deepgram|elevenlabs|openai [--port N] [knobs...]
+
+Prints ``{"vendor": ..., "url": ...}`` as one JSON line on stdout once listening (so
+``--port 0`` works for scripts), and with ``--log FILE`` writes the request log as JSON
+on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import signal
+import sys
+from pathlib import Path
+
+from pipelines.loopback.base import Knobs, WireServer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.loopback", description=__doc__)
+    parser.add_argument("vendor", choices=["deepgram", "elevenlabs", "openai"])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--log", type=Path, help="write the request log here as JSON on exit")
+    knobs = parser.add_argument_group("knobs (fault injection and fixed delays)")
+    knobs.add_argument("--first-response-delay", type=float, default=0.0, metavar="S")
+    knobs.add_argument("--response-delay", type=float, default=0.0, metavar="S")
+    knobs.add_argument("--fail-with-status", type=int, metavar="STATUS")
+    knobs.add_argument("--fail-count", type=int, metavar="N")
+    knobs.add_argument("--stall-after", type=int, metavar="N")
+    knobs.add_argument("--close-after", type=int, metavar="N")
+    dg = parser.add_argument_group("deepgram")
+    dg.add_argument("--min-endpointing-ms", type=int, default=300)
+    dg.add_argument("--interim-interval", type=float, default=1.0, metavar="S")
+    el = parser.add_argument_group("elevenlabs")
+    el.add_argument("--chunk-ms", type=int, default=200)
+    el.add_argument(
+        "--voice-map", action="append", default=[], metavar="ID=VOICE", help="repeatable"
+    )
+    oa = parser.add_argument_group("openai")
+    oa.add_argument("--reply", help="scripted chat reply")
+    oa.add_argument("--upstream", help="relay chat to this OpenAI-compatible base URL")
+    oa.add_argument("--upstream-model")
+    oa.add_argument("--upstream-api-key")
+    oa.add_argument("--model", action="append", default=[], help="listed by /v1/models")
+    return parser
+
+
+def build_server(args: argparse.Namespace) -> WireServer:
+    knobs = Knobs(
+        first_response_delay=args.first_response_delay,
+        response_delay=args.response_delay,
+        fail_with_status=args.fail_with_status,
+        fail_count=args.fail_count,
+        stall_after=args.stall_after,
+        close_after=args.close_after,
+    )
+    common = {"host": args.host, "port": args.port, "knobs": knobs}
+    if args.vendor == "deepgram":
+        from pipelines.loopback.deepgram import DeepgramServer
+
+        return DeepgramServer(
+            min_endpointing_ms=args.min_endpointing_ms,
+            interim_interval=args.interim_interval,
+            **common,
+        )
+    if args.vendor == "elevenlabs":
+        from pipelines.loopback.elevenlabs import ElevenLabsServer
+
+        pairs = [item.partition("=") for item in args.voice_map]
+        bad = [item for item, (_, sep, _) in zip(args.voice_map, pairs, strict=True) if not sep]
+        if bad:
+            raise ValueError(f"--voice-map {bad[0]!r}: expected ID=VOICE")
+        return ElevenLabsServer(
+            voice_map={k: v for k, _, v in pairs}, chunk_ms=args.chunk_ms, **common
+        )
+    from pipelines.loopback.openai_compat import DEFAULT_REPLY, OpenAIServer
+
+    return OpenAIServer(
+        reply=args.reply if args.reply is not None else DEFAULT_REPLY,
+        upstream=args.upstream,
+        upstream_model=args.upstream_model,
+        upstream_api_key=args.upstream_api_key,
+        models=tuple(args.model) or ("local-scripted",),
+        **common,
+    )
+
+
+async def serve(server: WireServer, log: Path | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    url = await server.start()
+    print(json.dumps({"vendor": server.vendor, "url": url}), flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+        if log is not None:
+            records = [dataclasses.asdict(r) for r in server.requests]
+            log.write_text(json.dumps(records, indent=2, default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        server = build_server(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(server, args.log))
+    except OSError as exc:
+        print(f"error: {args.vendor} server on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

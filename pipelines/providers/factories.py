@@ -1,0 +1,210 @@
+"""Provider factories: one catalog entry in, one LiveKit plugin instance out.
+
+Vendor plugins are LiveKit's own (livekit-plugins-deepgram/-openai/-elevenlabs): they
+already speak each vendor's streaming protocol, reconnect and report metrics, and every
+one takes a ``base_url`` so tests and self-hosted deployments point them at local
+servers. The offline stack (pocketsphinx, espeak-ng, llama.cpp) is built the same way.
+One exception: every chat LLM (OpenAI, custom and local OpenAI-compatible endpoints) is
+``openai_llm.ChatCompletionsLLM``, a lean streaming client on the job's aiohttp session,
+because the OpenAI plugin's SDK path costs several ms per reply (see that module).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from livekit.agents import llm, stt, tts
+
+from pipelines.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+_P = TypeVar("_P")
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """Everything a factory needs, resolved; ``api_key`` is the plain secret."""
+
+    layer: str
+    vendor: str
+    model: str
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    language: str = "en"
+    voice: str | None = None
+    speaking_rate: float | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    extra_body: Mapping[str, Any] | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.vendor}:{self.model}"
+
+
+def _kw(**values: Any) -> dict[str, Any]:
+    """Drops unset options so each plugin keeps its own default."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """The process's TLS context, the one LiveKit's shared aiohttp session uses.
+
+    Building a context parses the whole CA bundle (~0.1-0.2 s of CPU); the OpenAI client
+    would build one per plugin instance, on the call's event loop as the call starts.
+    ``prewarm`` builds this one before the process takes a job; ``SSLContext`` is safe to
+    share across clients and loops.
+    """
+    from livekit.agents.utils.http_context import _create_ssl_context
+
+    return _create_ssl_context()
+
+
+def _openai_client(spec: ProviderSpec) -> Any:
+    """The ``openai.AsyncClient`` LiveKit's OpenAI plugins would make (no retries, same
+    timeouts and pool), on ``shared_ssl_context``."""
+    import httpx2
+    import openai
+
+    return openai.AsyncClient(
+        # Keyless custom endpoints still need a value: the OpenAI client refuses none.
+        api_key=spec.api_key or ("no-key" if spec.base_url else None),
+        base_url=spec.base_url,
+        max_retries=0,
+        http_client=httpx2.AsyncClient(
+            verify=shared_ssl_context(),
+            timeout=httpx2.Timeout(connect=15.0, read=5.0, write=5.0, pool=5.0),
+            follow_redirects=True,
+            limits=httpx2.Limits(
+                max_connections=50, max_keepalive_connections=50, keepalive_expiry=120
+            ),
+        ),
+    )
+
+
+def _owning(plugin: _P) -> _P:
+    """Hands the client to the plugin, so ``aclose`` closes it (as ``with_azure`` does)."""
+    if hasattr(plugin, "_owns_client"):
+        plugin._owns_client = True
+    return plugin
+
+
+def _local_stt(spec: ProviderSpec) -> stt.STT[Any]:
+    from pipelines.providers.local_stt import PocketsphinxSTT
+
+    return PocketsphinxSTT(language=spec.language)
+
+
+def _deepgram_stt(spec: ProviderSpec) -> stt.STT[Any]:
+    from livekit.plugins import deepgram
+
+    return deepgram.STT(
+        **_kw(
+            model=spec.model, language=spec.language, api_key=spec.api_key, base_url=spec.base_url
+        )
+    )
+
+
+def _openai_stt(spec: ProviderSpec) -> stt.STT[Any]:
+    from livekit.plugins import openai
+
+    return openai.STT(
+        **_kw(model=spec.model, language=spec.language.split("-")[0]),
+        client=_openai_client(spec),
+    )
+
+
+def _openai_llm(spec: ProviderSpec) -> llm.LLM[Any]:
+    from pipelines.providers.openai_llm import DEFAULT_BASE_URL, ChatCompletionsLLM, ChatOptions
+
+    return ChatCompletionsLLM(
+        ChatOptions(
+            model=spec.model,
+            base_url=spec.base_url or DEFAULT_BASE_URL,
+            api_key=spec.api_key,
+            temperature=spec.temperature,
+            max_completion_tokens=spec.max_tokens,
+            extra_body=spec.extra_body,
+        )
+    )
+
+
+def _local_tts(spec: ProviderSpec) -> tts.TTS[Any]:
+    from pipelines.engines.espeak import DEFAULT_VOICE, resolve_voice
+    from pipelines.providers.local_tts import EspeakTTS
+
+    voice = DEFAULT_VOICE
+    if spec.voice:
+        try:
+            voice = resolve_voice(spec.voice)
+        except ValueError:
+            # A vendor voice id (after failover) has no espeak twin: speak, don't fail.
+            logger.warning("voice %r is not an espeak voice; using %s", spec.voice, voice)
+    return EspeakTTS(voice=voice, speaking_rate=spec.speaking_rate or 1.0)
+
+
+def _elevenlabs_tts(spec: ProviderSpec) -> tts.TTS[Any]:
+    from livekit.plugins import elevenlabs
+
+    return elevenlabs.TTS(
+        **_kw(
+            model=spec.model,
+            voice_id=spec.voice,
+            api_key=spec.api_key,
+            base_url=spec.base_url,
+            encoding="pcm_22050",
+        )
+    )
+
+
+def _openai_tts(spec: ProviderSpec) -> tts.TTS[Any]:
+    from livekit.plugins import openai
+
+    # Raw PCM: no decoder on the hot path, and what the local wire server speaks.
+    return _owning(
+        openai.TTS(
+            **_kw(
+                model=spec.model,
+                voice=spec.voice,
+                speed=spec.speaking_rate,
+                response_format="pcm",
+            ),
+            client=_openai_client(spec),
+        )
+    )
+
+
+FACTORIES: dict[tuple[str, str], Callable[[ProviderSpec], Any]] = {
+    ("stt", "local"): _local_stt,
+    ("stt", "deepgram"): _deepgram_stt,
+    ("stt", "openai"): _openai_stt,
+    ("llm", "local"): _openai_llm,
+    ("llm", "custom"): _openai_llm,
+    ("llm", "openai"): _openai_llm,
+    ("tts", "local"): _local_tts,
+    ("tts", "elevenlabs"): _elevenlabs_tts,
+    ("tts", "openai"): _openai_tts,
+}
+"""(layer, vendor) pairs this worker can build."""
+
+
+def supports(layer: str, vendor: str) -> bool:
+    return (layer, vendor) in FACTORIES
+
+
+def build(spec: ProviderSpec) -> Any:
+    """The plugin instance for ``spec`` (an ``stt.STT``, ``llm.LLM`` or ``tts.TTS``)."""
+    factory = FACTORIES.get((spec.layer, spec.vendor))
+    if factory is None:
+        raise ConfigError(
+            f"no {spec.layer} integration for vendor {spec.vendor!r}",
+            field=f"providers.{spec.layer}",
+        )
+    return factory(spec)

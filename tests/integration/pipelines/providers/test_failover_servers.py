@@ -1,0 +1,424 @@
+"""Failover chains driven through the LiveKit interfaces against real local servers, with
+faults injected by toxiproxy (reset, stall, refuse) and the servers' knobs (500).
+
+Every test also runs a provider that is not in the allowed set and asserts it was never
+contacted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+import pytest_asyncio
+from livekit import rtc
+from livekit.agents import llm, stt, tts, utils
+
+from pipelines.audio.pcm import float_to_int16, resample
+from pipelines.engines.espeak import EspeakEngine
+from pipelines.errors import ProviderError
+from pipelines.loopback.base import Knobs, WireServer
+from pipelines.loopback.elevenlabs import ElevenLabsServer
+from pipelines.loopback.openai_compat import OpenAIServer
+from pipelines.providers.factories import ProviderSpec
+from pipelines.providers.failover.chain import (
+    CONTINUE_INSTRUCTION,
+    Deadlines,
+    LayerDown,
+    SwitchEvent,
+    build_failover_layers,
+)
+from pipelines.providers.failover.health import HealthRegistry
+from worker.dev.services.toxiproxy import Proxy, ToxiproxyServer
+from worker.settings import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+DEADLINES = Deadlines()  # the settings' defaults: 1.5 / 2.5 / 1.5 s
+UTTERANCE = "my name is john and i live in london"
+REPLY = "One two three four five six seven eight nine ten."
+SENTENCES = ["Hello there, this is the first sentence.", "Here is the second one.", "Bye now."]
+
+Fault = Callable[[Proxy, WireServer], Awaitable[None]]
+
+
+async def fault_reset(proxy: Proxy, server: WireServer) -> None:
+    await proxy.reset()
+
+
+async def fault_stall(proxy: Proxy, server: WireServer) -> None:
+    await proxy.stall()
+
+
+async def fault_refuse(proxy: Proxy, server: WireServer) -> None:
+    await proxy.refuse()
+
+
+async def fault_500(proxy: Proxy, server: WireServer) -> None:
+    server.knobs.fail_with_status = 500
+
+
+FAULTS: dict[str, Fault] = {
+    "reset": fault_reset,
+    "stall": fault_stall,
+    "refuse": fault_refuse,
+    "500": fault_500,
+}
+# A status line is sent once per request: a 500 can only come before the first output.
+CASES = [("before", k) for k in FAULTS] + [("mid", k) for k in ("reset", "stall", "refuse")]
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def toxi() -> AsyncIterator[ToxiproxyServer]:
+    async with utils.http_context.open(), ToxiproxyServer() as server:
+        yield server
+
+
+def layers(
+    specs: dict[str, list[ProviderSpec]], events: list[SwitchEvent], health: HealthRegistry
+) -> dict[str, Any]:
+    return build_failover_layers(specs, deadlines=DEADLINES, health=health, on_switch=events.append)
+
+
+# LLM
+
+
+def continuing(body: dict[str, Any]) -> str:
+    """The fallback's script: the rest of REPLY after the partial reply it is sent."""
+    messages = body["messages"]
+    if messages[-1].get("content") == CONTINUE_INSTRUCTION:
+        said = messages[-2]["content"]
+        assert REPLY.startswith(said)
+        return REPLY[len(said) :]
+    return REPLY
+
+
+@pytest.mark.parametrize(("phase", "fault"), CASES)
+async def test_llm_failover(toxi: ToxiproxyServer, phase: str, fault: str) -> None:
+    knobs = Knobs(first_response_delay=0.05, response_delay=0.05)
+    async with (
+        OpenAIServer(reply=REPLY, knobs=knobs) as primary,
+        OpenAIServer(reply=continuing) as fallback,
+        OpenAIServer(reply="not allowed") as outsider,
+    ):
+        proxy = await toxi.proxy("llm", primary.url)
+        events: list[SwitchEvent] = []
+        model = layers(
+            {
+                "llm": [
+                    ProviderSpec("llm", "openai", "a", base_url=f"{proxy.url}/v1", api_key="k"),
+                    ProviderSpec("llm", "custom", "b", base_url=f"{fallback.url}/v1"),
+                ]
+            },
+            events,
+            HealthRegistry(),
+        )["llm"]
+        if phase == "before":
+            await FAULTS[fault](proxy, primary)
+        ctx = llm.ChatContext.empty()
+        ctx.add_message(role="user", content="Count to ten.")
+        text = ""
+        async with asyncio.timeout(15), model.chat(chat_ctx=ctx) as stream:
+            async for chunk in stream:
+                if chunk.delta and chunk.delta.content:
+                    text += chunk.delta.content
+                    if phase == "mid" and not events and text.count(" ") == 2:
+                        await FAULTS[fault](proxy, primary)
+        await model.aclose()
+        assert text == REPLY
+        (event,) = events
+        assert (event.from_provider, event.to_provider) == ("openai:a", "custom:b")
+        assert event.reason == {"stall": "stall", "500": "server_error"}.get(fault, "connection")
+        limit = DEADLINES.llm + 0.5 if fault == "stall" else 0.5
+        assert event.switch_seconds < limit
+        (request,) = fallback.requests
+        if phase == "mid":
+            assert request.body["messages"][-1]["content"] == CONTINUE_INSTRUCTION
+        assert outsider.requests == []
+
+
+async def test_llm_all_providers_down_raises_provider_error(toxi: ToxiproxyServer) -> None:
+    async with OpenAIServer(knobs=Knobs(fail_with_status=503)) as a, OpenAIServer() as outsider:
+        proxy = await toxi.proxy("llm-b", a.url)
+        await proxy.refuse()
+        model = layers(
+            {
+                "llm": [
+                    ProviderSpec("llm", "openai", "a", base_url=f"{a.url}/v1", api_key="k"),
+                    ProviderSpec("llm", "custom", "b", base_url=f"{proxy.url}/v1"),
+                ]
+            },
+            [],
+            HealthRegistry(),
+        )["llm"]
+        ctx = llm.ChatContext.empty()
+        ctx.add_message(role="user", content="Hi")
+        with pytest.raises(LayerDown) as info:
+            async with model.chat(chat_ctx=ctx) as stream:
+                async for _ in stream:
+                    pass
+        await model.aclose()
+        down = info.value.provider_error
+        assert isinstance(down, ProviderError)
+        assert down.layer == "llm" and not down.retryable
+        assert "openai:a (server_error" in down.message
+        assert "custom:b (connection" in down.message
+        assert outsider.requests == []
+
+
+# TTS
+
+
+@pytest.mark.parametrize(("phase", "fault"), CASES)
+async def test_tts_failover(toxi: ToxiproxyServer, phase: str, fault: str) -> None:
+    async with (
+        ElevenLabsServer(knobs=Knobs(response_delay=0.1)) as primary,
+        OpenAIServer() as fallback,
+        ElevenLabsServer() as outsider,
+    ):
+        proxy = await toxi.proxy("tts", primary.url)
+        events: list[SwitchEvent] = []
+        model = layers(
+            {
+                "tts": [
+                    ProviderSpec(
+                        "tts",
+                        "elevenlabs",
+                        "flash",
+                        base_url=f"{proxy.url}/v1",
+                        api_key="k",
+                        voice="en-us",
+                    ),
+                    ProviderSpec(
+                        "tts",
+                        "openai",
+                        "tts-1",
+                        base_url=f"{fallback.url}/v1",
+                        api_key="k",
+                        voice="en-us",
+                    ),
+                ]
+            },
+            events,
+            HealthRegistry(),
+        )["tts"]
+        assert isinstance(model, tts.TTS) and model.sample_rate == 22050
+        if phase == "before":
+            await FAULTS[fault](proxy, primary)
+        stream = model.stream()
+        for sentence in SENTENCES:
+            stream.push_text(sentence + " ")
+        stream.end_input()
+        frames: list[rtc.AudioFrame] = []
+        async with asyncio.timeout(20):
+            async for ev in stream:
+                frames.append(ev.frame)
+                if phase == "mid" and len(frames) == 2:
+                    await FAULTS[fault](proxy, primary)
+        await stream.aclose()
+        await model.aclose()
+        assert {f.sample_rate for f in frames} == {22050}
+        (event,) = events
+        assert event.to_provider == "openai:tts-1"
+        assert event.reason == {"stall": "stall", "500": "server_error"}.get(fault, "connection")
+        # the fallback spoke every sentence from the first one not fully played
+        spoken = [r.text for r in fallback.records("/v1/audio/speech")]
+        assert spoken == SENTENCES[len(SENTENCES) - len(spoken) :] and spoken
+        if phase == "before":
+            assert spoken == SENTENCES
+        seconds = sum(f.samples_per_channel for f in frames) / 22050
+        reference = sum(EspeakEngine().synthesize(s).duration for s in SENTENCES)
+        assert seconds > 0.9 * reference
+        assert outsider.requests == []
+
+
+# STT: the Deepgram servers run as child processes, so their pocketsphinx decoding (which
+# holds the GIL) never stalls this event loop and the chain's clocks stay honest.
+
+
+@contextlib.asynccontextmanager
+async def wire_process(
+    vendor: str, *args: str, log: Path, warm_up: bool = True
+) -> AsyncIterator[tuple[str, Callable[[], list[dict[str, Any]]]]]:
+    """``(url, records)``: a ``python -m pipelines.loopback`` server; ``records()`` reads its
+    request log once it has stopped."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pipelines.loopback",
+        vendor,
+        "--port=0",
+        f"--log={log}",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert proc.stdout is not None
+    banner = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+
+    def records() -> list[dict[str, Any]]:
+        assert proc.returncode is not None, "read the log after the server stopped"
+        data: list[dict[str, Any]] = json.loads(log.read_text())
+        return data
+
+    try:
+        if warm_up:
+            await warm(str(banner["url"]))
+        yield str(banner["url"]), records
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def warm(url: str) -> None:
+    """One pre-recorded request, so the server's decoder is loaded before the call (the
+    request goes to the log; tests look at live sessions only)."""
+    pcm = (np.random.default_rng(0).normal(0, 300, 8000)).astype(np.int16).tobytes()
+    async with aiohttp.ClientSession() as http:
+        query = "?encoding=linear16&sample_rate=16000"
+        async with http.post(f"{url}/v1/listen{query}", data=pcm) as resp:
+            await resp.read()
+
+
+@pytest.fixture(scope="module")
+def utterance() -> np.ndarray:
+    audio = EspeakEngine().synthesize(UTTERANCE)
+    return float_to_int16(resample(audio.samples, audio.sample_rate, 16000))
+
+
+def heard(text: str) -> set[str]:
+    return set(text.lower().replace(".", "").split()) & set(UTTERANCE.split())
+
+
+async def speak(
+    model: stt.STT[Any], pcm: np.ndarray, on_time: Callable[[float], Awaitable[None]]
+) -> list[str]:
+    """Pushes ``pcm`` in real time (20 ms frames); ``on_time(seconds)`` runs per frame."""
+    stream = model.stream()
+    finals: list[str] = []
+
+    async def read() -> None:
+        async for ev in stream:
+            if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
+                finals.append(ev.alternatives[0].text)
+
+    reader = asyncio.create_task(read())
+    started = time.monotonic()
+    try:
+        for i in range(0, len(pcm), 320):
+            await on_time(i / 16000)
+            chunk = pcm[i : i + 320]
+            stream.push_frame(rtc.AudioFrame(chunk.tobytes(), 16000, 1, len(chunk)))
+            await asyncio.sleep(max(0.0, started + (i + 320) / 16000 - time.monotonic()))
+        stream.end_input()
+        await asyncio.wait_for(reader, 15)
+    finally:
+        reader.cancel()
+        await stream.aclose()
+    return finals
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+async def test_stt_failover_mid_turn(
+    toxi: ToxiproxyServer, fault: str, utterance: Any, tmp_path: Path
+) -> None:
+    # 0.5 s interims keep a healthy provider well inside the 1.5 s deadline
+    fast = ["--interim-interval=0.5"]
+    primary_args = [*fast, "--fail-with-status=500"] if fault == "500" else fast
+    async with (
+        wire_process("deepgram", *primary_args, log=tmp_path / "a.json") as (a_url, _),
+        wire_process("deepgram", *fast, log=tmp_path / "b.json") as (b_url, b_records),
+        wire_process("deepgram", log=tmp_path / "x.json", warm_up=False) as (_, x_records),
+    ):
+        proxy = await toxi.proxy("stt", a_url)
+        events: list[SwitchEvent] = []
+        model = layers(
+            {
+                "stt": [
+                    ProviderSpec(
+                        "stt",
+                        "deepgram",
+                        "nova-3",
+                        base_url=f"{proxy.url}/v1/listen",
+                        api_key="k",
+                    ),
+                    ProviderSpec(
+                        "stt", "deepgram", "nova-2", base_url=f"{b_url}/v1/listen", api_key="k"
+                    ),
+                ]
+            },
+            events,
+            HealthRegistry(),
+        )["stt"]
+        connect_fault = fault in ("500", "refuse")
+        if fault == "refuse":
+            await proxy.refuse()
+        silence = np.zeros(16000, np.int16)
+        # a connect fault hits as the caller starts speaking: the stream opens with the turn
+        lead = 0 if connect_fault else 8000
+        # 2 s of quiet after the turn, longer than the stall deadline: a stalled provider
+        # is then caught by the final it owes once the caller stopped, however the last
+        # interim before the stall happened to be timed
+        pcm = np.concatenate([silence[:lead], utterance, silence, silence])
+        fault_at = 1.0  # 0.5 s into the speech
+
+        async def inject(t: float) -> None:
+            if not connect_fault and abs(t - fault_at) < 1e-6:
+                await FAULTS[fault](proxy, WireServer())
+
+        finals = await speak(model, pcm, inject)
+        await model.aclose()
+    (event,) = events
+    assert (event.from_provider, event.to_provider) == ("deepgram:nova-3", "deepgram:nova-2")
+    assert event.reason == {"stall": "stall", "500": "server_error"}.get(fault, "connection")
+    # the fallback was sent the whole turn (replayed, then live) and transcribed it
+    (session,) = [r for r in b_records() if r["websocket"]]
+    assert session["audio_bytes"] >= utterance.nbytes
+    assert len(heard(" ".join(finals))) >= 2, finals
+    assert x_records() == []
+
+
+async def test_stt_pocketsphinx_fallback_behind_stream_adapter(
+    utterance: Any, tmp_path: Path
+) -> None:
+    async with (
+        wire_process("deepgram", "--fail-with-status=503", log=tmp_path / "a.json") as (a_url, _),
+        utils.http_context.open(),
+    ):
+        events: list[SwitchEvent] = []
+        model = layers(
+            {
+                "stt": [
+                    ProviderSpec(
+                        "stt", "deepgram", "nova-3", base_url=f"{a_url}/v1/listen", api_key="k"
+                    ),
+                    ProviderSpec("stt", "local", "pocketsphinx"),
+                ]
+            },
+            events,
+            HealthRegistry(),
+        )["stt"]
+        pcm = np.concatenate([utterance, np.zeros(16000, np.int16)])
+
+        async def nothing(t: float) -> None:
+            return None
+
+        finals = await speak(model, pcm, nothing)
+        await model.aclose()
+    assert [(e.to_provider, e.reason) for e in events] == [("local:pocketsphinx", "server_error")]
+    assert len(heard(" ".join(finals))) >= 2, finals

@@ -1,0 +1,188 @@
+"""Answering machine detection routing for outbound calls (reference ``003_*``).
+
+The callee's first seconds go to ``pipelines.amd.classifier.AMDDetector`` (audio and STT results as
+they arrive); its verdict picks the plan's action for that category:
+
+- ``continue``: open the reply gate and greet (unless the plan greeted already);
+- ``voicemail``: wait for the beep or the end of the greeting, leave the message, hang up;
+- ``hangup``: end the call without a word;
+- ``navigate``: IVR: let the LLM press keys with ``send_dtmf``, bounded attempts.
+
+Until the verdict the agent says nothing: a voicemail greeting must not get LLM replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import AgentSession, llm
+from livekit.agents.voice.events import ConversationItemAddedEvent, UserInputTranscribedEvent
+
+from pipelines.amd.classifier import AMDDetector, Verdict
+from pipelines.types import AMD_CATEGORIES
+from worker.call.lifecycle import CallLifecycle
+from worker.plan.resolve import AMDPlan, SessionPlan
+
+logger = logging.getLogger(__name__)
+
+AMD_RATE = 16000
+CALL_ACTIVE_TIMEOUT = 60.0
+VOICEMAIL_WAIT_SECONDS = 10.0
+"""After a voicemail verdict, the longest wait for the beep or the greeting's end."""
+GREETING_END_SILENCE = 1.0
+AFTER_BEEP_SECONDS = 0.15
+"""Margin after the beep stops before speaking: the recording has started by then."""
+VOICEMAIL_INSTRUCTIONS = (
+    "You reached a voicemail. Leave a brief message (two sentences at most) on behalf of "
+    "the caller described in your instructions, then stop."
+)
+NAVIGATE_INSTRUCTIONS = (
+    "You reached an automated phone menu. Do not talk to it. Use the send_dtmf tool to "
+    "press the key that gets closest to a person or to your goal."
+)
+TIEBREAK_PROMPT = (
+    "Classify who answered a phone call from the first words heard. Reply with exactly one "
+    "of: human, machine-vm, machine-ivr, machine-unavailable.\nHeard: "
+)
+
+
+async def wait_call_active(participant: rtc.RemoteParticipant, timeout: float) -> None:
+    """A SIP callee is listening only once ``sip.callStatus`` is ``active``; others at once."""
+    if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_SIP:
+        return
+    deadline = time.monotonic() + timeout
+    while participant.attributes.get("sip.callStatus") not in ("active", None):
+        if time.monotonic() > deadline:
+            raise TimeoutError("callee never answered (sip.callStatus)")
+        await asyncio.sleep(0.05)
+
+
+def llm_tiebreaker(model: llm.LLM[Any]) -> Any:
+    """Asks the plan's LLM chain to settle an ambiguous greeting; ``None`` if it cannot."""
+
+    async def tiebreak(transcript: str) -> str | None:
+        ctx = llm.ChatContext()
+        ctx.add_message(role="user", content=TIEBREAK_PROMPT + transcript)
+        text = ""
+        async with model.chat(chat_ctx=ctx) as stream:
+            async for chunk in stream:
+                if chunk.delta and chunk.delta.content:
+                    text += chunk.delta.content
+        answer = text.strip().lower()
+        return next((c for c in AMD_CATEGORIES if c in answer), None)
+
+    return tiebreak
+
+
+class AMDRouter:
+    """Runs detection for one call and carries out the verdict's action."""
+
+    def __init__(self, plan: SessionPlan, amd: AMDPlan, life: CallLifecycle) -> None:
+        self.plan = plan
+        self.amd = amd
+        self.life = life
+        self.reply_gate = asyncio.Event()
+        """Set once the agent may answer the callee (verdict ``continue`` or ``navigate``)."""
+        if amd.greet_immediately:
+            self.reply_gate.set()
+        self.verdict: Verdict | None = None
+
+    async def run(self, session: AgentSession[Any], participant: rtc.RemoteParticipant) -> None:
+        await wait_call_active(participant, CALL_ACTIVE_TIMEOUT)
+        detector = AMDDetector(
+            AMD_RATE,
+            timeout_seconds=self.amd.timeout_seconds,
+            tiebreaker=llm_tiebreaker(session.llm)
+            if self.amd.llm_tiebreaker and isinstance(session.llm, llm.LLM)
+            else None,
+        )
+        stream = rtc.AudioStream.from_participant(
+            participant=participant,
+            track_source=rtc.TrackSource.SOURCE_MICROPHONE,
+            sample_rate=AMD_RATE,
+            num_channels=1,
+        )
+
+        def on_transcript(ev: UserInputTranscribedEvent) -> None:
+            detector.push_transcript(ev.transcript, is_final=ev.is_final)
+
+        async def feed() -> None:
+            async for ev in stream:
+                detector.push_frame(ev.frame)
+
+        session.on("user_input_transcribed", on_transcript)
+        feeder = asyncio.create_task(feed())
+        try:
+            verdict = await detector.wait()
+            self.verdict = verdict
+            action = self.amd.actions[verdict.category]
+            self.life.recorder.add_event("amd", action=action, **verdict.to_json())
+            self.life.metrics.amd_verdicts.labels(category=verdict.category).inc()
+            logger.info("amd verdict %s -> %s (%s)", verdict.category, action, verdict.reason)
+            if action == "voicemail":
+                await self._wait_for_beep_or_silence(detector)
+            feeder.cancel()
+            await self._act(action, session)
+        finally:
+            session.off("user_input_transcribed", on_transcript)
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+            await stream.aclose()
+            await detector.aclose()
+
+    async def _wait_for_beep_or_silence(self, detector: AMDDetector) -> None:
+        deadline = time.monotonic() + VOICEMAIL_WAIT_SECONDS
+        core = detector.core
+        while time.monotonic() < deadline:
+            if core.beep_over:
+                await asyncio.sleep(AFTER_BEEP_SECONDS)
+                return
+            if core.beep_at is None and core.silence_seconds >= GREETING_END_SILENCE:
+                return
+            await asyncio.sleep(0.05)
+
+    async def _act(self, action: str, session: AgentSession[Any]) -> None:
+        if action == "continue":
+            self.reply_gate.set()
+            if self.plan.first_message and not self.amd.greet_immediately:
+                # Not interruptible: the verdict usually lands before LiveKit's VAD has
+                # seen the end of the callee's "hello", and an interruptible greeting
+                # would be paused, then dropped when they say "hello?" again.
+                session.say(self.plan.first_message, allow_interruptions=False)
+        elif action == "voicemail":
+            if self.amd.voicemail_message:
+                handle = session.say(self.amd.voicemail_message, allow_interruptions=False)
+            else:
+                handle = session.generate_reply(
+                    instructions=VOICEMAIL_INSTRUCTIONS, allow_interruptions=False
+                )
+            await handle.wait_for_playout()
+            self.life.end_reason = "amd: voicemail left"
+            session.shutdown(drain=True)
+        elif action == "hangup":
+            self.life.end_reason = f"amd: {self.verdict.category if self.verdict else 'machine'}"
+            session.shutdown(drain=False)
+        elif action == "navigate":
+            self.reply_gate.set()
+            self._bound_navigation(session)
+            session.generate_reply(instructions=NAVIGATE_INSTRUCTIONS)
+
+    def _bound_navigation(self, session: AgentSession[Any]) -> None:
+        turns = 0
+
+        def on_item(ev: ConversationItemAddedEvent) -> None:
+            nonlocal turns
+            if isinstance(ev.item, llm.ChatMessage) and ev.item.role == "assistant":
+                turns += 1
+                if turns > self.amd.max_navigation_attempts:
+                    session.off("conversation_item_added", on_item)
+                    self.life.end_reason = "amd: navigation attempts exhausted"
+                    session.shutdown(drain=True)
+
+        session.on("conversation_item_added", on_item)

@@ -1,0 +1,179 @@
+"""One job = one call: the glue between LiveKit's ``JobContext`` and the call.
+
+Parse the dispatch metadata, fetch config and tools, resolve the plan, let
+``worker.call.session`` assemble and start the session, then wait until the call ends and
+deliver its report. A config or routing error ends the job with the reason logged (and a
+short spoken apology if the caller is there) instead of a hung room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from livekit import rtc
+from livekit.agents import Agent, AgentSession, JobContext
+
+from pipelines.errors import VoiceWorkerError
+from worker.call.lifecycle import CallLifecycle, pre_call_hook, webhook_sender
+from worker.call.metrics import default_metrics
+from worker.call.session import assemble_call, start_call
+from worker.call.tools import room_dtmf, sip_transfer
+from worker.config.control_plane import CachingControlPlane
+from worker.config.dispatch import parse_dispatch
+from worker.plan.loader import load_call, open_cached
+from worker.plan.resolve import GOODBYE
+from worker.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+APOLOGY = "Sorry, this line cannot take your call right now. Please try again later. Goodbye."
+CALLER_WAIT_SECONDS = 5.0
+
+_control_plane: CachingControlPlane | None = None
+
+
+def control_plane(settings: Settings) -> CachingControlPlane:
+    """One per process, so the last good config survives a control-plane outage."""
+    global _control_plane
+    if _control_plane is None:
+        _control_plane = open_cached(settings)
+    return _control_plane
+
+
+async def _apologise(ctx: JobContext) -> None:
+    """Says a short apology with the offline TTS if a caller is present."""
+    from pipelines.providers.local_tts import EspeakTTS
+
+    try:
+        await ctx.connect()
+        await asyncio.wait_for(ctx.wait_for_participant(), CALLER_WAIT_SECONDS)
+        session: AgentSession[Any] = AgentSession(tts=EspeakTTS(), vad=None)
+        await session.start(agent=Agent(instructions=""), room=ctx.room)
+        handle = session.say(APOLOGY, allow_interruptions=False, add_to_chat_ctx=False)
+        await handle.wait_for_playout()
+        await session.aclose()
+    except (TimeoutError, RuntimeError, rtc.ConnectError) as exc:
+        logger.info("no apology spoken: %s", exc)
+
+
+async def _apologise_and_end(ctx: JobContext, reason: str) -> None:
+    try:
+        await _apologise(ctx)
+    finally:
+        ctx.shutdown(reason=f"call not started: {reason}")
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("amd routing failed: %r", task.exception())
+
+
+def _caller_transfer(ctx: JobContext) -> Callable[[str], Awaitable[None]]:
+    """SIP-transfers the caller (the room's SIP participant) to a number."""
+
+    async def transfer(to: str) -> None:
+        sip = [
+            p
+            for p in ctx.room.remote_participants.values()
+            if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
+        ]
+        if not sip:
+            raise RuntimeError("no SIP participant to transfer")
+        await sip_transfer(ctx.api, room_name=ctx.room.name, participant_identity=sip[0].identity)(
+            to
+        )
+
+    return transfer
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    settings = Settings()
+    extra = {"room": ctx.room.name, "job_id": ctx.job.id}
+    ctx.log_context_fields = extra
+    try:
+        dispatch = parse_dispatch(ctx.job.metadata, source="job metadata")
+        extra["agent_id"] = dispatch.agent_id or ""
+        ctx.log_context_fields = extra
+        call_id = dispatch.call_id or ctx.job.id
+        hook = pre_call_hook(
+            settings, call_id=call_id, room=ctx.room.name, direction=dispatch.direction
+        )
+        loaded = await load_call(control_plane(settings), dispatch, settings, pre_call=hook)
+    except VoiceWorkerError as exc:
+        logger.error("call not started: %s", exc)
+        default_metrics().jobs_failed.labels(reason=type(exc).__name__).inc()
+        await _apologise_and_end(ctx, str(exc))
+        return
+    plan = loaded.plan
+    life = CallLifecycle(
+        plan, settings=settings, call_id=call_id, room_name=ctx.room.name, secrets=loaded.secrets
+    )
+    if loaded.stale_config:
+        logger.warning(
+            "using cached agent config (%.0f s old): control plane unavailable",
+            loaded.stale_age_seconds,
+        )
+        life.recorder.add_event("stale_config", age_seconds=round(loaded.stale_age_seconds))
+    if loaded.pre_call:
+        life.recorder.add_event("pre_call", outcome=loaded.pre_call)
+    for warning in plan.warnings:
+        logger.warning("plan: %s", warning)
+
+    http = httpx.AsyncClient()
+    tools = life.function_tools(
+        http, transfer=_caller_transfer(ctx), publish_dtmf=room_dtmf(ctx.room)
+    )
+    call = assemble_call(plan, life, ctx.room, tools)
+    sender = webhook_sender(settings, life.metrics)
+
+    async def on_shutdown(reason: str) -> None:
+        if not call.closed.is_set():
+            # Drain timeout or worker shutdown with the call still up: say goodbye first.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(life.hangup(GOODBYE, reason=f"worker {reason}"), 1.0)
+                await asyncio.wait_for(call.closed.wait(), 8.0)
+        await life.finish(sender, reason=None if call.closed.is_set() else f"worker {reason}")
+        await sender.aclose()
+        await http.aclose()
+
+    ctx.add_shutdown_callback(on_shutdown)
+    drain_watch = asyncio.create_task(end_on_drain(life))
+    call.session.on("close", lambda _ev: drain_watch.cancel())
+    await start_call(call, ctx.room)
+    if call.router is not None:
+        callee = await ctx.wait_for_participant()
+        amd_task = asyncio.create_task(call.router.run(call.session, callee))
+        amd_task.add_done_callback(_log_failure)
+    await call.closed.wait()
+    offline_tts_allowed = any(c.vendor == "local" for c in plan.providers["tts"])
+    if life.failed and life.end_reason and "tts:" in life.end_reason and offline_tts_allowed:
+        logger.error("call ended by a provider failure: %s", life.failed)
+        await _apologise(ctx)
+    ctx.shutdown(reason=life.end_reason or "session closed")
+
+
+DRAIN_FILE_ENV = "VOICE_WORKER_DRAIN_FILE"
+GOODBYE_MARGIN = 5.0
+"""Seconds before the drain deadline at which calls still up say goodbye and end (half
+the drain timeout when that is shorter)."""
+
+
+async def end_on_drain(life: CallLifecycle, every: float = 0.5) -> None:
+    """Polls for the drain deadline; at it, says goodbye and ends the call."""
+    path = os.environ.get(DRAIN_FILE_ENV)
+    if not path:
+        return
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            if time.time() >= float(Path(path).read_text()):
+                await life.hangup(GOODBYE, reason="worker draining")
+                return
+        await asyncio.sleep(every)

@@ -1,0 +1,361 @@
+"""What turns a conversation into a production call: pre-call webhook, tools, idle
+reprompts and hangup, the post-call report and status webhooks, metrics.
+
+``CallLifecycle`` is created per job by the entrypoint and fed the session's events. It
+decides nothing the plan has not decided; it records, delivers and hangs up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from typing import Any
+
+import httpx
+from livekit.agents import AgentSession, llm
+from livekit.agents.voice.events import (
+    CloseEvent,
+    ConversationItemAddedEvent,
+    ErrorEvent,
+    UserStateChangedEvent,
+)
+
+from pipelines.providers.failover.chain import LayerDown
+from worker.call.metrics import WorkerMetrics, default_metrics
+from worker.call.report import CallRecorder
+from worker.call.tools import ToolCallContext, build_function_tools
+from worker.call.webhooks import WebhookSender, post_signed
+from worker.config.agent import AgentConfig
+from worker.config.dispatch import Dispatch, parse_dispatch
+from worker.plan.resolve import APOLOGY, GOODBYE, SessionPlan
+from worker.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_session_secrets: dict[str, str] = {}
+"""Per-agent webhook secrets seen by this process, for signing spooled reports."""
+
+
+def webhook_sender(settings: Settings, metrics: WorkerMetrics | None = None) -> WebhookSender:
+    """The durable sender; a payload's secret is looked up when it is (re)sent, never
+    written to the spool."""
+    org = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+
+    def secret_for(agent_id: str | None) -> str | None:
+        return _session_secrets.get(agent_id or "") or org
+
+    return WebhookSender(
+        spool_dir=settings.spool_dir,
+        secret_for=secret_for,
+        max_attempts=settings.webhook_max_attempts,
+        timeout=settings.webhook_timeout,
+        max_elapsed=settings.webhook_max_elapsed,
+        metrics=metrics,
+    )
+
+
+def pre_call_hook(
+    settings: Settings, *, call_id: str, room: str, direction: str | None
+) -> Callable[[AgentConfig, Dispatch], Awaitable[tuple[Dispatch, str | None]]]:
+    """POSTs ``call.pre_call`` (reference ``002_*``) and merges the overrides it returns.
+    Timeout, error or an invalid reply: the call goes on with its own config."""
+
+    async def hook(agent: AgentConfig, dispatch: Dispatch) -> tuple[Dispatch, str | None]:
+        target = agent.webhooks.pre_call
+        if target is None or not target.url:
+            return dispatch, None
+        secret = target.secret or agent.webhook_secret or settings.webhook_secret
+        payload = {
+            "type": "call.pre_call",
+            "call_id": call_id,
+            "session_id": call_id,
+            "organization_id": None,
+            "direction": direction or dispatch.direction,
+            "to": dispatch.dialed_number,
+            "from": dispatch.caller_number,
+            "dialed_number": dispatch.dialed_number,
+            "forwarded_from_number": dispatch.forwarded_from_number,
+            "phone_number_id": None,
+            "call_control_id": None,
+            "room": room,
+            "pipeline_config": {},
+            "metadata": dispatch.metadata,
+        }
+        try:
+            response = await post_signed(
+                target.url,
+                payload,
+                secret.get_secret_value() if secret else None,
+                timeout=settings.pre_call_webhook_timeout,
+            )
+            if response.status_code // 100 != 2:
+                return dispatch, f"pre-call webhook answered HTTP {response.status_code}"
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return dispatch, f"pre-call webhook failed: {type(exc).__name__}"
+        if not isinstance(body, dict):
+            return dispatch, "pre-call webhook reply is not a JSON object"
+        overrides = body.get("pipelineConfig") or body.get("pipeline_config") or body
+        if not isinstance(overrides, dict):
+            return dispatch, "pre-call webhook pipelineConfig is not a JSON object"
+        merged = dispatch.model_dump(by_alias=False, exclude_none=True)
+        metadata = {**dispatch.metadata, **(overrides.get("metadata") or {})}
+        try:
+            new = parse_dispatch(
+                {**merged, **overrides, "metadata": metadata}, source="pre-call webhook reply"
+            )
+        except ValueError as exc:
+            return dispatch, f"pre-call webhook reply ignored: {exc}"
+        return new, "pre-call webhook overrides applied"
+
+    return hook
+
+
+def apply_replacements(text: str, rules: tuple[tuple[str, str], ...]) -> str:
+    for find, replace in rules:
+        text = re.sub(rf"(?<!\w){re.escape(find)}(?!\w)", replace, text, flags=re.IGNORECASE)
+    return text
+
+
+async def replaced_text(
+    text: AsyncIterable[str], rules: tuple[tuple[str, str], ...]
+) -> AsyncIterable[str]:
+    """Applies whole-word rules to streamed text; holds back the last partial word so a
+    rule never misses a word split across chunks."""
+    pending = ""
+    async for chunk in text:
+        pending += chunk
+        cut = max(pending.rfind(" "), pending.rfind("\n"))
+        if cut >= 0:
+            yield apply_replacements(pending[: cut + 1], rules)
+            pending = pending[cut + 1 :]
+    if pending:
+        yield apply_replacements(pending, rules)
+
+
+class CallLifecycle:
+    """Per-call bookkeeping around one ``AgentSession``."""
+
+    def __init__(
+        self,
+        plan: SessionPlan,
+        *,
+        settings: Settings,
+        call_id: str,
+        room_name: str,
+        secrets: tuple[str, ...],
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.plan = plan
+        self.settings = settings
+        self.metrics = metrics or default_metrics()
+        self.recorder = CallRecorder(
+            call_id=call_id,
+            agent_id=plan.agent_id,
+            session_id=call_id,
+            room_name=room_name,
+            direction=plan.direction if plan.direction in ("inbound", "outbound", "web") else None,  # type: ignore[arg-type]
+            metadata=plan.metadata,
+            redact=secrets + settings_secrets(settings),
+        )
+        self.session: AgentSession[Any] | None = None
+        self.end_reason: str | None = None
+        self._idle_count = 0
+        self._ending = False
+        self._last_user: Mapping[str, Any] = {}
+        """Metrics of the caller turn the next agent reply answers."""
+        self.failed: str | None = None
+        """Why the session died of an error (all providers of a layer down), if it did."""
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.secret_key = plan.agent_id or f"call:{call_id}"
+        """Names this call's webhook secret for the sender (the spool keeps the name)."""
+        if plan.webhook_secret is not None:
+            _session_secrets[self.secret_key] = plan.webhook_secret.get_secret_value()
+
+    # ---------------------------------------------------------------- tools
+    def function_tools(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        transfer: Callable[[str], Awaitable[None]] | None,
+        publish_dtmf: Callable[[int, str], Awaitable[None]] | None,
+    ) -> list[Any]:
+        ctx = ToolCallContext(
+            call_id=self.recorder.call_id,
+            agent_id=self.plan.agent_id or "",
+            metadata=dict(self.plan.metadata),
+            hangup=self.hangup,
+            transfer=transfer,
+            publish_dtmf=publish_dtmf,
+            record_event=self.recorder.add_event,
+        )
+        secret = self.plan.webhook_secret.get_secret_value() if self.plan.webhook_secret else None
+        return build_function_tools(self.plan.tools, call_context=ctx, http=http, secret=secret)
+
+    # ---------------------------------------------------------------- session events
+    def attach(self, session: AgentSession[Any]) -> None:
+        self.session = session
+        session.on("conversation_item_added", self._on_item)
+        session.on("user_state_changed", self._on_user_state)
+        session.on("close", self._on_close)
+        session.on("error", self._on_error)
+        self.metrics.active_sessions.inc()
+        self.metrics.jobs_accepted.inc()
+
+    def _on_item(self, ev: ConversationItemAddedEvent) -> None:
+        item = ev.item
+        if not isinstance(item, llm.ChatMessage) or item.role not in ("user", "assistant"):
+            return
+        self.recorder.add_transcript(item.role, item.text_content or "", at=ev.created_at)
+        m = item.metrics
+        if item.role == "user":
+            self._idle_count = 0
+            self._last_user = m
+            return
+        user = self._last_user
+        self._last_user = {}
+        turn = {
+            "eou": user.get("end_of_turn_delay"),
+            "stt": user.get("transcription_delay"),
+            "llm_ttft": m.get("llm_node_ttft"),
+            "tts_ttfb": m.get("tts_node_ttfb"),
+            "first_audio": m.get("e2e_latency"),
+        }
+        if turn["first_audio"] is not None:
+            waited = sum(
+                v for k, v in turn.items() if k in ("eou", "llm_ttft", "tts_ttfb") and v is not None
+            )
+            # What the worker itself added beyond provider waits and the response delay.
+            turn["worker"] = max(0.0, turn["first_audio"] - waited)
+        self.recorder.add_turn_metrics(at=ev.created_at, **turn)
+        for stage, value in turn.items():
+            if value is not None:
+                self.metrics.observe_turn(stage, value)  # type: ignore[arg-type]
+
+    def _on_user_state(self, ev: UserStateChangedEvent) -> None:
+        if ev.new_state != "away" or self._ending or self.session is None:
+            return
+        reprompts = self.plan.idle_reprompts
+        if self._idle_count < len(reprompts):
+            self.recorder.add_event("idle_reprompt", count=self._idle_count + 1)
+            self.session.say(reprompts[self._idle_count])
+            self._idle_count += 1
+            # LiveKit keeps a silent caller "away" (no new event) until they speak: back to
+            # listening, so the silence after this reprompt is counted again.
+            self.session.reset_away_timer()
+        else:
+            self._spawn(self.hangup(GOODBYE, reason="inactivity"))
+
+    def _on_error(self, ev: ErrorEvent) -> None:
+        """A whole layer down (every allowed provider failed): apologise and end now,
+        rather than let the caller talk to a pipeline that cannot answer."""
+        cause = getattr(ev.error, "error", None)
+        if not isinstance(cause, LayerDown) or self._ending:
+            return
+        down = cause.provider_error
+        self.failed = down.message
+        self.recorder.add_event(
+            "layer_down", layer=down.layer, providers=down.provider, error=down.message
+        )
+        if down.layer == "tts":
+            # Nothing can speak through this session: the entrypoint apologises with the
+            # offline TTS after the session closed, if that is allowed.
+            self.end_reason = f"provider failure ({down.message})"
+            if self.session is not None:
+                self.session.shutdown(drain=False)
+            return
+        self._spawn(self.hangup(APOLOGY, reason=f"provider failure ({down.message})"))
+
+    def _on_close(self, ev: CloseEvent) -> None:
+        if ev.error is not None:
+            # e.g. every allowed provider of a layer failed: the report says which and why
+            inner = getattr(ev.error, "error", ev.error)
+            self.failed = f"{type(ev.error).__name__}: {inner}"
+            self.recorder.add_event("error", error=self.failed)
+            self.end_reason = self.end_reason or f"provider failure ({self.failed})"
+        if self.end_reason is None:
+            reason = getattr(ev.reason, "value", str(ev.reason))
+            self.end_reason = "caller left" if "disconnect" in reason else reason
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def hangup(self, goodbye: str, *, reason: str = "agent ended the call") -> None:
+        """Say ``goodbye``, then close the session (which ends the job)."""
+        if self._ending or self.session is None:
+            return
+        self._ending = True
+        self.end_reason = self.end_reason or reason
+        session = self.session
+
+        async def run() -> None:
+            handle = session.say(goodbye, allow_interruptions=False)
+            await handle.wait_for_playout()
+            session.shutdown(drain=True)
+
+        self._spawn(run())
+
+    def record_switch(
+        self, layer: str, from_id: str, to_id: str, reason: str, switch_seconds: float
+    ) -> None:
+        self.recorder.add_event(
+            "failover",
+            layer=layer,
+            from_provider=from_id,
+            to_provider=to_id,
+            reason=reason,
+            switch_seconds=round(switch_seconds, 3),
+        )
+        self.metrics.failovers.labels(
+            layer=layer, from_provider=from_id, to_provider=to_id, reason=reason
+        ).inc()
+
+    # ---------------------------------------------------------------- end of call
+    async def finish(self, sender: WebhookSender, *, reason: str | None = None) -> None:
+        """Builds the report and delivers it and the final status (spooled first)."""
+        self.metrics.active_sessions.dec()
+        report = self.recorder.finish(reason or self.end_reason or "ended")
+        hooks = self.plan.webhooks
+        deliveries = []
+        if "status" in hooks:
+            status = self.recorder.status_event("call.hangup", "ended")
+            deliveries.append(
+                sender.send(
+                    hooks["status"].url,
+                    status.to_payload(),
+                    kind="call.status",
+                    agent_id=self.secret_key,
+                )
+            )
+        if "post_call" in hooks:
+            deliveries.append(
+                sender.send(
+                    hooks["post_call"].url,
+                    report.to_payload(),
+                    kind="call.report",
+                    agent_id=self.secret_key,
+                )
+            )
+        for result in await asyncio.gather(*deliveries, return_exceptions=True):
+            if isinstance(result, BaseException):
+                logger.warning("webhook delivery raised %s", type(result).__name__)
+            elif not result.delivered:
+                logger.warning("webhook %s %s: left in spool", result.kind, result.outcome)
+        for task in self._tasks:
+            task.cancel()
+
+
+def settings_secrets(settings: Settings) -> tuple[str, ...]:
+    values = [
+        settings.livekit_api_secret,
+        settings.control_plane_api_key,
+        settings.deepgram_api_key,
+        settings.openai_api_key,
+        settings.eleven_api_key,
+        settings.webhook_secret,
+    ]
+    return tuple(v.get_secret_value() for v in values if v and v.get_secret_value())

@@ -1,0 +1,31 @@
+"""The real local services the project starts itself, each a ``ManagedProcess`` bound to
+loopback on free ports: a LiveKit server in ``--dev`` mode, the offline LLM (llama.cpp) and
+toxiproxy. ``python -m worker.dev.services livekit|llama`` runs one until Ctrl-C."""
+
+from worker.dev.services.livekit import LiveKitServer, ensure_built, find_livekit_binary
+from worker.dev.services.llama import LlamaServer
+from worker.dev.services.process import (
+    CACHE_BIN,
+    LOOPBACK,
+    ManagedProcess,
+    ServiceError,
+    free_port,
+    http_ok,
+)
+from worker.dev.services.toxiproxy import Proxy, ToxiproxyError, ToxiproxyServer
+
+__all__ = [
+    "CACHE_BIN",
+    "LOOPBACK",
+    "LiveKitServer",
+    "LlamaServer",
+    "ManagedProcess",
+    "Proxy",
+    "ServiceError",
+    "ToxiproxyError",
+    "ToxiproxyServer",
+    "ensure_built",
+    "find_livekit_binary",
+    "free_port",
+    "http_ok",
+]

@@ -1,0 +1,101 @@
+"""The I/O edge of session start: fetch agent, tools and catalog, then ``resolve``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import ConfigError
+from pipelines.providers.routing import Catalog
+from worker.config.agent import AgentConfig, parse_agent
+from worker.config.control_plane import CachingControlPlane, open_control_plane
+from worker.config.dispatch import Dispatch
+from worker.plan.resolve import SessionPlan, resolve
+from worker.settings import Settings
+
+PreCall = Callable[[AgentConfig, Dispatch], Awaitable[tuple[Dispatch, str | None]]]
+"""Pre-call webhook hook: returns the dispatch with its overrides and a note for the report."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedCall:
+    plan: SessionPlan
+    stale_config: bool
+    """The control plane was down and a cached config was used."""
+    stale_age_seconds: float
+    secrets: tuple[str, ...]
+    """Every secret value involved (agent, plan), for scrubbing logs and reports."""
+    pre_call: str | None = None
+    """What happened to the pre-call webhook (``None``: the agent has none)."""
+
+
+def open_cached(settings: Settings) -> CachingControlPlane:
+    return CachingControlPlane(
+        open_control_plane(
+            settings.control_plane_url,
+            settings.control_plane_api_key,
+            connect_timeout=settings.control_plane_connect_timeout,
+            read_timeout=settings.control_plane_read_timeout,
+            max_attempts=settings.control_plane_max_attempts,
+        )
+    )
+
+
+def read_json_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+async def load_call(
+    control_plane: CachingControlPlane,
+    dispatch: Dispatch,
+    settings: Settings,
+    *,
+    agent_file: Path | None = None,
+    pre_call: PreCall | None = None,
+) -> LoadedCall:
+    """Fetches what the call needs and resolves its plan.
+
+    The agent comes from ``agent_file`` (with a sibling ``NAME.tools.json``), else from
+    ``dispatch.agentId``, else from an inline ``dispatch.agent`` record.
+    """
+    stale, age = False, 0.0
+    tools: Any = None
+    if agent_file is not None:
+        raw = read_json_file(agent_file)
+        source = str(agent_file)
+        tools_file = agent_file.with_name(agent_file.name.removesuffix(".json") + ".tools.json")
+        tools = read_json_file(tools_file) if tools_file.exists() else None
+    elif dispatch.agent_id:
+        got = await control_plane.fetch_agent(dispatch.agent_id)
+        got_tools = await control_plane.fetch_tools(dispatch.agent_id)
+        raw, tools = got.value, got_tools.value
+        stale, age = got.stale or got_tools.stale, max(got.age_seconds, got_tools.age_seconds)
+        source = f"agent {dispatch.agent_id}"
+    elif dispatch.agent is not None:
+        raw, source = dispatch.agent, "dispatch.agent"
+    else:
+        raise ConfigError("dispatch: needs agentId (or an inline agent)", field="agentId")
+    agent = parse_agent(raw, source=source)
+    pre_call_note: str | None = None
+    if pre_call is not None:
+        dispatch, pre_call_note = await pre_call(agent, dispatch)
+    providers = await control_plane.fetch_providers()
+    catalog = Catalog.from_json(providers.value, source="providers")
+    plan = resolve(agent, tools, dispatch, catalog, settings)
+    return LoadedCall(
+        plan=plan,
+        stale_config=stale or providers.stale,
+        stale_age_seconds=max(age, providers.age_seconds),
+        secrets=tuple(dict.fromkeys(agent.secrets + plan.secrets)),
+        pre_call=pre_call_note,
+    )

@@ -1,0 +1,462 @@
+"""``SessionPlan``: every decision about a call, taken once at session start.
+
+    plan = resolve(agent, tools, dispatch, catalog, settings)     # pure, no I/O
+
+The plan is frozen and fully resolved; assembly only turns it into LiveKit objects.
+``plan_to_json`` is what ``voice-worker plan`` prints: secrets appear only as
+``*_set: true``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import SecretStr
+
+from pipelines.audio import noise
+from pipelines.audio.stretch import stretch_rate
+from pipelines.errors import ConfigError
+from pipelines.providers.routing import Catalog, CatalogEntry, Route, route
+from pipelines.types import AMD_CATEGORIES, LAYERS, AMDCategory, Layer
+from worker.call.tools import ToolPlan, parse_tools
+from worker.config.agent import AgentConfig, AMDAction
+from worker.config.dispatch import Dispatch, fill_placeholders, merge
+from worker.settings import Settings
+
+DEFAULT_RESPONSE_DELAY = 0.5
+NAVIGATOR_RESPONSE_DELAY = 0.75
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_CONTEXT_WINDOW = 10
+DEFAULT_INTERRUPTION_THRESHOLD = 0.5
+STT_OVERRIDES = {
+    "whisper-v3": "baseten:whisper-v3",
+    "flux": "deepgram:flux",
+    "gpt-realtime-whisper": "openai:gpt-realtime-whisper",
+}
+"""``stt_override`` values -> the catalog entry they pin."""
+DEFAULT_IDLE_REPROMPTS = ("Are you still there?",)
+GOODBYE = "It seems we got disconnected. Goodbye!"
+APOLOGY = "Sorry, we are having technical difficulties and have to end this call. Goodbye."
+DEFAULT_AMD_ACTIONS: dict[AMDCategory, AMDAction] = {
+    "human": "continue",
+    "uncertain": "continue",
+    "machine-vm": "voicemail",
+    "machine-ivr": "hangup",
+    "machine-unavailable": "hangup",
+}
+VENDOR_CREDENTIALS = {
+    "deepgram": "deepgram_api_key",
+    "openai": "openai_api_key",
+    "elevenlabs": "eleven_api_key",
+}
+"""Vendors this worker has a factory for, and the setting holding their key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderChoice:
+    """One link of a layer's provider chain."""
+
+    id: str
+    """``vendor:model`` as in the catalog."""
+    vendor: str
+    model: str
+    score: float
+    """Catalog score for the agent's ``optimize_for``."""
+    base_url: str | None = None
+    api_key: SecretStr | None = field(default=None, repr=False)
+    """Credential for this provider; serialised only as ``api_key_set``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpointing:
+    vad_aggressiveness: int
+    """webrtcvad mode 0..3 (3 filters noise hardest)."""
+    min_speech_duration: float
+    min_silence_duration: float
+    min_delay: float
+    """``response_delay_seconds``: wait after the caller stops before replying."""
+    max_delay: float
+    allow_interruptions: bool
+    min_interruption_duration: float
+    """Caller speech (s) needed to interrupt, from ``interruption_threshold``."""
+    turn_detection: str
+    """``vad`` (webrtcvad endpointing) or ``stt`` (the STT's semantic end of turn)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LLMSettings:
+    temperature: float
+    max_tokens: int | None
+    context_window: int
+    """Prior turns kept in the prompt."""
+    extra_body: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Speech:
+    voice: str | None
+    speaking_rate: float | None
+    """Sent to the TTS provider when it supports it."""
+    playback_rate: float | None
+    """Pitch-preserving time-stretch in the worker; ``None`` = pass-through."""
+
+
+@dataclass(frozen=True, slots=True)
+class NoiseBed:
+    preset: str
+    volume: float
+
+
+@dataclass(frozen=True, slots=True)
+class AMDPlan:
+    timeout_seconds: float
+    actions: Mapping[AMDCategory, AMDAction]
+    voicemail_message: str | None
+    greet_immediately: bool
+    llm_tiebreaker: bool
+    max_navigation_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    url: str
+    secret: SecretStr | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    inactivity: float
+    stt_deadline: float
+    llm_first_token_deadline: float
+    tts_first_byte_deadline: float
+    return_to_primary: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPlan:
+    """A frozen, fully resolved description of one call."""
+
+    agent_id: str | None
+    agent_name: str | None
+    call_id: str | None
+    direction: str | None
+    language: str
+    optimize_for: str
+    prompt: str
+    first_message: str | None
+    providers: Mapping[Layer, tuple[ProviderChoice, ...]]
+    """Ranked allowed chain per layer: index 0 is used first, the rest is failover."""
+    excluded_providers: Mapping[Layer, tuple[tuple[str, str], ...]]
+    llm: LLMSettings
+    speech: Speech
+    endpointing: Endpointing
+    noise_bed: NoiseBed | None
+    amd: AMDPlan | None
+    navigator_mode: bool
+    tools: tuple[ToolPlan, ...]
+    timeouts: Timeouts
+    webhooks: Mapping[str, Webhook]
+    """``pre_call``, ``status``, ``post_call`` targets that are configured."""
+    webhook_secret: SecretStr | None = field(repr=False)
+    save_audio_recording: bool
+    memory_enabled: bool
+    metadata: Mapping[str, Any]
+    text_replacements: tuple[tuple[str, str], ...]
+    """``(find, replace)`` rules applied to text before TTS (pronunciation)."""
+    idle_reprompts: tuple[str, ...]
+    """Said after each ``timeouts.inactivity`` of caller silence; then a goodbye."""
+    unresolved_placeholders: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Secret values in this plan, for scrubbing logs and reports."""
+        values = [self.webhook_secret] + [w.secret for w in self.webhooks.values()]
+        values += [p.api_key for chain in self.providers.values() for p in chain]
+        return tuple(v.get_secret_value() for v in values if v and v.get_secret_value())
+
+
+def _setting_secret(settings: Settings, name: str) -> SecretStr | None:
+    value = getattr(settings, name)
+    return value if isinstance(value, SecretStr) and value.get_secret_value() else None
+
+
+def _unusable(settings: Settings, agent: AgentConfig) -> Any:
+    def check(entry: CatalogEntry) -> str | None:
+        if entry.vendor == "local":
+            return None if settings.offline_providers else "offline providers are disabled"
+        if entry.vendor == "custom":
+            ok = agent.llm_provider == "custom" and agent.llm_base_url
+            return None if ok else "custom needs llm_provider custom with llm_base_url"
+        key = VENDOR_CREDENTIALS.get(entry.vendor)
+        if key is None:
+            return f"no {entry.vendor} integration in this worker"
+        if _setting_secret(settings, key) is None:
+            return f"{key.upper()} is not configured"
+        return None
+
+    return check
+
+
+def _choice(
+    entry: CatalogEntry, criterion: str, agent: AgentConfig, settings: Settings
+) -> ProviderChoice:
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    if entry.vendor == "custom":
+        base_url, api_key = agent.llm_base_url, agent.llm_api_key
+    elif entry.vendor == "local" and entry.layer == "llm":
+        base_url = settings.local_llm_base_url
+    elif entry.vendor in VENDOR_CREDENTIALS:
+        prefix = "eleven" if entry.vendor == "elevenlabs" else entry.vendor
+        base_url = getattr(settings, f"{prefix}_base_url")
+        api_key = _setting_secret(settings, VENDOR_CREDENTIALS[entry.vendor])
+    return ProviderChoice(
+        id=entry.id,
+        vendor=entry.vendor,
+        model=entry.model,
+        score=entry.scores.get(criterion, 0.0),
+        base_url=base_url,
+        api_key=api_key,
+    )
+
+
+def _pin(layer: Layer, agent: AgentConfig) -> str | None:
+    if layer == "stt":
+        return STT_OVERRIDES[agent.stt_override] if agent.stt_override else agent.stt_model
+    if layer == "llm":
+        if agent.llm_provider and agent.llm_model:
+            return f"{agent.llm_provider}:{agent.llm_model}"
+        return agent.llm_model
+    return agent.tts_model
+
+
+def call_context(agent: AgentConfig, dispatch: Dispatch) -> dict[str, Any]:
+    """Values for ``{{variable}}`` placeholders."""
+    values: dict[str, Any] = {
+        k: v for k, v in agent.metadata.items() if isinstance(v, str | int | float)
+    }
+    values.update(
+        agentId=agent.id,
+        agentName=agent.name,
+        callId=dispatch.call_id,
+        callerNumber=dispatch.caller_number,
+        dialedNumber=dispatch.dialed_number,
+        forwardedFromNumber=dispatch.forwarded_from_number,
+        direction=dispatch.direction,
+    )
+    values.update(dispatch.variables)
+    # {{memory}} is never left as literal braces: empty unless memory is on and supplied.
+    values["memory"] = (dispatch.memory or "") if agent.memory_enabled else ""
+    return values
+
+
+def resolve(
+    agent: AgentConfig,
+    tools: Any,
+    dispatch: Dispatch,
+    catalog: Catalog,
+    settings: Settings,
+) -> SessionPlan:
+    """Merges the per-call dispatch into the agent and decides everything about the call.
+
+    Raises ``ConfigError`` (bad values) or ``RoutingError`` (a layer cannot be served).
+    """
+    agent = merge(agent, dispatch)
+    warnings: list[str] = []
+
+    providers: dict[Layer, tuple[ProviderChoice, ...]] = {}
+    excluded: dict[Layer, tuple[tuple[str, str], ...]] = {}
+    check = _unusable(settings, agent)
+    for layer in LAYERS:
+        r: Route = route(
+            layer,
+            catalog,
+            allowlist=agent.allowed_providers.for_layer(layer),
+            optimize_for=agent.optimize_for,
+            language=agent.language,
+            pin=_pin(layer, agent),
+            unusable=check,
+        )
+        providers[layer] = tuple(_choice(e, agent.optimize_for, agent, settings) for e in r.chain)
+        excluded[layer] = r.excluded
+        warnings += [f"{layer}: left out {pid} ({why})" for pid, why in r.excluded]
+
+    values = call_context(agent, dispatch)
+    prompt, unknown_p = fill_placeholders(agent.prompt, values)
+    first, unknown_f = (
+        fill_placeholders(agent.first_message, values) if agent.first_message else (None, ())
+    )
+    unresolved = tuple(dict.fromkeys(unknown_p + unknown_f))
+    if unresolved:
+        warnings.append(
+            "unknown placeholders left as written: "
+            + ", ".join("{{" + n + "}}" for n in unresolved)
+        )
+    metadata = {
+        k: fill_placeholders(v, values)[0] if isinstance(v, str) else v
+        for k, v in agent.metadata.items()
+    }
+
+    navigator = agent.navigator_mode
+    threshold = (
+        agent.interruption_threshold
+        if agent.interruption_threshold is not None
+        else DEFAULT_INTERRUPTION_THRESHOLD
+    )
+    stt_head = providers["stt"][0]
+    semantic = stt_head.model in ("flux", "whisper-v3")
+    if semantic and agent.response_delay_seconds is not None:
+        warnings.append(f"response_delay_seconds ignored: {stt_head.id} decides end of turn")
+    endpointing = Endpointing(
+        vad_aggressiveness=3 if navigator else 2,
+        min_speech_duration=0.1,
+        min_silence_duration=0.25,
+        min_delay=(
+            agent.response_delay_seconds
+            if agent.response_delay_seconds is not None
+            else NAVIGATOR_RESPONSE_DELAY
+            if navigator
+            else DEFAULT_RESPONSE_DELAY
+        ),
+        max_delay=6.0 if navigator else 3.0,
+        allow_interruptions=not navigator,
+        min_interruption_duration=round(0.1 + 0.9 * threshold, 3),
+        turn_detection="stt" if semantic else "vad",
+    )
+
+    preset = agent.background_noise_preset
+    noise_bed: NoiseBed | None = None
+    if preset:
+        known = noise.preset_names()
+        if preset not in known:
+            raise ConfigError(
+                f"unknown preset {preset!r}; known: {', '.join(known)}",
+                field="background_noise_preset",
+            )
+        volume = agent.background_noise_volume
+        noise_bed = NoiseBed(preset, 0.1 if volume is None else volume) if volume != 0 else None
+
+    amd: AMDPlan | None = None
+    if agent.amd is not None and agent.amd.mode == "agent":
+        actions = {**DEFAULT_AMD_ACTIONS, **agent.amd.actions}
+        if actions.get("machine-ivr") == "hangup" and navigator:
+            actions["machine-ivr"] = "navigate"
+        amd = AMDPlan(
+            timeout_seconds=agent.amd.timeout_seconds,
+            actions={c: actions[c] for c in AMD_CATEGORIES},
+            voicemail_message=agent.amd.voicemail_message,
+            greet_immediately=agent.amd.greet_immediately,
+            llm_tiebreaker=agent.amd.llm_tiebreaker,
+            max_navigation_attempts=agent.amd.max_navigation_attempts,
+        )
+
+    if dispatch.tools is not None:
+        tools = dispatch.tools
+    tool_plans = list(
+        parse_tools(
+            tools if tools is not None else agent.tools or [],
+            tool_url=agent.tool_url,
+        )
+    )
+    if agent.tools and tools is not None and dispatch.tools is None:
+        tool_plans += [
+            t
+            for t in parse_tools(agent.tools, tool_url=agent.tool_url)
+            if t.name not in {p.name for p in tool_plans}
+        ]
+    names = {t.name for t in tool_plans}
+    builtins = ["end_call"]
+    if navigator or (amd and "navigate" in amd.actions.values()):
+        builtins.append("send_dtmf")
+    # worker.call.tools owns the built-ins' schemas: its handlers read the arguments they name.
+    tool_plans += parse_tools(
+        [{"builtin": name} for name in builtins if name not in names], tool_url=None
+    )
+
+    webhooks: dict[str, Webhook] = {}
+    for kind in ("pre_call", "status", "post_call"):
+        target = getattr(agent.webhooks, kind)
+        if target is not None and target.url:
+            webhooks[kind] = Webhook(target.url, target.secret or agent.webhook_secret)
+    if "post_call" not in webhooks and agent.webhook_url:
+        webhooks["post_call"] = Webhook(agent.webhook_url, agent.webhook_secret)
+
+    inactivity = (
+        float(agent.inactivity_timeout_seconds)
+        if agent.inactivity_timeout_seconds
+        else settings.default_inactivity_timeout
+    )
+    speaking_rate = agent.tts_speaking_rate
+    return SessionPlan(
+        agent_id=agent.id or dispatch.agent_id,
+        agent_name=agent.name,
+        call_id=dispatch.call_id,
+        direction=dispatch.direction,
+        language=agent.language,
+        optimize_for=agent.optimize_for,
+        prompt=prompt,
+        first_message=first,
+        providers=providers,
+        excluded_providers=excluded,
+        llm=LLMSettings(
+            temperature=agent.temperature if agent.temperature is not None else DEFAULT_TEMPERATURE,
+            max_tokens=agent.max_tokens,
+            context_window=agent.context_window or DEFAULT_CONTEXT_WINDOW,
+            extra_body=agent.llm_extra_body,
+        ),
+        speech=Speech(
+            voice=agent.voice_id,
+            speaking_rate=None if speaking_rate == 1.0 else speaking_rate,
+            playback_rate=stretch_rate(agent.tts_playback_rate),
+        ),
+        endpointing=endpointing,
+        noise_bed=noise_bed,
+        amd=amd,
+        navigator_mode=navigator,
+        tools=tuple(tool_plans),
+        timeouts=Timeouts(
+            inactivity=inactivity,
+            stt_deadline=settings.stt_deadline,
+            llm_first_token_deadline=settings.llm_first_token_deadline,
+            tts_first_byte_deadline=settings.tts_first_byte_deadline,
+            return_to_primary=settings.return_to_primary,
+        ),
+        webhooks=webhooks,
+        webhook_secret=agent.webhook_secret,
+        save_audio_recording=agent.save_audio_recording,
+        memory_enabled=agent.memory_enabled,
+        metadata=metadata,
+        text_replacements=tuple((r.find, r.replace) for r in dispatch.text_replacements),
+        idle_reprompts=tuple(dispatch.idle_reprompts) or DEFAULT_IDLE_REPROMPTS,
+        unresolved_placeholders=unresolved,
+        warnings=tuple(warnings),
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            if isinstance(item, SecretStr) or f.name in ("api_key", "secret", "webhook_secret"):
+                out[f"{f.name}_set"] = item is not None
+            else:
+                out[f.name] = _jsonable(item)
+        return out
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def plan_to_json(plan: SessionPlan) -> dict[str, Any]:
+    """The plan as JSON-ready data; every secret appears only as ``*_set``."""
+    data: dict[str, Any] = _jsonable(plan)
+    return data
