@@ -1,8 +1,5 @@
-"""Agent tools: plan entries and their execution as LLM function tools.
-
-Tools are scoped to their agent (reference 000: the key is organization, agent, tool
-name): :func:`parse_tools` reads one agent's ``GET /v1/agents/{id}/tools`` answer and
-:func:`build_function_tools` turns exactly that list into livekit raw function tools.
+"""Agent tools on a call: :func:`build_function_tools` turns the plan's ``ToolPlan`` entries
+(parsed by ``worker.config.tools``) into livekit raw function tools.
 
 A webhook tool call POSTs ``{call_id, agent_id, tool, arguments, metadata}`` to the
 tool's URL, Standard-Webhooks-signed like lifecycle webhooks, within the tool's
@@ -19,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +26,7 @@ from livekit.agents.llm import RawFunctionTool, StopResponse, ToolError, functio
 
 from pipelines.errors import ConfigError
 from worker.call.webhooks import post_signed
+from worker.config.tools import BUILTINS, ToolPlan
 
 if TYPE_CHECKING:
     from livekit import api, rtc
@@ -37,31 +34,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class ToolPlan:
-    """One tool the LLM may call, resolved for a single call."""
-
-    name: str
-    """Function name shown to the LLM; unique within the agent."""
-    description: str
-    parameters: dict[str, Any] = field(default_factory=dict)
-    """JSON schema of the arguments (an ``object`` schema)."""
-    url: str | None = None
-    """Webhook that executes the tool; ``None`` for built-ins."""
-    timeout_seconds: float = 10.0
-    builtin: str | None = None
-    """``end_call``, ``transfer_call`` or ``send_dtmf`` for built-in tools."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """Built-in specifics, e.g. ``{"to": "+1..."}`` for ``transfer_call``."""
-
-
-BUILTINS = ("end_call", "transfer_call", "send_dtmf")
-MAX_TIMEOUT_SECONDS = 120.0
 MAX_REPLY_CHARS = 8000
 """Longer tool replies are cut: they go into the LLM context on every following turn."""
 DTMF_GAP_SECONDS = 0.3
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _DTMF_CODES = {str(d): d for d in range(10)} | {
     "*": 10,
     "#": 11,
@@ -69,38 +45,6 @@ _DTMF_CODES = {str(d): d for d in range(10)} | {
     "B": 13,
     "C": 14,
     "D": 15,
-}
-
-_BUILTIN_DESCRIPTIONS = {
-    "end_call": (
-        "End the call. Use only when the caller is clearly done or asks to hang up; "
-        "a goodbye is spoken before hanging up."
-    ),
-    "transfer_call": (
-        "Transfer the caller to a human. Tell the caller you are transferring them, then call this."
-    ),
-    "send_dtmf": "Press keys on the phone keypad (DTMF), e.g. to navigate a phone menu.",
-}
-
-_BUILTIN_PARAMETERS: dict[str, dict[str, Any]] = {
-    "end_call": {
-        "type": "object",
-        "properties": {
-            "goodbye": {"type": "string", "description": "Short goodbye to say before hanging up."}
-        },
-    },
-    "transfer_call": {"type": "object", "properties": {}},
-    "send_dtmf": {
-        "type": "object",
-        "properties": {
-            "digits": {
-                "type": "string",
-                "description": "Keys to press in order: 0-9, *, #, A-D.",
-                "pattern": "^[0-9*#A-Da-d]+$",
-            }
-        },
-        "required": ["digits"],
-    },
 }
 
 
@@ -164,135 +108,6 @@ def room_dtmf(room: rtc.Room) -> Callable[[int, str], Awaitable[None]]:
         await room.local_participant.publish_dtmf(code=code, digit=digit)
 
     return publish
-
-
-def parse_tools(raw: Any, *, tool_url: str | None) -> tuple[ToolPlan, ...]:
-    """Validate an agent's tool list: a list or ``{"tools": [...]}``.
-
-    Entries are ``{name, description, parameters|input_schema, url?,
-    timeout_seconds|timeoutSeconds?}``, OpenAI style ``{"type": "function", "function":
-    {...}}``, or built-ins ``{"type"|"builtin": "transfer_call", "options": {"to": ...}}``.
-    An entry without ``url`` uses the agent's ``tool_url``.
-    """
-    if isinstance(raw, Mapping):
-        if "tools" not in raw:
-            raise ConfigError("expected a list or an object with 'tools'", field="tools")
-        raw = raw["tools"]
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise ConfigError(f"expected a list, got {type(raw).__name__}", field="tools")
-    plans: list[ToolPlan] = []
-    seen: dict[str, int] = {}
-    for index, entry in enumerate(raw):
-        plan = _parse_entry(index, entry, tool_url)
-        if plan.name in seen:
-            raise ConfigError(
-                f"tool {plan.name!r} is defined twice (also tools[{seen[plan.name]}])",
-                field=f"tools[{index}].name",
-            )
-        seen[plan.name] = index
-        plans.append(plan)
-    return tuple(plans)
-
-
-def _parse_entry(index: int, entry: Any, tool_url: str | None) -> ToolPlan:
-    where = f"tools[{index}]"
-    if not isinstance(entry, Mapping):
-        raise ConfigError(f"expected an object, got {type(entry).__name__}", field=where)
-    kind = entry.get("builtin") or entry.get("type")
-    if kind == "function":
-        inner = entry.get("function")
-        if not isinstance(inner, Mapping):
-            raise ConfigError("OpenAI-style tool needs a 'function' object", field=where)
-        # url/timeout may sit beside "function" or inside it
-        spec: Mapping[str, Any] = {**entry, **inner}
-        kind = None
-    else:
-        spec = entry
-    if kind in BUILTINS:
-        return _parse_builtin(where, str(kind), spec)
-    if kind not in (None, "webhook", "custom"):
-        raise ConfigError(
-            f"unknown tool type {kind!r} (expected function, webhook or one of {BUILTINS})",
-            field=f"{where}.type",
-        )
-
-    name = spec.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ConfigError(
-            f"tool name {name!r} must be 1-64 characters of letters, digits, _ or -",
-            field=f"{where}.name",
-        )
-    label = f"tool {name!r}"
-    description = spec.get("description", "")
-    if not isinstance(description, str):
-        raise ConfigError(f"{label}: description must be a string", field=f"{where}.description")
-
-    params_key = "parameters" if "parameters" in spec else "input_schema"
-    parameters = spec.get(params_key)
-    if parameters is None:
-        parameters = {"type": "object", "properties": {}}
-    if not isinstance(parameters, Mapping) or parameters.get("type", "object") != "object":
-        raise ConfigError(
-            f"{label}: {params_key} must be a JSON schema of type 'object'",
-            field=f"{where}.{params_key}",
-        )
-
-    url = spec.get("url") or tool_url
-    if not url:
-        raise ConfigError(f"{label}: no url and the agent has no tool_url", field=f"{where}.url")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{label}: url must be an http(s) URL", field=f"{where}.url")
-
-    timeout_key = "timeout_seconds" if "timeout_seconds" in spec else "timeoutSeconds"
-    timeout = spec.get(timeout_key, 10.0)
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not 0 < timeout <= MAX_TIMEOUT_SECONDS
-    ):
-        raise ConfigError(
-            f"{label}: timeout must be a number in (0, {MAX_TIMEOUT_SECONDS:g}] seconds",
-            field=f"{where}.{timeout_key}",
-        )
-    return ToolPlan(
-        name=name,
-        description=description,
-        parameters=dict(parameters),
-        url=url,
-        timeout_seconds=float(timeout),
-    )
-
-
-def _parse_builtin(where: str, builtin: str, spec: Mapping[str, Any]) -> ToolPlan:
-    options = spec.get("options", {})
-    if not isinstance(options, Mapping):
-        raise ConfigError(f"{builtin}: options must be an object", field=f"{where}.options")
-    options = dict(options)
-    for key in ("to", "goodbye"):
-        if key in spec and key not in options:
-            options[key] = spec[key]
-    if builtin == "transfer_call":
-        to = options.get("to")
-        if not isinstance(to, str) or not re.match(r"^(\+[1-9]\d{6,14}|sips?:\S+|tel:\S+)$", to):
-            raise ConfigError(
-                "transfer_call needs options.to: an E.164 number or a sip:/tel: URI",
-                field=f"{where}.options.to",
-            )
-    name = spec.get("name", builtin)
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ConfigError(f"{builtin}: invalid name {name!r}", field=f"{where}.name")
-    description = spec.get("description") or _BUILTIN_DESCRIPTIONS[builtin]
-    if not isinstance(description, str):
-        raise ConfigError(f"{builtin}: description must be a string", field=f"{where}.description")
-    return ToolPlan(
-        name=name,
-        description=description,
-        parameters=_BUILTIN_PARAMETERS[builtin],
-        builtin=builtin,
-        options=options,
-    )
 
 
 ToolCallable = Callable[[dict[str, Any]], Awaitable[Any]]

@@ -21,9 +21,9 @@ from pipelines.audio.stretch import stretch_rate
 from pipelines.errors import ConfigError
 from pipelines.providers.routing import Catalog, CatalogEntry, Route, route
 from pipelines.types import AMD_CATEGORIES, LAYERS, AMDCategory, Layer
-from worker.call.tools import ToolPlan, parse_tools
 from worker.config.agent import AgentConfig, AMDAction
 from worker.config.dispatch import Dispatch, fill_placeholders, merge
+from worker.config.tools import ToolPlan, parse_tools
 from worker.settings import Settings
 
 DEFAULT_RESPONSE_DELAY = 0.5
@@ -372,7 +372,7 @@ def resolve(
     builtins = ["end_call"]
     if navigator or (amd and "navigate" in amd.actions.values()):
         builtins.append("send_dtmf")
-    # worker.call.tools owns the built-ins' schemas: its handlers read the arguments they name.
+    # worker.config.tools owns the built-ins' schemas; worker.call.tools' handlers read them.
     tool_plans += parse_tools(
         [{"builtin": name} for name in builtins if name not in names], tool_url=None
     )
