@@ -16,6 +16,7 @@ lint:
 	.venv/bin/ruff check worker pipelines tests scripts
 	.venv/bin/ruff format --check worker pipelines tests scripts
 	.venv/bin/mypy --strict worker pipelines
+	.venv/bin/lint-imports --no-cache
 
 unit:
 	.venv/bin/python -m pytest tests/unit -q
