@@ -22,7 +22,7 @@ from livekit.agents.voice.events import (
     UserStateChangedEvent,
 )
 
-from pipelines.providers.failover.chain import LayerDown
+from pipelines.providers.failover import LayerDown
 from worker.call.metrics import WorkerMetrics, default_metrics
 from worker.call.report import CallRecorder
 from worker.call.tools import ToolCallContext, build_function_tools

@@ -26,8 +26,12 @@ from pipelines.audio.noise import load_bed
 from pipelines.audio.output import DEFAULT_SAMPLE_RATE, install_output_chain
 from pipelines.audio.vad import WebRTCVAD
 from pipelines.providers.factories import ProviderSpec, build
-from pipelines.providers.failover.chain import Deadlines, SwitchEvent, build_failover_layers
-from pipelines.providers.failover.health import default_health
+from pipelines.providers.failover import (
+    Deadlines,
+    SwitchEvent,
+    build_failover_layers,
+    default_health,
+)
 from worker.call.amd_routing import AMDRouter
 from worker.call.lifecycle import CallLifecycle, replaced_text
 from worker.plan.resolve import ProviderChoice, SessionPlan

@@ -1,3 +1,56 @@
-"""Mid-call failover inside a layer's ranked allowed providers: ``ProviderChain``, the
-per-process ``HealthRegistry`` (circuit breaker) and the per-layer resume rules.
+"""Mid-call failover inside a layer's ranked allowed providers: one mechanism, three layers.
+
+``ProviderChain`` is the mechanism (``chain``): it walks the session's ranked allowed chain,
+skips providers whose circuit is open in the per-process ``HealthRegistry`` (``health``),
+fails a provider over on an error or on a ``StallError`` from its ``Watchdog``, and emits a
+``SwitchEvent`` for each switch. What a layer adds is only how to resume its request on the
+next provider: ``FailoverSTT`` replays the turn in flight (``stt``), ``FailoverLLM``
+continues a cut reply (``llm``), ``FailoverTTS`` resumes at the first unplayed sentence
+(``tts``). They subclass LiveKit's ``stt.STT``, ``llm.LLM`` and ``tts.TTS`` so an
+``AgentSession`` uses them unchanged; inner providers are called with ``max_retry=0`` so
+the chain, not the plugin, decides. Build them with ``build_failover_layers``.
 """
+
+from pipelines.providers.failover.chain import (
+    Deadlines,
+    LayerDown,
+    Link,
+    ProviderChain,
+    StallError,
+    SwitchEvent,
+    Watchdog,
+    classify,
+)
+from pipelines.providers.failover.health import (
+    BreakerPolicy,
+    HealthRegistry,
+    ProviderHealth,
+    default_health,
+)
+from pipelines.providers.failover.layers import build_failover_layers
+from pipelines.providers.failover.llm import CONTINUE_INSTRUCTION, FailoverLLM, RepeatFilter
+from pipelines.providers.failover.stt import FailoverSTT, TurnBuffer
+from pipelines.providers.failover.tts import FailoverTTS, SentenceQueue
+
+__all__ = [
+    "CONTINUE_INSTRUCTION",
+    "BreakerPolicy",
+    "Deadlines",
+    "FailoverLLM",
+    "FailoverSTT",
+    "FailoverTTS",
+    "HealthRegistry",
+    "LayerDown",
+    "Link",
+    "ProviderChain",
+    "ProviderHealth",
+    "RepeatFilter",
+    "SentenceQueue",
+    "StallError",
+    "SwitchEvent",
+    "TurnBuffer",
+    "Watchdog",
+    "build_failover_layers",
+    "classify",
+    "default_health",
+]

@@ -35,8 +35,12 @@ from pipelines.loopback.base import Knobs, WireServer
 from pipelines.loopback.elevenlabs import ElevenLabsServer
 from pipelines.loopback.openai_compat import OpenAIServer
 from pipelines.providers.factories import ProviderSpec
-from pipelines.providers.failover.chain import Deadlines, SwitchEvent, build_failover_layers
-from pipelines.providers.failover.health import HealthRegistry
+from pipelines.providers.failover import (
+    Deadlines,
+    HealthRegistry,
+    SwitchEvent,
+    build_failover_layers,
+)
 from worker.dev.services.toxiproxy import Proxy, ToxiproxyServer
 from worker.settings import REPO_ROOT
 

@@ -31,14 +31,14 @@ from pipelines.loopback.base import Knobs, WireServer
 from pipelines.loopback.elevenlabs import ElevenLabsServer
 from pipelines.loopback.openai_compat import OpenAIServer
 from pipelines.providers.factories import ProviderSpec
-from pipelines.providers.failover.chain import (
+from pipelines.providers.failover import (
     CONTINUE_INSTRUCTION,
     Deadlines,
+    HealthRegistry,
     LayerDown,
     SwitchEvent,
     build_failover_layers,
 )
-from pipelines.providers.failover.health import HealthRegistry
 from worker.dev.services.toxiproxy import Proxy, ToxiproxyServer
 from worker.settings import REPO_ROOT
 

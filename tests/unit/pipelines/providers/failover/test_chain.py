@@ -23,11 +23,13 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGive
 
 from pipelines.errors import ProviderError
 from pipelines.providers.factories import ProviderSpec
-from pipelines.providers.failover.chain import (
+from pipelines.providers.failover import (
     CONTINUE_INSTRUCTION,
+    BreakerPolicy,
     FailoverLLM,
     FailoverSTT,
     FailoverTTS,
+    HealthRegistry,
     LayerDown,
     Link,
     ProviderChain,
@@ -37,7 +39,6 @@ from pipelines.providers.failover.chain import (
     TurnBuffer,
     classify,
 )
-from pipelines.providers.failover.health import BreakerPolicy, HealthRegistry
 
 # fakes: knobs flip behaviour, calls are recorded
 

@@ -1,0 +1,330 @@
+"""STT failover: the caller's current turn is kept in a bounded ``TurnBuffer`` and
+replayed to the next provider, so the turn in flight is transcribed, not lost.
+
+The STT clock runs on audio: a provider owes a result for speech it was sent. A batch
+provider joins the chain wrapped in LiveKit's ``stt.StreamAdapter`` (``stt_link``), its
+``recognize`` under a deadline of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from typing import Any, Never
+
+import numpy as np
+from livekit import rtc
+from livekit.agents import APIConnectOptions, stt, utils, vad
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
+
+from pipelines.audio.pcm import int16_to_float, rms_dbfs
+from pipelines.providers.factories import ProviderSpec, build
+from pipelines.providers.failover.chain import (
+    INNER_CONN_OPTIONS,
+    ChainFront,
+    Link,
+    ProviderChain,
+    Rotate,
+    StallError,
+    Watchdog,
+    front_conn_options,
+)
+
+AnySTT = stt.STT[Any]
+
+
+SPEECH_DBFS = -45.0
+"""Frames louder than this count as the caller speaking (for stall detection only)."""
+END_OF_TURN_SILENCE = 0.5
+"""Quiet after unanswered speech that makes a final result owed."""
+UNANSWERED_AT_END = 1.0
+"""Speech an interim-capable provider left unanswered when its stream ended: a failure."""
+MIN_OWED_SPEECH = 0.3
+"""Unanswered speech shorter than this (a cough, a click) owes nothing at its end."""
+RECOGNIZE_PER_AUDIO_SECOND = 0.25
+"""Seconds a batch ``recognize`` may spend per second of audio, over the deadline
+(batch decoding time grows with the audio's length)."""
+
+
+def _frame_seconds(frame: rtc.AudioFrame) -> float:
+    return frame.samples_per_channel / frame.sample_rate
+
+
+def _buffer_seconds(buffer: utils.AudioBuffer) -> float:
+    frames = buffer if isinstance(buffer, list) else [buffer]
+    return sum(_frame_seconds(f) for f in frames)
+
+
+def _is_speech(frame: rtc.AudioFrame) -> bool:
+    return rms_dbfs(int16_to_float(np.frombuffer(frame.data, dtype=np.int16))) > SPEECH_DBFS
+
+
+class TurnBuffer:
+    """The caller's current turn as frames, bounded to ``max_seconds`` (oldest dropped).
+
+    Positions are seconds of audio since the stream began (``position`` is the end of
+    the newest frame, ``start`` the beginning of the oldest kept)."""
+
+    def __init__(self, max_seconds: float = 30.0) -> None:
+        self.max_seconds = max_seconds
+        self.reset()
+
+    def reset(self) -> None:
+        self._frames: deque[rtc.AudioFrame] = deque()
+        self.start = 0.0
+        self.position = 0.0
+
+    @property
+    def duration(self) -> float:
+        return self.position - self.start
+
+    def push(self, frame: rtc.AudioFrame) -> None:
+        self._frames.append(frame)
+        self.position += _frame_seconds(frame)
+        while self._frames and self.duration > self.max_seconds + 1e-9:
+            self.start += _frame_seconds(self._frames.popleft())
+
+    def frames(self) -> list[rtc.AudioFrame]:
+        return list(self._frames)
+
+    def trim_until(self, t: float) -> None:
+        """Drops frames that end at or before ``t`` (a transcript covered them)."""
+        while self._frames and self.start + _frame_seconds(self._frames[0]) <= t + 1e-9:
+            self.start += _frame_seconds(self._frames.popleft())
+
+    def clear(self) -> None:
+        self.trim_until(self.position)
+
+
+class _DeadlineSTT(stt.STT[Never]):
+    """A batch STT whose ``recognize`` must answer within the deadline plus a share of
+    the audio's length (batch decoding time grows with it); wrapped by the VAD's
+    ``StreamAdapter`` inside the chain. The first call may also spend ``cold_start``
+    (pocketsphinx starts its decoder process then)."""
+
+    def __init__(
+        self,
+        inner: AnySTT,
+        deadline: float,
+        *,
+        per_audio_second: float = RECOGNIZE_PER_AUDIO_SECOND,
+        cold_start: float = 10.0,
+    ):
+        super().__init__(capabilities=inner.capabilities)
+        self._inner = inner
+        self._deadline = deadline
+        self._per_audio_second = per_audio_second
+        self._cold_start = cold_start
+        self._inner.on("metrics_collected", self._forward_metrics)
+
+    @property
+    def model(self) -> str:
+        return self._inner.model
+
+    @property
+    def provider(self) -> str:
+        return self._inner.provider
+
+    def _forward_metrics(self, *args: Any, **kwargs: Any) -> None:
+        self.emit("metrics_collected", *args, **kwargs)
+
+    async def _recognize_impl(
+        self,
+        buffer: utils.AudioBuffer,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions,
+    ) -> stt.SpeechEvent:
+        seconds = _buffer_seconds(buffer)
+        limit = self._deadline + self._per_audio_second * seconds + self._cold_start
+        self._cold_start = 0.0
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(limit):
+                return await self._inner.recognize(
+                    buffer, language=language, conn_options=INNER_CONN_OPTIONS
+                )
+        except TimeoutError as exc:
+            raise StallError("stt", self._inner.provider, time.monotonic() - started) from exc
+
+    async def aclose(self) -> None:
+        self._inner.off("metrics_collected", self._forward_metrics)
+        await self._inner.aclose()
+
+
+class FailoverSTT(ChainFront, stt.STT[Never]):
+    """Streaming STT over a chain of allowed providers (non-streaming ones come wrapped in
+    ``stt.StreamAdapter``); the turn in flight is replayed to the next provider."""
+
+    def __init__(self, chain: ProviderChain[AnySTT], *, turn_buffer_seconds: float = 30.0):
+        instances = [link.instance for link in chain.links]
+        super().__init__(
+            capabilities=stt.STTCapabilities(
+                streaming=True,
+                interim_results=all(s.capabilities.interim_results for s in instances),
+            )
+        )
+        self.chain = chain
+        self.turn_buffer_seconds = turn_buffer_seconds
+        self._follow_links()
+
+    async def _recognize_impl(
+        self,
+        buffer: utils.AudioBuffer,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions,
+    ) -> stt.SpeechEvent:
+        result: list[stt.SpeechEvent] = []
+        owed = self.chain.deadline + RECOGNIZE_PER_AUDIO_SECOND * _buffer_seconds(buffer)
+
+        async def attempt(link: Link[AnySTT], wd: Watchdog) -> None:
+            wd.owe(owed)
+            result.append(
+                await link.instance.recognize(
+                    buffer, language=language, conn_options=INNER_CONN_OPTIONS
+                )
+            )
+            wd.answered()
+
+        await self.chain.run(attempt)
+        return result[-1]
+
+    def stream(
+        self,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+    ) -> FailoverRecognizeStream:
+        return FailoverRecognizeStream(failover=self, language=language, conn_options=conn_options)
+
+
+class FailoverRecognizeStream(stt.RecognizeStream):
+    def __init__(
+        self,
+        *,
+        failover: FailoverSTT,
+        language: NotGivenOr[str],
+        conn_options: APIConnectOptions,
+    ) -> None:
+        super().__init__(stt=failover, conn_options=front_conn_options(conn_options))
+        self._failover = failover
+        self._language = language
+        self.turn = TurnBuffer(failover.turn_buffer_seconds)
+        self._inner: stt.RecognizeStream | None = None
+        self._wd: Watchdog | None = None
+        self._interim = False
+        self._input_done = False
+        self._unanswered_speech = 0.0
+        self._quiet = 0.0
+        self._eos_position: float | None = None
+
+    async def _run(self) -> None:
+        forward = asyncio.create_task(self._forward_input())
+        try:
+            await self._failover.chain.run(self._attempt)
+        finally:
+            await utils.aio.cancel_and_wait(forward)
+
+    # input side: every frame goes to the turn buffer and to the provider serving now
+
+    async def _forward_input(self) -> None:
+        async for item in self._input_ch:
+            if isinstance(item, rtc.AudioFrame):
+                self.turn.push(item)
+                self._track_speech(item)
+                if self._inner is not None:
+                    with contextlib.suppress(RuntimeError):
+                        self._inner.push_frame(item)
+            elif self._inner is not None:
+                with contextlib.suppress(RuntimeError):
+                    self._inner.flush()
+        self._input_done = True
+        if self._inner is not None:
+            with contextlib.suppress(RuntimeError):
+                self._inner.end_input()
+
+    def _track_speech(self, frame: rtc.AudioFrame) -> None:
+        """The STT clock runs on audio: a provider owes a result for speech it was sent
+        (interim-capable ones within ``deadline`` seconds of speech, all of them within
+        ``deadline`` after the caller stops)."""
+        wd = self._wd
+        if wd is None:
+            return
+        seconds = _frame_seconds(frame)
+        if _is_speech(frame):
+            self._quiet = 0.0
+            self._unanswered_speech += seconds
+            if self._interim and self._unanswered_speech >= wd.deadline:
+                wd.trip(time.monotonic() - self._unanswered_speech)
+            return
+        self._quiet += seconds
+        if (
+            self._unanswered_speech >= MIN_OWED_SPEECH
+            and self._quiet >= END_OF_TURN_SILENCE
+            and not isinstance(self._inner, stt.StreamAdapterWrapper)
+        ):
+            wd.owe()
+
+    def _answered(self, wd: Watchdog) -> None:
+        self._unanswered_speech = 0.0
+        wd.answered()
+
+    # provider side
+
+    async def _attempt(self, link: Link[AnySTT], wd: Watchdog) -> None:
+        inner = link.instance.stream(language=self._language, conn_options=INNER_CONN_OPTIONS)
+        inner.start_time_offset = self.start_time_offset + self.turn.start
+        self._interim = link.instance.capabilities.interim_results
+        self._unanswered_speech = 0.0
+        # replay and hand-over happen without an await: no frame is lost or sent twice
+        replayed = self.turn.frames()
+        for frame in replayed:
+            inner.push_frame(frame)
+        if self._input_done:
+            inner.end_input()
+        self._inner, self._wd = inner, wd
+        if self._interim and any(_is_speech(f) for f in replayed):
+            wd.owe()
+        try:
+            async with inner:
+                async for ev in inner:
+                    if self._interim or ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
+                        self._answered(wd)
+                    if ev.type == stt.SpeechEventType.END_OF_SPEECH:
+                        self._eos_position = self.turn.position
+                    self._event_ch.send_nowait(ev)
+                    if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
+                        self._trim_after_final(ev)
+                        if self._failover.chain.should_return() and self.turn.duration < 0.05:
+                            raise Rotate
+            if self._interim and self._unanswered_speech >= UNANSWERED_AT_END:
+                # the provider closed without a word for the caller's last speech
+                raise StallError("stt", link.id, time.monotonic() - wd.silent_since())
+        finally:
+            self._inner = self._wd = None
+
+    def _trim_after_final(self, ev: stt.SpeechEvent) -> None:
+        end = ev.alternatives[0].end_time - self.start_time_offset if ev.alternatives else 0.0
+        if 0.0 < end <= self.turn.position + 0.5:
+            self.turn.trim_until(end)
+        elif self._eos_position is not None:
+            self.turn.trim_until(self._eos_position)
+        else:
+            self.turn.clear()
+        self._eos_position = None
+
+
+def stt_link(spec: ProviderSpec, deadline: float, vad_: vad.VAD | None) -> Link[AnySTT]:
+    """One STT link of a chain: a batch provider comes wrapped in ``stt.StreamAdapter``
+    over a ``_DeadlineSTT``, with ``vad_`` (a ``WebRTCVAD`` when None)."""
+    instance: AnySTT = build(spec)
+    if not instance.capabilities.streaming:
+        if vad_ is None:
+            from pipelines.audio.vad import WebRTCVAD
+
+            vad_ = WebRTCVAD.load()
+        instance = stt.StreamAdapter(stt=_DeadlineSTT(instance, deadline), vad=vad_)
+    return Link(spec, instance)
