@@ -1,0 +1,21 @@
+"""Fake providers for tests: each subclasses LiveKit's real base class and overrides only
+the hook, with knobs set at construction or flipped mid-test with ``update_options(...)``,
+and records what it was asked (in the manner of livekit/agents' ``tests/fake_stt.py``).
+"""
+
+from tests.fakes.chain import Clock, make_chain
+from tests.fakes.llm import FakeLLM, FakeLLMStream, collect_reply
+from tests.fakes.stt import FakeSTT, FakeSTTStream
+from tests.fakes.tts import FakeChunkedStream, FakeTTS
+
+__all__ = [
+    "Clock",
+    "FakeChunkedStream",
+    "FakeLLM",
+    "FakeLLMStream",
+    "FakeSTT",
+    "FakeSTTStream",
+    "FakeTTS",
+    "collect_reply",
+    "make_chain",
+]

@@ -1,0 +1,101 @@
+"""A fake streaming STT that counts the speech it heard and can fail or stall on cue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Never
+
+import numpy as np
+from livekit import rtc
+from livekit.agents import APIConnectionError, APIConnectOptions, stt, utils
+from livekit.agents.language import LanguageCode
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
+from livekit.agents.utils import is_given
+
+
+@dataclass
+class _FakeSTTOptions:
+    fail_after_frames: int | None
+    """The stream breaks (connection reset) at the frame after this many."""
+    stall_after_frames: int | None
+    """The stream goes deaf after this many frames: no interim, no final."""
+
+
+class FakeSTT(stt.STT[Never]):
+    """Streaming STT: an interim per 10 speech frames, a final on flush whose text counts
+    the speech frames it heard (so a replayed turn shows in the count)."""
+
+    def __init__(
+        self,
+        *,
+        interim_results: bool = True,
+        fail_after_frames: int | None = None,
+        stall_after_frames: int | None = None,
+    ) -> None:
+        super().__init__(
+            capabilities=stt.STTCapabilities(streaming=True, interim_results=interim_results)
+        )
+        self._opts = _FakeSTTOptions(
+            fail_after_frames=fail_after_frames, stall_after_frames=stall_after_frames
+        )
+
+    def update_options(
+        self,
+        *,
+        fail_after_frames: NotGivenOr[int | None] = NOT_GIVEN,
+        stall_after_frames: NotGivenOr[int | None] = NOT_GIVEN,
+    ) -> None:
+        """Takes effect in running streams too, from their next frame."""
+        if is_given(fail_after_frames):
+            self._opts.fail_after_frames = fail_after_frames
+        if is_given(stall_after_frames):
+            self._opts.stall_after_frames = stall_after_frames
+
+    async def _recognize_impl(
+        self,
+        buffer: utils.AudioBuffer,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions,
+    ) -> stt.SpeechEvent:
+        raise NotImplementedError
+
+    def stream(
+        self,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+    ) -> FakeSTTStream:
+        return FakeSTTStream(stt=self, conn_options=conn_options)
+
+
+def _event(kind: stt.SpeechEventType, text: str = "") -> stt.SpeechEvent:
+    return stt.SpeechEvent(
+        type=kind, alternatives=[stt.SpeechData(language=LanguageCode("en"), text=text)]
+    )
+
+
+class FakeSTTStream(stt.RecognizeStream):
+    async def _run(self) -> None:
+        fake = self._stt
+        assert isinstance(fake, FakeSTT)
+        opts = fake._opts
+        frames = speech = 0
+        async for item in self._input_ch:
+            if isinstance(item, rtc.AudioFrame):
+                frames += 1
+                if opts.fail_after_frames is not None and frames > opts.fail_after_frames:
+                    raise APIConnectionError("connection reset")
+                if opts.stall_after_frames is not None and frames > opts.stall_after_frames:
+                    continue
+                if np.abs(np.frombuffer(item.data, np.int16)).max() > 1000:
+                    speech += 1
+                    if speech % 10 == 0 and fake.capabilities.interim_results:
+                        self._event_ch.send_nowait(
+                            _event(stt.SpeechEventType.INTERIM_TRANSCRIPT, f"{speech}")
+                        )
+            elif speech and opts.stall_after_frames is None:
+                self._event_ch.send_nowait(
+                    _event(stt.SpeechEventType.FINAL_TRANSCRIPT, f"{speech}")
+                )
+                speech = 0
