@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.audio.pcm import Audio, Float32Array, int16_to_float, write_wav
+from pipelines.audio import Audio, Float32Array, int16_to_float, write_wav
 
 RATE = 8000
 VOICES = (

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from pipelines.audio.pcm import Audio, read_wav, resample, write_wav  # noqa: E402
+from pipelines.audio import Audio, read_wav, resample, write_wav  # noqa: E402
 
 OUT = ROOT / "fixtures" / "audio"
 RATE = 16000

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.audio.pcm import AudioFormatError
+from pipelines.audio import AudioFormatError
 from pipelines.errors import (
     AgentNotFound,
     ConfigError,
@@ -102,8 +102,7 @@ async def _replay(args: argparse.Namespace) -> int:
 
 
 def _vad(args: argparse.Namespace) -> int:
-    from pipelines.audio.pcm import read_wav
-    from pipelines.audio.vad import detect_segments
+    from pipelines.audio import detect_segments, read_wav
 
     segments = detect_segments(read_wav(args.wav), aggressiveness=args.aggressiveness)
     emit([{"start": start, "end": end} for start, end in segments])
@@ -111,8 +110,7 @@ def _vad(args: argparse.Namespace) -> int:
 
 
 def _stretch(args: argparse.Namespace) -> int:
-    from pipelines.audio.pcm import read_wav, write_wav
-    from pipelines.audio.stretch import stretch_audio
+    from pipelines.audio import read_wav, stretch_audio, write_wav
 
     audio = read_wav(args.input)
     out = stretch_audio(audio, args.rate)
@@ -128,8 +126,7 @@ def _stretch(args: argparse.Namespace) -> int:
 
 
 def _mix(args: argparse.Namespace) -> int:
-    from pipelines.audio.noise import mix_file
-    from pipelines.audio.pcm import read_wav, write_wav
+    from pipelines.audio import mix_file, read_wav, write_wav
 
     out = mix_file(read_wav(args.input), args.preset, args.volume)
     write_wav(args.output, out)

@@ -40,8 +40,7 @@ import numpy as np
 from livekit import rtc
 from livekit.agents.vad import VADEventType
 
-from pipelines.audio.pcm import Float32Array, int16_to_float, read_wav, rms_dbfs
-from pipelines.audio.vad import VADCore
+from pipelines.audio import Float32Array, VADCore, int16_to_float, read_wav, rms_dbfs
 from pipelines.types import AMD_CATEGORIES, AMDCategory
 
 Tiebreaker = Callable[[str], Awaitable[AMDCategory | None]]

@@ -31,7 +31,7 @@ import numpy as np
 import pocketsphinx
 from pocketsphinx import Decoder
 
-from pipelines.audio.pcm import Float32Array, float_to_int16, resample, rms_dbfs
+from pipelines.audio import Float32Array, float_to_int16, resample, rms_dbfs
 
 MODEL_SAMPLE_RATE: Final = 16000
 SILENCE_DBFS: Final = -70.0

@@ -6,6 +6,7 @@ WAV files) it is ``int16``. These helpers are the one place that converts betwee
 
 from __future__ import annotations
 
+import math
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +95,7 @@ def resample(samples: Float32Array, src_rate: int, dst_rate: int) -> Float32Arra
     Up by an integer factor (8 -> 16 kHz): zero-stuffing and a low-pass just under the
     source Nyquist, because linear interpolation leaves images of the speech band above
     4 kHz that a 16 kHz acoustic model hears as fricatives. Other ratios up: linear.
-    Streaming stages keep their own phase state instead (see ``pipelines.audio.vad``)."""
+    Streaming stages keep their phase across chunks instead (``StreamResampler``)."""
     if src_rate == dst_rate or len(samples) == 0:
         return samples.astype(np.float32, copy=False)
     factor, rest = divmod(dst_rate, src_rate)
@@ -111,6 +112,52 @@ def resample(samples: Float32Array, src_rate: int, dst_rate: int) -> Float32Arra
     x_old = np.arange(len(samples), dtype=np.float64) / src_rate
     x_new = np.arange(n_out, dtype=np.float64) / dst_rate
     return np.interp(x_new, x_old, samples).astype(np.float32)
+
+
+class StreamResampler:
+    """Linear-interpolation resampler for a stream (the VAD's) that keeps its phase across
+    chunks, so any chunking of a stream gives the same output. Output sample n sits exactly
+    at input position n * src / dst (integer arithmetic: no drift). Downsampling runs a
+    moving average of round(src / dst) taps first: a cheap low-pass that is plenty for VAD
+    features."""
+
+    def __init__(self, src_rate: int, dst_rate: int) -> None:
+        g = math.gcd(src_rate, dst_rate)
+        self._up = dst_rate // g
+        self._down = src_rate // g
+        taps = max(1, round(src_rate / dst_rate)) if dst_rate < src_rate else 1
+        self._kernel = np.full(taps, 1.0 / taps, dtype=np.float32)
+        self.reset()
+
+    def reset(self) -> None:
+        self._fir_hist = np.zeros(len(self._kernel) - 1, dtype=np.float32)
+        self._prev = np.zeros(0, dtype=np.float32)
+        self._in_count = 0
+        self._out_count = 0
+
+    def process(self, x: Float32Array) -> Float32Array:
+        if len(self._kernel) > 1:
+            xx = np.concatenate((self._fir_hist, x))
+            x = np.convolve(xx, self._kernel, mode="valid").astype(np.float32, copy=False)
+            self._fir_hist = xx[len(xx) - len(self._fir_hist) :]
+        buf = np.concatenate((self._prev, x)) if len(self._prev) else x
+        base = self._in_count - len(self._prev)
+        self._in_count += len(x)
+        if self._in_count == 0:
+            return x
+        n_end = (self._in_count - 1) * self._up // self._down + 1
+        self._prev = buf[-1:]
+        if n_end <= self._out_count:
+            return np.zeros(0, dtype=np.float32)
+        pos = np.arange(self._out_count, n_end, dtype=np.int64) * self._down
+        self._out_count = n_end
+        if self._up == 1:
+            return buf[pos - base]
+        idx = pos // self._up - base
+        frac = (pos % self._up).astype(np.float32) * np.float32(1.0 / self._up)
+        nxt = np.minimum(idx + 1, len(buf) - 1)
+        lo = buf[idx]
+        return (lo + frac * (buf[nxt] - lo)).astype(np.float32, copy=False)
 
 
 def rms_dbfs(samples: Float32Array) -> float:

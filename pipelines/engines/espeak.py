@@ -21,7 +21,7 @@ import struct
 import subprocess
 from collections.abc import Iterator
 
-from pipelines.audio.pcm import Audio, int16_to_float
+from pipelines.audio import Audio, int16_to_float
 
 ESPEAK_BINARY = "espeak-ng"
 SAMPLE_RATE = 22050

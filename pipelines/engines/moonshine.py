@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from pipelines.audio.pcm import Float32Array, resample, rms_dbfs
+from pipelines.audio import Float32Array, resample, rms_dbfs
 
 MODEL_SAMPLE_RATE: Final = 16000
 SILENCE_DBFS: Final = -70.0

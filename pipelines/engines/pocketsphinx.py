@@ -21,7 +21,7 @@ from typing import BinaryIO, TextIO
 import numpy as np
 from pocketsphinx import Decoder
 
-from pipelines.audio.pcm import (
+from pipelines.audio import (
     Float32Array,
     Int16Array,
     float_to_int16,

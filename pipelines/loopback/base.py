@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 from aiohttp import web
 
-from pipelines.audio.pcm import Audio, Float32Array, float_to_int16, int16_to_float, resample
+from pipelines.audio import Audio, Float32Array, float_to_int16, int16_to_float, resample
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from pipelines.audio.pcm import Float32Array, int16_to_float, rms_dbfs
+from pipelines.audio import Float32Array, int16_to_float, rms_dbfs
 from pipelines.loopback.base import (
     RECORD,
     Knobs,

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from pipelines.audio.pcm import Audio
+from pipelines.audio import Audio
 from pipelines.loopback.base import (
     RECORD,
     Knobs,

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from pipelines.audio.pcm import Audio
+from pipelines.audio import Audio
 from pipelines.loopback.base import (
     RECORD,
     Knobs,

@@ -35,13 +35,7 @@ from livekit.agents.language import LanguageCode
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import AudioBuffer, is_given
 
-from pipelines.audio.pcm import (
-    Float32Array,
-    Int16Array,
-    float_to_int16,
-    int16_to_float,
-    resample,
-)
+from pipelines.audio import Float32Array, Int16Array, float_to_int16, int16_to_float, resample
 from pipelines.engines.pocketsphinx import (
     MODEL_SAMPLE_RATE,
     PocketsphinxEngine,

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.audio.pcm import Audio, Float32Array
+from pipelines.audio import Audio, Float32Array
 from pipelines.providers.factories import ProviderSpec, build
 
 logger = logging.getLogger(__name__)

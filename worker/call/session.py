@@ -22,9 +22,7 @@ from livekit.agents.voice import room_io
 from livekit.agents.voice.events import ConversationItemAddedEvent
 from livekit.agents.voice.turn import TurnHandlingOptions
 
-from pipelines.audio.noise import load_bed
-from pipelines.audio.output import DEFAULT_SAMPLE_RATE, install_output_chain
-from pipelines.audio.vad import WebRTCVAD
+from pipelines.audio import DEFAULT_SAMPLE_RATE, WebRTCVAD, install_output_chain, load_bed
 from pipelines.providers.factories import ProviderSpec, build
 from pipelines.providers.failover import (
     Deadlines,

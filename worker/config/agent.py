@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipelines.audio.stretch import PLAYBACK_RATE_RANGE
+from pipelines.audio import PLAYBACK_RATE_RANGE
 from pipelines.errors import ConfigError
 from pipelines.types import AMD_CATEGORIES, AMDCategory, Layer, OptimizeFor
 

@@ -25,16 +25,16 @@ from typing import Any
 import numpy as np
 from livekit import api, rtc
 
-from pipelines.audio.pcm import (
+from pipelines.audio import (
     Audio,
     Float32Array,
     Int16Array,
+    detect_segments,
     float_to_int16,
     int16_to_float,
     read_wav,
     write_wav,
 )
-from pipelines.audio.vad import detect_segments
 from worker.call.session import EVENTS_TOPIC
 from worker.dev.services import LiveKitServer, LlamaServer, ServiceError, free_port, http_ok
 from worker.settings import REPO_ROOT, Settings

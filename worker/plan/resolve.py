@@ -16,8 +16,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from pipelines.audio import noise
-from pipelines.audio.stretch import stretch_rate
+from pipelines.audio import preset_names, stretch_rate
 from pipelines.errors import ConfigError
 from pipelines.providers.routing import Catalog, CatalogEntry, Route, route
 from pipelines.types import AMD_CATEGORIES, LAYERS, AMDCategory, Layer
@@ -331,7 +330,7 @@ def resolve(
     preset = agent.background_noise_preset
     noise_bed: NoiseBed | None = None
     if preset:
-        known = noise.preset_names()
+        known = preset_names()
         if preset not in known:
             raise ConfigError(
                 f"unknown preset {preset!r}; known: {', '.join(known)}",

@@ -19,7 +19,7 @@ from livekit import rtc
 from livekit.agents import APIConnectOptions, stt, utils, vad
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 
-from pipelines.audio.pcm import int16_to_float, rms_dbfs
+from pipelines.audio import int16_to_float, rms_dbfs
 from pipelines.providers.factories import ProviderSpec, build
 from pipelines.providers.failover.chain import (
     INNER_CONN_OPTIONS,
@@ -323,7 +323,7 @@ def stt_link(spec: ProviderSpec, deadline: float, vad_: vad.VAD | None) -> Link[
     instance: AnySTT = build(spec)
     if not instance.capabilities.streaming:
         if vad_ is None:
-            from pipelines.audio.vad import WebRTCVAD
+            from pipelines.audio import WebRTCVAD
 
             vad_ = WebRTCVAD.load()
         instance = stt.StreamAdapter(stt=_DeadlineSTT(instance, deadline), vad=vad_)

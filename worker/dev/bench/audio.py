@@ -21,9 +21,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pipelines.audio.noise import NoiseBed, mix
-from pipelines.audio.pcm import Audio, Float32Array, read_wav, resample, write_wav
-from pipelines.audio.stretch import TimeStretcher
+from pipelines.audio import (
+    Audio,
+    Float32Array,
+    NoiseBed,
+    TimeStretcher,
+    mix,
+    read_wav,
+    resample,
+    write_wav,
+)
 
 RATES = (0.75, 1.25, 2.0)
 FRAME_MS = 10

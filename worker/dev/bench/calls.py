@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipelines.audio.pcm import Audio, Float32Array, read_wav, rms_dbfs
+from pipelines.audio import Audio, Float32Array, read_wav, rms_dbfs
 from pipelines.errors import VoiceWorkerError
 from worker.dev.services import LiveKitServer, LlamaServer, ManagedProcess, free_port
 from worker.settings import REPO_ROOT
@@ -919,7 +919,7 @@ CAPACITY_NOTES = [
 def bench_audio(*, quick: bool = False) -> dict[str, Any]:
     """VAD + endpointing, time-stretch and mixing cost per 10 ms frame against the goals
     and the reference implementations run in the same process."""
-    from pipelines.audio.pcm import resample
+    from pipelines.audio import resample
     from worker.dev.bench.audio import bench_stretch_mix
     from worker.dev.bench.vad import bench_vad
 

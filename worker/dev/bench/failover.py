@@ -29,7 +29,7 @@ import numpy as np
 from livekit import rtc
 from livekit.agents import llm, stt, utils
 
-from pipelines.audio.pcm import float_to_int16, resample
+from pipelines.audio import float_to_int16, resample
 from pipelines.engines.espeak import EspeakEngine
 from pipelines.loopback.base import Knobs, WireServer
 from pipelines.loopback.elevenlabs import ElevenLabsServer

@@ -19,8 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.audio.pcm import Audio, float_to_int16, read_wav, write_wav
-from pipelines.audio.vad import VADCore, WebRTCVAD, detect_segments
+from pipelines.audio import (
+    Audio,
+    VADCore,
+    WebRTCVAD,
+    detect_segments,
+    float_to_int16,
+    read_wav,
+    write_wav,
+)
 
 GOAL_MS_PER_FRAME = 0.05
 """The issue's budget for VAD + endpointing per 10 ms of audio."""

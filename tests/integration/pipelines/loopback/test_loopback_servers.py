@@ -29,7 +29,7 @@ from livekit.agents import (
 from livekit.agents import stt as lk_stt
 from livekit.plugins import deepgram, elevenlabs, openai
 
-from pipelines.audio.pcm import Audio, float_to_int16, int16_to_float, resample, rms_dbfs
+from pipelines.audio import Audio, float_to_int16, int16_to_float, resample, rms_dbfs
 from pipelines.engines.espeak import EspeakEngine
 from pipelines.loopback.base import Knobs
 from pipelines.loopback.deepgram import DeepgramServer, EnergySegmenter

@@ -24,7 +24,7 @@ import pytest_asyncio
 from livekit import rtc
 from livekit.agents import llm, stt, tts, utils
 
-from pipelines.audio.pcm import float_to_int16, resample
+from pipelines.audio import float_to_int16, resample
 from pipelines.engines.espeak import EspeakEngine
 from pipelines.errors import ProviderError
 from pipelines.loopback.base import Knobs, WireServer

@@ -8,7 +8,7 @@ import pytest
 from livekit import rtc
 from livekit.agents import APIError
 
-from pipelines.audio.pcm import Audio, float_to_int16, resample
+from pipelines.audio import Audio, float_to_int16, resample
 from pipelines.engines.espeak import EspeakEngine
 from pipelines.engines.pocketsphinx import PocketsphinxEngine
 from pipelines.providers.local_stt import PocketsphinxSTT

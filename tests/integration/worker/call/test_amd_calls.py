@@ -38,7 +38,7 @@ from aiohttp import web
 from livekit import rtc
 
 from pipelines.amd.classifier import phrase_transcriber
-from pipelines.audio.pcm import Float32Array, read_wav, rms_dbfs
+from pipelines.audio import Float32Array, read_wav, rms_dbfs
 from pipelines.loopback.openai_compat import OpenAIServer, ScriptedReply, ToolCall
 from worker.dev.replay import CallRecording, LiveKitEndpoint, WorkerProcess, run_caller
 from worker.settings import REPO_ROOT

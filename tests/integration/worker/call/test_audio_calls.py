@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipelines.audio.noise import BED_DBFS_AT_FULL_VOLUME
-from pipelines.audio.pcm import Audio, rms_dbfs
+from pipelines.audio import BED_DBFS_AT_FULL_VOLUME, Audio, rms_dbfs
 from worker.dev.replay import AGENT_RATE, CallRecording, LiveKitEndpoint, WorkerProcess, run_caller
 from worker.settings import REPO_ROOT
 

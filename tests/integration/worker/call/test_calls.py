@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.audio.pcm import Audio, read_wav
+from pipelines.audio import Audio, read_wav
 from pipelines.engines.pocketsphinx import PocketsphinxEngine
 from worker.dev.replay import CallRecording, LiveKitEndpoint, WorkerProcess, run_caller
 from worker.settings import REPO_ROOT

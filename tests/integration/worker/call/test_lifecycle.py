@@ -30,7 +30,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from pipelines.audio.pcm import Audio, read_wav
+from pipelines.audio import Audio, read_wav
 from pipelines.loopback.base import WireServer
 from pipelines.loopback.openai_compat import OpenAIServer, ScriptedReply, ToolCall
 from worker.dev.replay import CallRecording, LiveKitEndpoint, WorkerProcess, run_caller

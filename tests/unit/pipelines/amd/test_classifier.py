@@ -15,7 +15,7 @@ from pipelines.amd.classifier import (
     amd_file,
     transcript_evidence,
 )
-from pipelines.audio.pcm import Float32Array, read_wav
+from pipelines.audio import Float32Array, read_wav
 from pipelines.types import AMDCategory
 from worker.dev.bench.amd import reference_transcripts
 from worker.settings import REPO_ROOT

@@ -16,7 +16,7 @@ from pipelines.amd.phrase_lm import (
     PhraseTranscriber,
     build_arpa,
 )
-from pipelines.audio.pcm import Float32Array, read_wav
+from pipelines.audio import Float32Array, read_wav
 from worker.settings import REPO_ROOT
 
 FIXTURES = REPO_ROOT / "fixtures" / "amd"

@@ -5,16 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.audio.noise import (
+from pipelines.audio import (
     BED_DBFS_AT_FULL_VOLUME,
+    Audio,
     NoiseBed,
+    float_to_int16,
     load_bed,
     mix,
     mix_file,
     preset_names,
+    rms_dbfs,
     soft_limit,
 )
-from pipelines.audio.pcm import Audio, float_to_int16, rms_dbfs
 
 SR = 16000
 

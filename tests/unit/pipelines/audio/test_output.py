@@ -9,13 +9,16 @@ import numpy as np
 from livekit import rtc
 from livekit.agents.voice import io
 
-from pipelines.audio.noise import BED_DBFS_AT_FULL_VOLUME
-from pipelines.audio.output import (
+from pipelines.audio import (
+    BED_DBFS_AT_FULL_VOLUME,
+    Float32Array,
     NoiseBedOutput,
     StretchOutput,
+    float_to_int16,
     install_output_chain,
+    int16_to_float,
+    rms_dbfs,
 )
-from pipelines.audio.pcm import Float32Array, float_to_int16, int16_to_float, rms_dbfs
 
 SR = 24000
 FRAME = SR // 100

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.audio.pcm import Audio, float_to_int16, read_wav, resample, rms_dbfs, write_wav
+from pipelines.audio import Audio, float_to_int16, read_wav, resample, rms_dbfs, write_wav
 
 
 def band_energy(x: np.ndarray, rate: int, lo: float, hi: float) -> float:

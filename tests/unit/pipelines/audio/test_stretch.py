@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.audio.pcm import Audio, Float32Array, read_wav, resample
-from pipelines.audio.stretch import TimeStretcher, stretch_audio
+from pipelines.audio import Audio, Float32Array, TimeStretcher, read_wav, resample, stretch_audio
 from worker.dev.bench.audio import aligned_f0_ratio, median_f0
 
 SR = 24000

@@ -9,14 +9,17 @@ import pytest
 from livekit import rtc
 from livekit.agents.vad import VADEvent, VADEventType
 
-from pipelines.audio.pcm import Audio, Float32Array, float_to_int16, read_wav
-from pipelines.audio.vad import (
+from pipelines.audio import (
+    Audio,
+    Float32Array,
+    StreamResampler,
     VADCore,
     VADCoreEvent,
     WebRTCVAD,
-    _StreamResampler,
     detect_segments,
+    float_to_int16,
     processing_rate,
+    read_wav,
 )
 
 RATES = [8000, 16000, 24000, 44100, 48000]
@@ -122,8 +125,8 @@ def test_processing_rate_never_upsamples() -> None:
 @pytest.mark.parametrize(("src", "dst"), [(44100, 16000), (48000, 16000), (8000, 16000)])
 def test_resampler_output_does_not_depend_on_chunking(src: int, dst: int) -> None:
     x = noise(1.0, src, seed=3)
-    whole = _StreamResampler(src, dst).process(x)
-    rs = _StreamResampler(src, dst)
+    whole = StreamResampler(src, dst).process(x)
+    rs = StreamResampler(src, dst)
     rng = np.random.default_rng(1)
     cuts = np.sort(rng.integers(0, len(x), 40))
     pieces = [rs.process(p) for p in np.split(x, cuts)]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipelines.amd.classifier import transcript_evidence
-from pipelines.audio.pcm import Float32Array, read_wav
+from pipelines.audio import Float32Array, read_wav
 from pipelines.engines.moonshine import MoonshineTranscriber, normalise_text, speech_spans
 from worker.settings import REPO_ROOT
 

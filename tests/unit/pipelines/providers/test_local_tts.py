@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from livekit.agents import APIConnectOptions, APIError
 
-from pipelines.audio.pcm import rms_dbfs
+from pipelines.audio import rms_dbfs
 from pipelines.engines.espeak import (
     FRIENDLY_VOICES,
     SAMPLE_RATE,
