@@ -740,7 +740,7 @@ class _Memoised:
 
 
 def _open_vocabulary() -> Callable[[Float32Array, int], str]:
-    from pipelines.engines.pocketsphinx import PocketsphinxEngine
+    from pipelines.engines import PocketsphinxEngine
 
     return PocketsphinxEngine().transcribe
 
@@ -752,7 +752,7 @@ def _phrase_model() -> Callable[[Float32Array, int], str]:
 
 
 def _moonshine() -> Callable[[Float32Array, int], str]:
-    from pipelines.engines.moonshine import MoonshineTranscriber
+    from pipelines.engines import MoonshineTranscriber
 
     return MoonshineTranscriber()
 

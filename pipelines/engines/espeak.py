@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pipelines.audio import Audio, int16_to_float
 
 ESPEAK_BINARY = "espeak-ng"
-SAMPLE_RATE = 22050
+ESPEAK_SAMPLE_RATE = 22050
 """espeak-ng's native output rate; the LiveKit adapter publishes at this rate."""
 BASE_WPM = 175
 """espeak-ng's default words per minute, the speed at ``speaking_rate=1.0``."""

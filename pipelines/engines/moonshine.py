@@ -7,7 +7,7 @@ licensed (the wrapper's non-commercial notice is about the other languages' mode
 it would download; they are not used). It is open-vocabulary, so the AMD phrase rules
 read its text as they would a cloud STT's. On the 8 kHz synthetic fixtures it is about as
 accurate alone as the domain-model pocketsphinx of ``pipelines.amd.phrase_lm``, but the two miss
-different calls; ``pipelines.amd.classifier.moonshine_phrases_transcriber`` uses both.
+different calls; ``pipelines.amd.moonshine_phrases_transcriber`` uses both.
 
 Two things it needs around it:
 
@@ -36,7 +36,7 @@ import numpy as np
 
 from pipelines.audio import Float32Array, resample, rms_dbfs
 
-MODEL_SAMPLE_RATE: Final = 16000
+MOONSHINE_SAMPLE_RATE: Final = 16000
 SILENCE_DBFS: Final = -70.0
 """A buffer quieter than this overall is silence whatever its shape."""
 
@@ -112,7 +112,7 @@ def speech_spans(
 
 
 class MoonshineTranscriber:
-    """A ``pipelines.amd.classifier.Transcriber``: float32 samples and their rate in, lowercase text
+    """A ``pipelines.amd.Transcriber``: float32 samples and their rate in, lowercase text
     out. Every instance shares the process's one model, called under one lock."""
 
     def __init__(
@@ -138,7 +138,7 @@ class MoonshineTranscriber:
         for padding in self.paddings:
             pad = round(padding * sample_rate)
             piece = samples[max(0, start - pad) : min(len(samples), end + pad)]
-            wide = resample(piece, sample_rate, MODEL_SAMPLE_RATE)
+            wide = resample(piece, sample_rate, MOONSHINE_SAMPLE_RATE)
             top = float(np.max(np.abs(wide))) if len(wide) else 0.0
             if top <= 0.0:
                 return ""

@@ -30,7 +30,7 @@ from pipelines.audio import (
     rms_dbfs,
 )
 
-MODEL_SAMPLE_RATE = 16000
+POCKETSPHINX_SAMPLE_RATE = 16000
 SILENCE_DBFS = -70.0
 """Input quieter than this is treated as silence without decoding."""
 SUPPORTED_LANGUAGES = ("en", "en-us", "en-US")
@@ -92,7 +92,7 @@ class PocketsphinxEngine:
     def transcribe(self, samples: Float32Array, sample_rate: int) -> str:
         """Text of the whole utterance, lowercase words separated by spaces ("" if none)."""
         return self.transcribe_pcm(
-            float_to_int16(resample(samples, sample_rate, MODEL_SAMPLE_RATE))
+            float_to_int16(resample(samples, sample_rate, POCKETSPHINX_SAMPLE_RATE))
         )
 
     def transcribe_pcm(self, pcm: Int16Array) -> str:
@@ -143,7 +143,7 @@ class PocketsphinxStream:
             self._decoder.start_utt()
             self._in_utt = True
         self._utterance.append(samples)
-        pcm = float_to_int16(resample(samples, self.sample_rate, MODEL_SAMPLE_RATE))
+        pcm = float_to_int16(resample(samples, self.sample_rate, POCKETSPHINX_SAMPLE_RATE))
         self._decoder.process_raw(pcm.tobytes(), False, False)
 
     def partial(self) -> str:

@@ -183,7 +183,7 @@ class DeepgramServer(WireServer):
     @property
     def engine(self) -> SpeechToText:
         if self._engine is None:
-            from pipelines.engines.pocketsphinx import PocketsphinxEngine
+            from pipelines.engines import PocketsphinxEngine
 
             self._engine = PocketsphinxEngine()
         return self._engine

@@ -101,7 +101,7 @@ class ElevenLabsServer(WireServer):
     @property
     def engine(self) -> TextToSpeech:
         if self._engine is None:
-            from pipelines.engines.espeak import EspeakEngine
+            from pipelines.engines import EspeakEngine
 
             self._engine = EspeakEngine()
         return self._engine

@@ -114,7 +114,7 @@ class OpenAIServer(WireServer):
     @property
     def stt_engine(self) -> SpeechToText:
         if self._stt is None:
-            from pipelines.engines.pocketsphinx import PocketsphinxEngine
+            from pipelines.engines import PocketsphinxEngine
 
             self._stt = PocketsphinxEngine()
         return self._stt
@@ -122,7 +122,7 @@ class OpenAIServer(WireServer):
     @property
     def tts_engine(self) -> TextToSpeech:
         if self._tts is None:
-            from pipelines.engines.espeak import EspeakEngine
+            from pipelines.engines import EspeakEngine
 
             self._tts = EspeakEngine()
         return self._tts

@@ -137,7 +137,7 @@ def _openai_llm(spec: ProviderSpec) -> llm.LLM[Any]:
 
 
 def _local_tts(spec: ProviderSpec) -> tts.TTS[Any]:
-    from pipelines.engines.espeak import DEFAULT_VOICE, resolve_voice
+    from pipelines.engines import DEFAULT_VOICE, resolve_voice
     from pipelines.providers.local_tts import EspeakTTS
 
     voice = DEFAULT_VOICE

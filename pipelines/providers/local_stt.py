@@ -36,8 +36,8 @@ from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import AudioBuffer, is_given
 
 from pipelines.audio import Float32Array, Int16Array, float_to_int16, int16_to_float, resample
-from pipelines.engines.pocketsphinx import (
-    MODEL_SAMPLE_RATE,
+from pipelines.engines import (
+    POCKETSPHINX_SAMPLE_RATE,
     PocketsphinxEngine,
     PocketsphinxError,
     check_language,
@@ -171,9 +171,9 @@ class PocketsphinxSTT(stt.STT[Never]):
             except ValueError as exc:
                 raise APIError(str(exc), retryable=False) from exc
         samples, rate = buffer_to_samples(buffer)
-        pcm = float_to_int16(resample(samples, rate, MODEL_SAMPLE_RATE))
+        pcm = float_to_int16(resample(samples, rate, POCKETSPHINX_SAMPLE_RATE))
         # Decoding runs at RTF ~0.2; allow for a loaded machine but not for a hang.
-        timeout = max(conn_options.timeout, 2.0 * len(pcm) / MODEL_SAMPLE_RATE)
+        timeout = max(conn_options.timeout, 2.0 * len(pcm) / POCKETSPHINX_SAMPLE_RATE)
         if self._child is not None:
             text = await self._child.transcribe(pcm, timeout=timeout)
         else:

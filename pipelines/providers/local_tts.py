@@ -18,9 +18,9 @@ from livekit.agents import (
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import is_given
 
-from pipelines.engines.espeak import (
+from pipelines.engines import (
     DEFAULT_VOICE,
-    SAMPLE_RATE,
+    ESPEAK_SAMPLE_RATE,
     EspeakError,
     espeak_command,
     parse_wav_header,
@@ -40,7 +40,7 @@ class EspeakTTS(tts.TTS[Never]):
     def __init__(self, *, voice: str = DEFAULT_VOICE, speaking_rate: float = 1.0) -> None:
         super().__init__(
             capabilities=tts.TTSCapabilities(streaming=False),
-            sample_rate=SAMPLE_RATE,
+            sample_rate=ESPEAK_SAMPLE_RATE,
             num_channels=1,
         )
         espeak_command(voice, speaking_rate)
@@ -92,7 +92,7 @@ class EspeakChunkedStream(tts.ChunkedStream):
     async def _run(self, output_emitter: tts.AudioEmitter) -> None:
         output_emitter.initialize(
             request_id=utils.shortuuid(),
-            sample_rate=SAMPLE_RATE,
+            sample_rate=ESPEAK_SAMPLE_RATE,
             num_channels=1,
             mime_type="audio/pcm",
         )
@@ -118,8 +118,10 @@ class EspeakChunkedStream(tts.ChunkedStream):
                     header = parse_wav_header(buf)
                     if header is None:
                         continue
-                    if header[0] != SAMPLE_RATE:
-                        raise EspeakError(f"espeak-ng wrote {header[0]} Hz, expected {SAMPLE_RATE}")
+                    if header[0] != ESPEAK_SAMPLE_RATE:
+                        raise EspeakError(
+                            f"espeak-ng wrote {header[0]} Hz, expected {ESPEAK_SAMPLE_RATE}"
+                        )
                     buf = buf[header[1] :]
                 usable = len(buf) - len(buf) % 2
                 if usable:

@@ -135,7 +135,7 @@ class FixedClipTTS:
     server does not resample either), trimmed so its first sample is speech."""
 
     def __init__(self, text: str = BENCH_REPLY) -> None:
-        from pipelines.engines.espeak import EspeakEngine
+        from pipelines.engines import EspeakEngine
 
         audio = EspeakEngine().synthesize(text)
         frame = audio.sample_rate // 100

@@ -30,7 +30,7 @@ from livekit import rtc
 from livekit.agents import llm, stt, utils
 
 from pipelines.audio import float_to_int16, resample
-from pipelines.engines.espeak import EspeakEngine
+from pipelines.engines import EspeakEngine
 from pipelines.loopback.base import Knobs, WireServer
 from pipelines.loopback.elevenlabs import ElevenLabsServer
 from pipelines.loopback.openai_compat import OpenAIServer

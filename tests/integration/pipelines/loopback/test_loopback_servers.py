@@ -30,7 +30,7 @@ from livekit.agents import stt as lk_stt
 from livekit.plugins import deepgram, elevenlabs, openai
 
 from pipelines.audio import Audio, float_to_int16, int16_to_float, resample, rms_dbfs
-from pipelines.engines.espeak import EspeakEngine
+from pipelines.engines import EspeakEngine
 from pipelines.loopback.base import Knobs
 from pipelines.loopback.deepgram import DeepgramServer, EnergySegmenter
 from pipelines.loopback.elevenlabs import ElevenLabsServer

@@ -25,7 +25,7 @@ from livekit import rtc
 from livekit.agents import llm, stt, tts, utils
 
 from pipelines.audio import float_to_int16, resample
-from pipelines.engines.espeak import EspeakEngine
+from pipelines.engines import EspeakEngine
 from pipelines.errors import ProviderError
 from pipelines.loopback.base import Knobs, WireServer
 from pipelines.loopback.elevenlabs import ElevenLabsServer

@@ -9,8 +9,7 @@ from livekit import rtc
 from livekit.agents import APIError
 
 from pipelines.audio import Audio, float_to_int16, resample
-from pipelines.engines.espeak import EspeakEngine
-from pipelines.engines.pocketsphinx import PocketsphinxEngine
+from pipelines.engines import EspeakEngine, PocketsphinxEngine
 from pipelines.providers.local_stt import PocketsphinxSTT
 
 # espeak's "ember" voice (en-us+f2) is the one pocketsphinx's model hears best.

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pipelines.audio import Audio, read_wav
-from pipelines.engines.pocketsphinx import PocketsphinxEngine
+from pipelines.engines import PocketsphinxEngine
 from worker.dev.replay import CallRecording, LiveKitEndpoint, WorkerProcess, run_caller
 from worker.settings import REPO_ROOT
 

@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.amd.classifier import transcript_evidence
 from pipelines.audio import Float32Array, read_wav
-from pipelines.engines.moonshine import MoonshineTranscriber, normalise_text, speech_spans
+from pipelines.engines import MoonshineTranscriber, normalise_text, speech_spans
 from worker.settings import REPO_ROOT
 
 FIXTURES = REPO_ROOT / "fixtures" / "amd"

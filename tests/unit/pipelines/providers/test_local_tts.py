@@ -5,9 +5,9 @@ import pytest
 from livekit.agents import APIConnectOptions, APIError
 
 from pipelines.audio import rms_dbfs
-from pipelines.engines.espeak import (
+from pipelines.engines import (
+    ESPEAK_SAMPLE_RATE,
     FRIENDLY_VOICES,
-    SAMPLE_RATE,
     EspeakEngine,
     EspeakError,
     parse_wav_header,
@@ -22,7 +22,7 @@ TEXT = "please call me back tomorrow morning"
 
 def test_synthesize_returns_speech_at_native_rate() -> None:
     audio = EspeakEngine().synthesize(TEXT)
-    assert audio.sample_rate == SAMPLE_RATE
+    assert audio.sample_rate == ESPEAK_SAMPLE_RATE
     assert audio.samples.dtype == np.float32
     assert 1.0 < audio.duration < 5.0
     assert rms_dbfs(audio.samples) > -30.0
@@ -93,7 +93,7 @@ def test_stream_yields_the_same_audio_as_synthesize() -> None:
 def test_parse_wav_header_waits_for_bytes_and_rejects_garbage() -> None:
     header = EspeakEngine().stream(TEXT, chunk_bytes=64)
     first = next(header)
-    assert first.sample_rate == SAMPLE_RATE
+    assert first.sample_rate == ESPEAK_SAMPLE_RATE
     assert parse_wav_header(b"RIFF") is None
     with pytest.raises(EspeakError):
         parse_wav_header(b"NOPE" + bytes(40))
@@ -102,7 +102,7 @@ def test_parse_wav_header_waits_for_bytes_and_rejects_garbage() -> None:
 async def test_livekit_tts_collect() -> None:
     tts = EspeakTTS(voice="ember")
     frame = await tts.synthesize(TEXT).collect()
-    assert frame.sample_rate == SAMPLE_RATE
+    assert frame.sample_rate == ESPEAK_SAMPLE_RATE
     assert frame.num_channels == 1
     assert 1.0 < frame.duration < 5.0
     await tts.aclose()
