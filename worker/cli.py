@@ -135,7 +135,7 @@ def _mix(args: argparse.Namespace) -> int:
 
 
 def _amd(args: argparse.Namespace) -> int:
-    from pipelines.amd.classifier import amd_file
+    from pipelines.amd import amd_file
 
     verdict = amd_file(args.wav, timeout_seconds=args.timeout, realtime=args.realtime)
     emit(verdict.to_json())

@@ -2,3 +2,49 @@
 evidence, and the offline transcribers ``voice-worker amd`` and ``bench amd`` use. Imports
 neither ``pipelines.providers`` nor ``worker``.
 """
+
+from pipelines.amd.classifier import FRAME_SECONDS, AMDClassifier, AMDDetector, Tiebreaker, Verdict
+from pipelines.amd.detectors import BeepDetector, Tone, is_sit
+from pipelines.amd.offline import (
+    Transcriber,
+    amd_file,
+    moonshine_phrases_transcriber,
+    moonshine_transcriber,
+    phrase_transcriber,
+    pocketsphinx_transcriber,
+)
+from pipelines.amd.phrase_lm import (
+    DOMAIN_CORPUS,
+    IVR_ACTIONS,
+    IVR_MENU_LINES,
+    IVR_OPTIONS,
+    PhraseTranscriber,
+    build_arpa,
+)
+from pipelines.amd.phrases import TranscriptEvidence, answer_opening, transcript_evidence
+
+__all__ = [
+    "DOMAIN_CORPUS",
+    "FRAME_SECONDS",
+    "IVR_ACTIONS",
+    "IVR_MENU_LINES",
+    "IVR_OPTIONS",
+    "AMDClassifier",
+    "AMDDetector",
+    "BeepDetector",
+    "PhraseTranscriber",
+    "Tiebreaker",
+    "Tone",
+    "Transcriber",
+    "TranscriptEvidence",
+    "Verdict",
+    "amd_file",
+    "answer_opening",
+    "build_arpa",
+    "is_sit",
+    "moonshine_phrases_transcriber",
+    "moonshine_transcriber",
+    "phrase_transcriber",
+    "pocketsphinx_transcriber",
+    "transcript_evidence",
+]

@@ -3,11 +3,13 @@
 ``AMDClassifier`` is the synchronous core. It hears the callee's audio (20 ms frames) and
 the STT transcript as they arrive and combines:
 
-- the speech/silence pattern from ``pipelines.audio.vad.VADCore``: a short greeting followed by
+- the speech/silence pattern from ``pipelines.audio.VADCore``: a short greeting followed by
   silence is a human waiting for the caller; a long monologue is a recording;
 - a beep detector (one narrow-band tone, 400-2000 Hz, 0.2-2 s) and a special information
-  tone (SIT, the carrier's three rising tones before "not available" announcements);
-- phrases in the transcript ("leave a message", "press 1", "mailbox is full", ...).
+  tone (SIT, the carrier's three rising tones before "not available" announcements), in
+  ``pipelines.amd.detectors``;
+- phrases in the transcript ("leave a message", "press 1", "mailbox is full", ...), in
+  ``pipelines.amd.phrases``.
 
 It emits one ``Verdict`` as soon as the evidence suffices and never later than
 ``timeout_seconds`` of callee audio: at the deadline it answers with what it has. A
@@ -19,34 +21,29 @@ short (under ~1.8 s of speech) and followed by ~0.75 s of silence; a machine gre
 long and continuous. The transcript separates the machine kinds and settles the lengths
 in between; an optional async LLM ``tiebreaker`` (bounded by its own deadline) may settle
 what is still ambiguous. ``AMDDetector`` is the async adapter for a live call;
-``amd_file`` replays a recording with a simulated streaming STT.
+``pipelines.amd.offline.amd_file`` replays a recording with a simulated streaming STT.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import math
-import re
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
 import numpy as np
 from livekit import rtc
-from livekit.agents.vad import VADEventType
 
-from pipelines.audio import Float32Array, VADCore, int16_to_float, read_wav, rms_dbfs
+from pipelines.amd.detectors import BeepDetector, Tone, is_sit
+from pipelines.amd.phrases import TranscriptEvidence, answer_opening, transcript_evidence
+from pipelines.audio import Float32Array, VADCore, int16_to_float
 from pipelines.types import AMD_CATEGORIES, AMDCategory
 
 Tiebreaker = Callable[[str], Awaitable[AMDCategory | None]]
 """Optional async second opinion (e.g. an LLM) on a transcript; None means "cannot tell"."""
-
-Transcriber = Callable[[Float32Array, int], str]
 
 FRAME_SECONDS: Final = 0.02
 _ONSET_FRAMES: Final = 5
@@ -77,259 +74,6 @@ class Verdict:
             "beep_at": None if self.beep_at is None else round(self.beep_at, 3),
             "evidence": dict(self.evidence),
         }
-
-
-# ---------------------------------------------------------------------------- tones
-
-
-@dataclass(frozen=True, slots=True)
-class Tone:
-    """A steady single-frequency tone heard in the callee audio."""
-
-    start: float
-    end: float
-    frequency: float
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
-
-
-class BeepDetector:
-    """Finds steady pure tones: one spectral peak holding most of the energy of a 64 ms
-    window, at a stable frequency, for at least ``min_duration``.
-
-    Speech spreads its energy over harmonics and formants; DTMF is two tones; a beep is
-    one. ``push_frame`` takes consecutive hops of any fixed length (20 ms in the classifier)
-    and returns the tone that just reached ``min_duration`` (once per tone); ``tones`` keeps
-    every tone heard, with its end once it stopped.
-
-    ``tonal`` says the audio is signalling, not speech: a single tone held at one frequency
-    for ``min_tonal`` seconds, or two tones (DTMF, call progress) held for ``min_dual``.
-    A single 64 ms window is not enough: a synthetic or very clean voice's vowel often puts
-    80 % of the band's energy into one or two harmonics for a frame or two, and calling
-    those frames "not speech" cut greetings into false pauses (an IVR's first phrase then
-    read as a short human answer).
-    """
-
-    def __init__(
-        self,
-        sample_rate: int,
-        *,
-        min_freq: float = 400.0,
-        max_freq: float = 2000.0,
-        min_duration: float = 0.2,
-        max_duration: float = 2.0,
-        concentration: float = 0.8,
-        min_level_dbfs: float = -45.0,
-        min_tonal: float = 0.15,
-        min_dual: float = 0.06,
-    ) -> None:
-        self.sample_rate = sample_rate
-        self.min_tonal, self.min_dual = min_tonal, min_dual
-        self.min_freq, self.max_freq = min_freq, max_freq
-        self.min_duration, self.max_duration = min_duration, max_duration
-        self.concentration = concentration
-        self.min_level_dbfs = min_level_dbfs
-        self._window_len = int(0.064 * sample_rate)
-        self._nfft = 1 << (2 * self._window_len - 1).bit_length()
-        self._hann = np.hanning(self._window_len).astype(np.float32)
-        freqs = np.fft.rfftfreq(self._nfft, 1.0 / sample_rate)
-        self._bin_hz = float(freqs[1])
-        self._band = (freqs >= 200.0) & (freqs <= min(3800.0, 0.475 * sample_rate))
-        self._peak_halfwidth = max(1, math.ceil(40.0 / self._bin_hz))
-        self.reset()
-
-    def reset(self) -> None:
-        self._buf = np.zeros(self._window_len, dtype=np.float32)
-        self._t = 0.0
-        self._run_start: float | None = None
-        self._run_freq = 0.0
-        self._run_end = 0.0
-        self._run_reported = False
-        self._dual_s = 0.0
-        self.tonal = False
-        """Whether the last frame was part of a held tone or tone pair (so not speech)."""
-        self.tones: list[Tone] = []
-
-    def push_frame(self, frame: Float32Array) -> Tone | None:
-        n = len(frame)
-        if n >= self._window_len:
-            self._buf = frame[-self._window_len :].astype(np.float32)
-        else:
-            self._buf = np.concatenate((self._buf[n:], frame.astype(np.float32)))
-        self._t += n / self.sample_rate
-        freq, dual = self._tone_frequency()
-        self._dual_s = self._dual_s + n / self.sample_rate if dual else 0.0
-        self.tonal = self._dual_s >= self.min_dual - 1e-9
-        if freq is not None and (self._run_start is None or abs(freq - self._run_freq) <= 30.0):
-            if self._run_start is None:
-                # the window is centred half a window before its end
-                self._run_start = max(0.0, self._t - self._window_len / self.sample_rate / 2)
-                self._run_freq = freq
-                self._run_reported = False
-            self._run_end = self._t
-            dur = self._run_end - self._run_start
-            self.tonal = dur >= self.min_tonal
-            if not self._run_reported and dur >= self.min_duration:
-                self._run_reported = True
-                tone = Tone(self._run_start, self._run_end, self._run_freq)
-                self.tones.append(tone)
-                return tone
-            if self._run_reported:
-                self.tones[-1] = Tone(self._run_start, self._run_end, self._run_freq)
-            return None
-        self._run_start = None
-        if freq is not None:
-            return self.push_frame(np.zeros(0, dtype=np.float32))  # start a new run
-        return None
-
-    def _tone_frequency(self) -> tuple[float | None, bool]:
-        """The beep-band frequency of a single steady tone, and whether the window is
-        instead two tones (DTMF, call-progress tones): signalling, not speech, not a beep."""
-        x = self._buf
-        if rms_dbfs(x) < self.min_level_dbfs:
-            return None, False
-        spec = np.abs(np.fft.rfft(x * self._hann, self._nfft)) ** 2
-        band = np.where(self._band, spec, 0.0)
-        total = float(band.sum())
-        if total <= 0.0:
-            return None, False
-        w = self._peak_halfwidth
-        peak = int(np.argmax(band))
-        lo, hi = max(0, peak - w), peak + w + 1
-        first = float(band[lo:hi].sum())
-        if first < self.concentration * total:
-            rest = band.copy()
-            rest[lo:hi] = 0.0
-            second = int(np.argmax(rest))
-            dual = first + float(rest[max(0, second - w) : second + w + 1].sum())
-            return None, dual >= self.concentration * total
-        # parabolic interpolation of the peak for a sub-bin frequency estimate
-        a, b, c = (float(np.log(spec[i] + 1e-20)) for i in (peak - 1, peak, peak + 1))
-        denom = a - 2 * b + c
-        offset = 0.5 * (a - c) / denom if denom != 0 else 0.0
-        freq = (peak + offset) * self._bin_hz
-        return (freq if self.min_freq <= freq <= self.max_freq else None), False
-
-
-def is_sit(tones: list[Tone]) -> bool:
-    """The special information tone: two or three short tones of rising frequency in a
-    row (913.8, 1370.6, 1776.7 Hz in the North American standard)."""
-    for first, second in itertools.pairwise(tones):
-        if (
-            first.duration <= 0.5
-            and second.start - first.end <= 0.12
-            and second.frequency - first.frequency >= 200.0
-        ):
-            return True
-    return False
-
-
-# ---------------------------------------------------------------------------- transcript
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptEvidence:
-    """What a transcript says about who is speaking."""
-
-    category: AMDCategory | None
-    """The machine kind the phrases point to, "human", or None without evidence."""
-    phrase: str | None
-    """The matched phrase, as found in the transcript."""
-    strong: bool
-    """Decisive on its own (a mailbox-full or IVR menu phrase) without waiting."""
-
-
-def _pattern(*alternatives: str) -> re.Pattern[str]:
-    return re.compile(r"\b(?:" + "|".join(alternatives) + r")\b")
-
-
-_UNAVAILABLE_STRONG = _pattern(
-    r"mail ?box (?:is |was )?full",
-    r"(?:mail ?box|box) is full",
-    r"can ?not accept",
-    r"cannot accept",
-    r"not accepting",
-    r"(?:number|customer|subscriber) (?:you (?:have )?(?:dialed|called|calling)|is) ",
-    r"(?:no longer|not) in service",
-    r"has not (?:been )?set up",
-    r"call cannot be completed",
-    r"been disconnected",
-)
-_IVR = _pattern(
-    r"press(?:ed)? (?:one|two|three|four|five|six|seven|eight|nine|zero|pound|star|\d)",
-    r"for \w+(?: \w+)? press",
-    r"(?:menu|options?) (?:have|has) changed",
-    r"main menu",
-    r"listen carefully",
-    r"(?:party'?s|the) extension",
-    r"dial (?:it|the extension)",
-    r"oprima",
-    r"para espa\w+",
-)
-_VOICEMAIL = _pattern(
-    r"leave (?:a|your|me a|the) (?:message|name|brief)",
-    r"(?:leave|record) (?:a |your )?message",
-    r"after the (?:tone|beep)",
-    r"at the (?:tone|beep)",
-    r"you(?:'ve| have) reached",
-    r"voice ?mail",
-    r"get back to you",
-    r"call you back",
-    r"return your call",
-    r"(?:can't|cannot|can not|unable to) (?:take|get to|come to|answer)",
-    r"missed (?:you|your call)",
-    r"not (?:here|home|available) right now",
-)
-_IVR_WEAK = _pattern(
-    r"welcome to",
-)
-"""A business's recorded welcome ("welcome to Acme"): an IVR or auto-attendant. Weak: it
-names the machine kind once a greeting longer than a human's has ended (a short one is a
-receptionist's) or the deadline came, and it ranks below every voicemail phrase
-("welcome to the voicemail of ...")."""
-_UNAVAILABLE_WEAK = _pattern(
-    r"(?:is|are) not available",
-    r"is unavailable",
-    r"try (?:again|later|your call)",
-)
-_HUMAN = _pattern(
-    r"who(?:'s| is) (?:this|calling|speaking)",
-    r"who am i",
-    r"speaking",
-    r"can i help",
-    r"go ahead",
-    r"what's up",
-    r"hear you",
-    r"this is \w+",
-    r"\w+ here",
-)
-
-_ANSWER = re.compile(r"(?:yes|yeah|yep)\b")
-"""A call opened with "yes"/"yeah" is answered by someone replying to the ring; a recorded
-greeting addresses an absent caller ("hi", "hello, you've reached", "thank you for
-calling"). Weak: it only tips a greeting of ambiguous length with no phrase evidence,
-where the length alone would lean machine."""
-
-
-def transcript_evidence(text: str) -> TranscriptEvidence:
-    """Machine kind implied by a transcript. Order matters: "the mailbox is full and cannot
-    accept messages" mentions messages but is no voicemail; "I'm not available, leave a
-    message" mentions availability but is one."""
-    t = " ".join(text.lower().split())
-    for pattern, category, strong in (
-        (_UNAVAILABLE_STRONG, "machine-unavailable", True),
-        (_IVR, "machine-ivr", True),
-        (_VOICEMAIL, "machine-vm", False),
-        (_UNAVAILABLE_WEAK, "machine-unavailable", False),
-        (_IVR_WEAK, "machine-ivr", False),
-        (_HUMAN, "human", False),
-    ):
-        m = pattern.search(t)
-        if m:
-            return TranscriptEvidence(category, m.group(0), strong)  # type: ignore[arg-type]
-    return TranscriptEvidence(None, None, False)
 
 
 # ---------------------------------------------------------------------------- classifier
@@ -603,13 +347,12 @@ class AMDClassifier:
         if silence < self.end_silence + self.ambiguous_wait:
             return None
         mid = (self.human_max_greeting + self.machine_min_greeting) / 2
-        answer = _ANSWER.match(" ".join(self.transcript.lower().split()))
+        answer = answer_opening(self.transcript)
         if answer and speech >= mid:
             return self._emit(
                 "human",
                 0.55,
-                f"ambiguous greeting ({speech:.1f} s) opening with {answer.group(0)!r}, "
-                "leaning human",
+                f"ambiguous greeting ({speech:.1f} s) opening with {answer!r}, leaning human",
                 now,
             )
         lean: AMDCategory = "human" if speech < mid else "machine-vm"
@@ -713,151 +456,3 @@ class AMDDetector:
             category = None
         if category is not None and category in AMD_CATEGORIES:
             self._settle(self.core.apply_tiebreak(category, self.core.now))
-
-
-# ---------------------------------------------------------------------------- offline replay
-
-_ENGINES: dict[str, Callable[[Float32Array, int], str]] = {}
-_STT_CACHE: dict[tuple[str, int, int, bytes], str] = {}
-
-
-@dataclass(frozen=True)
-class _Memoised:
-    """A transcriber whose engine is built on first use (once per process) and whose
-    results are memoised on the exact audio (replays repeat segments). Picklable, so a
-    test can run it in a child process."""
-
-    name: str
-    make: Callable[[], Callable[[Float32Array, int], str]]
-
-    def __call__(self, samples: Float32Array, sample_rate: int) -> str:
-        key = (self.name, sample_rate, len(samples), samples.tobytes())
-        if key not in _STT_CACHE:
-            if self.name not in _ENGINES:
-                _ENGINES[self.name] = self.make()
-            _STT_CACHE[key] = _ENGINES[self.name](samples, sample_rate)
-        return _STT_CACHE[key]
-
-
-def _open_vocabulary() -> Callable[[Float32Array, int], str]:
-    from pipelines.engines import PocketsphinxEngine
-
-    return PocketsphinxEngine().transcribe
-
-
-def _phrase_model() -> Callable[[Float32Array, int], str]:
-    from pipelines.amd.phrase_lm import PhraseTranscriber
-
-    return PhraseTranscriber()
-
-
-def _moonshine() -> Callable[[Float32Array, int], str]:
-    from pipelines.engines import MoonshineTranscriber
-
-    return MoonshineTranscriber()
-
-
-pocketsphinx_transcriber = _Memoised("open", _open_vocabulary)
-"""Open-vocabulary pocketsphinx. On 8 kHz telephone audio it is mostly nonsense; kept to
-measure against."""
-
-phrase_transcriber = _Memoised("phrases", _phrase_model)
-"""Pocketsphinx constrained to the language of answered calls (``pipelines.amd.phrase_lm``)."""
-
-moonshine_transcriber = _Memoised("moonshine", _moonshine)
-"""Moonshine base-en (``pipelines.engines.moonshine``), the open-vocabulary model bundled in
-its wheel."""
-
-
-def moonshine_phrases_transcriber(samples: Float32Array, sample_rate: int) -> str:
-    """Both offline recognisers, Moonshine's text then the phrase model's: the default
-    offline transcript source. They err on different calls (Moonshine mishears words the
-    domain model knows; the domain model forces an unknown sentence onto a known phrase),
-    and ``transcript_evidence`` ranks the phrases it finds, not the recogniser they came
-    from, so a machine phrase either one heard counts."""
-    texts = (moonshine_transcriber(samples, sample_rate), phrase_transcriber(samples, sample_rate))
-    return " ".join(t for t in texts if t)
-
-
-def amd_file(
-    path: str | Path,
-    *,
-    timeout_seconds: float = 8.0,
-    realtime: bool = False,
-    transcriber: Transcriber | None = None,
-    stt_latency: float | None = 0.35,
-    interim_every: float = 1.0,
-    transcripts: Sequence[tuple[float, str, bool]] | None = None,
-    **options: float,
-) -> Verdict:
-    """Replays a recording through the classifier in 20 ms chunks, as a call would.
-
-    A simulated streaming STT runs beside it: its own VAD cuts utterances; every
-    ``interim_every`` seconds of an utterance an interim result, and at its end a final
-    result, is delivered ``stt_latency`` seconds of audio time later (the latency of a
-    streaming STT; ``None`` uses the measured compute time of each transcription instead,
-    which on this machine is pocketsphinx's real cost). The STT is ``transcriber``, by
-    default ``moonshine_phrases_transcriber`` (offline: Moonshine and the domain-model
-    pocketsphinx together). ``transcripts`` replaces the
-    simulated STT with given ``(at_seconds, text, is_final)`` results (a reference
-    transcript, or a recorded STT stream). After the recording ends the line
-    is silent until the verdict; the deadline guarantees one. ``realtime`` paces the
-    chunks on the wall clock.
-    """
-    audio = read_wav(path)
-    rate = audio.sample_rate
-    stt = transcriber or moonshine_phrases_transcriber
-    core = AMDClassifier(rate, timeout_seconds, **options)  # type: ignore[arg-type]
-    endpointer = VADCore(
-        frame_ms=20,
-        sample_rate=16000 if rate >= 16000 else 8000,
-        min_silence_duration=0.3,
-        keep_speech_audio=False,
-    )
-    chunk = round(FRAME_SECONDS * rate)
-    deliveries: list[tuple[float, str, bool]] = sorted(transcripts or [], key=lambda d: d[0])
-    last_interim = 0.0
-    utterance_start = 0
-    started = time.monotonic()
-
-    def transcribe(segment: Float32Array | None, at: float, final: bool) -> None:
-        if segment is None or len(segment) < rate // 10:
-            text = ""
-        else:
-            t0 = time.perf_counter()
-            text = stt(segment, rate)
-            compute = time.perf_counter() - t0
-            at += compute if stt_latency is None else stt_latency
-        deliveries.append((at, text, final))
-        deliveries.sort(key=lambda d: d[0])
-
-    samples = audio.samples
-    limit = math.ceil(timeout_seconds / FRAME_SECONDS) + 1
-    for i in range(limit):
-        x = samples[i * chunk : (i + 1) * chunk]
-        if len(x) < chunk:
-            x = np.concatenate((x, np.zeros(chunk - len(x), dtype=np.float32)))
-        now = (i + 1) * chunk / rate
-        if realtime:
-            time.sleep(max(0.0, started + now - time.monotonic()))
-        while deliveries and deliveries[0][0] <= now - chunk / rate:
-            at, text, final = deliveries.pop(0)
-            verdict = core.push_transcript(text, final, at)
-            if verdict:
-                return verdict
-        verdict = core.push_audio(x)
-        if verdict:
-            return verdict
-        if transcripts is not None:
-            continue
-        for ev in endpointer.push(x, rate):
-            if ev.type is VADEventType.START_OF_SPEECH:
-                last_interim = now
-                utterance_start = max(0, round((ev.speech_start - 0.2) * rate))
-            else:
-                transcribe(samples[utterance_start : round(now * rate)], now, True)
-        if endpointer.speaking and now - last_interim >= interim_every:
-            last_interim = now
-            # an interim re-reads the utterance so far, as a streaming STT revises it
-            transcribe(samples[utterance_start : round(now * rate)], now, False)
-    return core.tick(timeout_seconds) or core.verdict  # type: ignore[return-value]

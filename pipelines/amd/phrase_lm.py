@@ -10,7 +10,7 @@ model built from how calls are answered: voicemail greetings, IVR menus, carrier
 announcements and human answers. Human answers are in the corpus on purpose: a short
 "hello" must have somewhere to go besides a machine phrase.
 
-``PhraseTranscriber`` is a ``pipelines.amd.classifier.Transcriber`` (float32 samples and their rate
+``PhraseTranscriber`` is a ``pipelines.amd.Transcriber`` (float32 samples and their rate
 in, lowercase text out); the AMD classifier consumes its text through the same
 ``push_transcript`` path as a streaming cloud STT. The corpus is generic phrasing written
 for the product, not the fixtures' texts; ``build_arpa`` turns any corpus into a model.

@@ -1,6 +1,6 @@
 """Answering machine detection routing for outbound calls (reference ``003_*``).
 
-The callee's first seconds go to ``pipelines.amd.classifier.AMDDetector`` (audio and STT results as
+The callee's first seconds go to ``pipelines.amd.AMDDetector`` (audio and STT results as
 they arrive); its verdict picks the plan's action for that category:
 
 - ``continue``: open the reply gate and greet (unless the plan greeted already);
@@ -23,7 +23,7 @@ from livekit import rtc
 from livekit.agents import AgentSession, llm
 from livekit.agents.voice.events import ConversationItemAddedEvent, UserInputTranscribedEvent
 
-from pipelines.amd.classifier import AMDDetector, Verdict
+from pipelines.amd import AMDDetector, Verdict
 from pipelines.types import AMD_CATEGORIES
 from worker.call.lifecycle import CallLifecycle
 from worker.plan.resolve import AMDPlan, SessionPlan

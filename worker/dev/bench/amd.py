@@ -6,7 +6,7 @@
 
 Every recording is replayed through ``amd_file`` in simulated real time. ``--stt`` picks
 where the transcript comes from: ``moonshine+phrases`` (the default offline source: both
-recognisers' texts, see ``pipelines.amd.classifier.moonshine_phrases_transcriber``), ``moonshine``
+recognisers' texts, see ``pipelines.amd.moonshine_phrases_transcriber``), ``moonshine``
 (Moonshine base-en, ``pipelines.engines.moonshine``), ``phrases`` (pocketsphinx with the
 call-language model of ``pipelines.amd.phrase_lm``) or ``pocketsphinx`` (open vocabulary), all run
 on the utterances the simulated streaming STT cuts; ``reference`` (the
@@ -31,7 +31,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pipelines.amd.classifier import (
+from pipelines.amd import (
     Transcriber,
     Verdict,
     amd_file,

@@ -37,7 +37,7 @@ import pytest
 from aiohttp import web
 from livekit import rtc
 
-from pipelines.amd.classifier import phrase_transcriber
+from pipelines.amd import phrase_transcriber
 from pipelines.audio import Float32Array, read_wav, rms_dbfs
 from pipelines.loopback.openai_compat import OpenAIServer, ScriptedReply, ToolCall
 from worker.dev.replay import CallRecording, LiveKitEndpoint, WorkerProcess, run_caller

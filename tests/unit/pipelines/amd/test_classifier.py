@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipelines.amd.classifier import (
+from pipelines.amd import (
     AMDClassifier,
     AMDDetector,
     BeepDetector,

@@ -8,13 +8,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipelines.amd.classifier import transcript_evidence
-from pipelines.amd.phrase_lm import (
+from pipelines.amd import (
     DOMAIN_CORPUS,
     IVR_MENU_LINES,
     IVR_OPTIONS,
     PhraseTranscriber,
     build_arpa,
+    transcript_evidence,
 )
 from pipelines.audio import Float32Array, read_wav
 from worker.settings import REPO_ROOT

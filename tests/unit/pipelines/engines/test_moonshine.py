@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipelines.amd.classifier import transcript_evidence
+from pipelines.amd import transcript_evidence
 from pipelines.audio import Float32Array, read_wav
 from pipelines.engines import MoonshineTranscriber, normalise_text, speech_spans
 from worker.settings import REPO_ROOT
