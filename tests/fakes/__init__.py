@@ -1,8 +1,10 @@
-"""Fake providers for tests: each subclasses LiveKit's real base class and overrides only
-the hook, with knobs set at construction or flipped mid-test with ``update_options(...)``,
-and records what it was asked (in the manner of livekit/agents' ``tests/fake_stt.py``).
+"""Fake providers and audio outputs for tests: each subclasses LiveKit's real base class and
+overrides only the hook, with knobs set at construction or flipped mid-test with
+``update_options(...)``, and records what it was asked (in the manner of livekit/agents'
+``tests/fake_stt.py``).
 """
 
+from tests.fakes.audio import FakeSink, PassThrough, PausingSink
 from tests.fakes.chain import Clock, make_chain
 from tests.fakes.llm import FakeLLM, FakeLLMStream, collect_reply
 from tests.fakes.stt import FakeSTT, FakeSTTStream
@@ -15,7 +17,10 @@ __all__ = [
     "FakeLLMStream",
     "FakeSTT",
     "FakeSTTStream",
+    "FakeSink",
     "FakeTTS",
+    "PassThrough",
+    "PausingSink",
     "collect_reply",
     "make_chain",
 ]

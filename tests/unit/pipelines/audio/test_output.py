@@ -16,9 +16,9 @@ from pipelines.audio import (
     StretchOutput,
     float_to_int16,
     install_output_chain,
-    int16_to_float,
     rms_dbfs,
 )
+from tests.fakes import FakeSink, PassThrough, PausingSink
 
 SR = 24000
 FRAME = SR // 100
@@ -35,75 +35,6 @@ def frames(samples: Float32Array) -> list[rtc.AudioFrame]:
         rtc.AudioFrame(pcm[i : i + FRAME].tobytes(), SR, 1, len(pcm[i : i + FRAME]))
         for i in range(0, len(pcm), FRAME)
     ]
-
-
-class FakeSink(io.AudioOutput):
-    """Records frames; reports a segment as fully played right after its flush."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            label="FakeSink",
-            capabilities=io.AudioOutputCapabilities(pause=True),
-            sample_rate=SR,
-        )
-        self.frames: list[rtc.AudioFrame] = []
-        self.cleared = 0
-        self._pushed = 0.0
-        self._interrupted = False
-
-    @property
-    def samples(self) -> Float32Array:
-        if not self.frames:
-            return np.zeros(0, dtype=np.float32)
-        return np.concatenate(
-            [int16_to_float(np.frombuffer(f.data, np.int16)) for f in self.frames]
-        )
-
-    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
-        await super().capture_frame(frame)
-        if not self._pushed:
-            self.on_playback_started(created_at=0.0)
-        self.frames.append(frame)
-        self._pushed += frame.duration
-
-    def flush(self) -> None:
-        super().flush()
-        pos, interrupted = self._pushed, self._interrupted
-        self._pushed, self._interrupted = 0.0, False
-        if pos:
-            asyncio.get_running_loop().call_soon(
-                lambda: self.on_playback_finished(playback_position=pos, interrupted=interrupted)
-            )
-
-    def clear_buffer(self) -> None:
-        self.cleared += 1
-        self._interrupted = True
-
-
-class PassThrough(io.AudioOutput):
-    """Stands in for the recorder / transcript synchronizer above the sink."""
-
-    def __init__(self, next_in_chain: io.AudioOutput) -> None:
-        super().__init__(
-            label="PassThrough",
-            capabilities=io.AudioOutputCapabilities(pause=True),
-            next_in_chain=next_in_chain,
-            sample_rate=next_in_chain.sample_rate,
-        )
-
-    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
-        await super().capture_frame(frame)
-        assert self.next_in_chain is not None
-        await self.next_in_chain.capture_frame(frame)
-
-    def flush(self) -> None:
-        super().flush()
-        assert self.next_in_chain is not None
-        self.next_in_chain.flush()
-
-    def clear_buffer(self) -> None:
-        assert self.next_in_chain is not None
-        self.next_in_chain.clear_buffer()
 
 
 async def speak(out: io.AudioOutput, samples: Float32Array) -> None:
@@ -308,55 +239,6 @@ async def test_nothing_to_do_is_a_pass_through() -> None:
     assert output.audio is sink
 
 
-class PausingSink(io.AudioOutput):
-    """Like RoomIO's output: holds audio while paused, reports only what it played."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            label="PausingSink",
-            capabilities=io.AudioOutputCapabilities(pause=True),
-            sample_rate=SR,
-        )
-        self.paused = False
-        self.held = 0.0
-        self.flushed = False
-        self.started = False
-
-    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
-        await super().capture_frame(frame)
-        self.held += frame.duration
-        self._play()
-
-    def flush(self) -> None:
-        super().flush()
-        self.flushed = True
-        self._play()
-
-    def clear_buffer(self) -> None:
-        if self.held:
-            self._finish(interrupted=True, position=0.0)
-
-    def pause(self) -> None:
-        self.paused = True
-
-    def resume(self) -> None:
-        self.paused = False
-        self._play()
-
-    def _play(self) -> None:
-        if self.paused or not self.held:
-            return
-        if not self.started:
-            self.started = True
-            self.on_playback_started(created_at=1.0)
-        if self.flushed:
-            self._finish(interrupted=False, position=self.held)
-
-    def _finish(self, *, interrupted: bool, position: float) -> None:
-        self.held, self.flushed, self.started = 0.0, False, False
-        self.on_playback_finished(playback_position=position, interrupted=interrupted)
-
-
 async def test_stretch_stage_segment_captured_while_paused_plays_on_resume() -> None:
     # LiveKit pauses the output when a say() starts while the caller still counts as speaking
     sink = PausingSink()
@@ -397,7 +279,8 @@ async def test_livekit_roomio_sink_gets_the_source_writer() -> None:
     instead of silently falling back to the slower portable writer."""
     from livekit.agents.voice.room_io._output import _ParticipantAudioOutput
 
-    from pipelines.audio.output import _SourceWriter, track_writer
+    from pipelines.audio import track_writer
+    from pipelines.audio.output import _SourceWriter
 
     sink = _ParticipantAudioOutput(
         rtc.Room(), sample_rate=SR, num_channels=1, track_publish_options=rtc.TrackPublishOptions()
