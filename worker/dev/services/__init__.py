@@ -1,9 +1,15 @@
 """The real local services the project starts itself, each a ``ManagedProcess`` bound to
-loopback on free ports: a LiveKit server in ``--dev`` mode, the offline LLM (llama.cpp) and
-toxiproxy. ``python -m worker.dev.services livekit|llama`` runs one until Ctrl-C."""
+loopback on free ports: a LiveKit server in ``--dev`` mode, the offline LLM (llama.cpp),
+toxiproxy, and the worker itself (``python -m worker start``).
+``python -m worker.dev.services livekit|llama`` runs one until Ctrl-C."""
 
-from worker.dev.services.livekit import LiveKitServer, ensure_built, find_livekit_binary
-from worker.dev.services.llama import LlamaServer
+from worker.dev.services.livekit import (
+    LiveKitEndpoint,
+    LiveKitServer,
+    ensure_built,
+    find_livekit_binary,
+)
+from worker.dev.services.llama import LlamaServer, warm_up_llm
 from worker.dev.services.process import (
     CACHE_BIN,
     LOOPBACK,
@@ -13,10 +19,12 @@ from worker.dev.services.process import (
     http_ok,
 )
 from worker.dev.services.toxiproxy import Proxy, ToxiproxyError, ToxiproxyServer
+from worker.dev.services.worker import WorkerProcess
 
 __all__ = [
     "CACHE_BIN",
     "LOOPBACK",
+    "LiveKitEndpoint",
     "LiveKitServer",
     "LlamaServer",
     "ManagedProcess",
@@ -24,8 +32,10 @@ __all__ = [
     "ServiceError",
     "ToxiproxyError",
     "ToxiproxyServer",
+    "WorkerProcess",
     "ensure_built",
     "find_livekit_binary",
     "free_port",
     "http_ok",
+    "warm_up_llm",
 ]

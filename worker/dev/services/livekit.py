@@ -1,5 +1,6 @@
 """``livekit-server --dev`` on loopback: the binary (built from the Go module proxy into
-``.cache/bin`` at the pinned release) and its manager."""
+``.cache/bin`` at the pinned release), its manager, and ``LiveKitEndpoint``, where any
+LiveKit server answers."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ import secrets
 import shutil
 import socket
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from worker.dev.services.process import CACHE_BIN, LOOPBACK, ManagedProcess, ServiceError, free_port
 from worker.settings import REPO_ROOT
+
+if TYPE_CHECKING:
+    from livekit import api
 
 LIVEKIT_VERSION = "v1.13.5"
 LIVEKIT_MODULE = f"github.com/livekit/livekit-server/cmd/server@{LIVEKIT_VERSION}"
@@ -59,6 +65,20 @@ def ensure_built() -> Path:
     return built
 
 
+@dataclass(frozen=True, slots=True)
+class LiveKitEndpoint:
+    """Where a LiveKit server answers and the key pair its API accepts."""
+
+    url: str
+    api_key: str
+    api_secret: str
+
+    def client(self) -> api.LiveKitAPI:
+        from livekit import api  # the SDK only where a client is made: CLI start-up stays light
+
+        return api.LiveKitAPI(self.url.replace("ws://", "http://"), self.api_key, self.api_secret)
+
+
 class LiveKitServer(ManagedProcess):
     """``livekit-server --dev`` on loopback with its own config: random HTTP/TCP/UDP ports,
     one API key pair, ICE candidates on 127.0.0.1 only."""
@@ -91,6 +111,10 @@ class LiveKitServer(ManagedProcess):
     def http_url(self) -> str:
         """The same server for the Twirp server API (``LiveKitAPI`` accepts either)."""
         return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def endpoint(self) -> LiveKitEndpoint:
+        return LiveKitEndpoint(self.url, self.api_key, self.api_secret)
 
     def config_yaml(self) -> str:
         return "\n".join(
@@ -127,11 +151,5 @@ class LiveKitServer(ManagedProcess):
     def _ready_url(self) -> str:
         return f"{self.http_url}/"
 
-    def describe(self) -> dict[str, str | int]:
-        return {
-            "url": self.url,
-            "api_key": self.api_key,
-            "api_secret": self.api_secret,
-            "pid": self.pid or 0,
-            "log": str(self.log_path),
-        }
+    def _reach(self) -> dict[str, str]:
+        return {"url": self.url, "api_key": self.api_key, "api_secret": self.api_secret}

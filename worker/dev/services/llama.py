@@ -1,10 +1,14 @@
 """The offline LLM as a local service: ``python -m pipelines.providers.local_llm`` (a llama.cpp
-server running Gemma 3 270M), an OpenAI-compatible endpoint on loopback."""
+server running Gemma 3 270M), an OpenAI-compatible endpoint on loopback, and
+``warm_up_llm``, which spends a fresh server's slow first answer before a caller would."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 from worker.dev.services.process import LOOPBACK, ManagedProcess, ServiceError, free_port
@@ -66,11 +70,21 @@ class LlamaServer(ManagedProcess):
     def _ready_url(self) -> str:
         return f"{self.base_url}/models"
 
-    def describe(self) -> dict[str, str | int]:
-        return {
-            "base_url": self.base_url,
-            "model": self.model,
-            "api_key": "local",
-            "pid": self.pid or 0,
-            "log": str(self.log_path),
-        }
+    def _reach(self) -> dict[str, str]:
+        return {"base_url": self.base_url, "model": self.model, "api_key": "local"}
+
+
+def warm_up_llm(base_url: str, model: str = LlamaServer.model, timeout: float = 60.0) -> float:
+    """Sends one tiny chat completion and returns its seconds. A fresh llama.cpp server
+    answers its first request ~7 s late (2 cores), which would land on a caller's first
+    turn instead."""
+    body = json.dumps(
+        {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "Hi"}]}
+    ).encode()
+    request = urllib.request.Request(
+        f"{base_url}/chat/completions", body, {"Content-Type": "application/json"}
+    )
+    started = time.monotonic()
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
+        resp.read()
+    return time.monotonic() - started

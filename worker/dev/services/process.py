@@ -1,9 +1,10 @@
 """One child process the project starts itself: free loopback ports, a log file,
-readiness over HTTP, and a clean stop (SIGTERM, then SIGKILL).
+readiness (over HTTP unless a service says otherwise), and a clean stop (SIGTERM, then
+SIGKILL).
 
-Every local service (LiveKit, the offline LLM, toxiproxy, a bench's provider process) is a
-``ManagedProcess``: a sync context manager (test fixtures, ``voice-worker replay``) with
-``astart()``/``astop()`` and ``async with`` for async callers.
+Every local service (LiveKit, the offline LLM, toxiproxy, a bench's provider process, the
+worker itself) is a ``ManagedProcess``: a sync context manager (test fixtures,
+``voice-worker replay``) with ``astart()``/``astop()`` and ``async with`` for async callers.
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ class ManagedProcess:
     that nobody drains); the log's tail is quoted when the process fails to come up."""
 
     name = "service"
+    stop_timeout = 5.0
+    """Seconds ``stop()`` allows by default before SIGKILL."""
+    sigterm_shares: tuple[float, ...] = (0.4, 0.6)
+    """A SIGTERM per entry, each followed by a wait of that share of the stop timeout."""
+    own_session = True
+    """Started in a session of its own: Ctrl-C in a terminal reaches us, not it."""
 
     def __init__(self, *, startup_timeout: float = 30.0) -> None:
         self.startup_timeout = startup_timeout
@@ -98,15 +105,36 @@ class ManagedProcess:
             )
         return env
 
+    def _cwd(self) -> Path:
+        return self.workdir
+
     def _ready_url(self) -> str:
         raise NotImplementedError
 
-    def log_tail(self, lines: int = 20) -> str:
+    def _ready(self) -> bool:
+        """Whether the spawned process is ready: its readiness URL answers 2xx."""
+        return http_ok(self._ready_url())
+
+    def _awaiting(self) -> str:
+        """What ``start()`` waits for, as its timeout message says it."""
+        return f"at {self._ready_url()}"
+
+    def _reach(self) -> dict[str, str]:
+        """How a client reaches the running service (URL, keys)."""
+        return {}
+
+    def describe(self) -> dict[str, str | int]:
+        """``_reach()``, the pid and the log, as ``python -m worker.dev.services`` prints it."""
+        return {**self._reach(), "pid": self.pid or 0, "log": str(self.log_path)}
+
+    def log_text(self) -> str:
         try:
-            text = self.log_path.read_text(errors="replace")
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
 
     def start(self) -> Self:
         """Spawns the process and blocks until it is ready; raises ``ServiceError``."""
@@ -115,6 +143,7 @@ class ManagedProcess:
                 return self
             command = self._command()
             started = time.monotonic()
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with self.log_path.open("wb") as log:
                 try:
                     self._proc = subprocess.Popen(
@@ -123,14 +152,13 @@ class ManagedProcess:
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         env=self._env(),
-                        cwd=self.workdir,
-                        start_new_session=True,  # Ctrl-C in a terminal reaches us, not it
+                        cwd=self._cwd(),
+                        start_new_session=self.own_session,
                     )
                 except OSError as exc:
                     raise ServiceError(f"{self.name}: cannot run {command[0]}: {exc}") from exc
             deadline = started + self.startup_timeout
-            url = self._ready_url()
-            while not http_ok(url):
+            while not self._ready():
                 if self._proc.poll() is not None:
                     code = self._proc.returncode
                     self._proc = None
@@ -139,35 +167,37 @@ class ManagedProcess:
                         f"log {self.log_path}:\n{self.log_tail()}"
                     )
                 if time.monotonic() > deadline:
-                    self._terminate()
+                    self._terminate(self.stop_timeout)
                     raise ServiceError(
-                        f"{self.name} not ready at {url} after {self.startup_timeout:.0f}s; "
+                        f"{self.name} not ready {self._awaiting()} after "
+                        f"{self.startup_timeout:.0f}s; "
                         f"log {self.log_path}:\n{self.log_tail()}"
                     )
                 time.sleep(0.1)
             self.startup_seconds = time.monotonic() - started
             return self
 
-    def _terminate(self, timeout: float = 5.0) -> None:
+    def _terminate(self, timeout: float) -> None:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
         # A second SIGTERM means "force" to livekit-server (the first waits for every
         # participant to leave) and to uvicorn; SIGKILL is the last resort.
-        for sig, wait in ((signal.SIGTERM, timeout * 0.4), (signal.SIGTERM, timeout * 0.6)):
-            proc.send_signal(sig)
+        for share in self.sigterm_shares:
+            proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=wait)
+                proc.wait(timeout=timeout * share)
                 return
             except subprocess.TimeoutExpired:
                 continue
         proc.kill()
         proc.wait()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM, SIGTERM again, then SIGKILL, within ``timeout`` seconds. Idempotent."""
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM (twice by default, see ``sigterm_shares``), then SIGKILL, within
+        ``timeout`` seconds (default ``stop_timeout``). Idempotent."""
         with self._lock:
-            self._terminate(timeout)
+            self._terminate(self.stop_timeout if timeout is None else timeout)
             if self._workdir is not None:
                 self._workdir.cleanup()
                 self._workdir = None
@@ -175,7 +205,7 @@ class ManagedProcess:
     async def astart(self) -> Self:
         return await asyncio.to_thread(self.start)
 
-    async def astop(self, timeout: float = 5.0) -> None:
+    async def astop(self, timeout: float | None = None) -> None:
         await asyncio.to_thread(self.stop, timeout)
 
     def __enter__(self) -> Self:
