@@ -84,10 +84,10 @@ async def _plan(args: argparse.Namespace) -> int:
 
 
 async def _replay(args: argparse.Namespace) -> int:
-    from worker.dev.replay import replay, summary_text
+    from worker.dev import replay_call, summary_text
 
     out = Path(args.out)
-    result = await replay(
+    result = await replay_call(
         args.agent,
         Path(args.audio),
         out,

@@ -11,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from worker.dev.replay import LiveKitEndpoint, WorkerProcess, warm_up_llm
-from worker.dev.services import LiveKitServer, LlamaServer
+from worker.dev.services import (
+    LiveKitEndpoint,
+    LiveKitServer,
+    LlamaServer,
+    WorkerProcess,
+    warm_up_llm,
+)
 
 CONTROL_PLANE_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "control_plane"
 

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from pipelines.audio import BED_DBFS_AT_FULL_VOLUME, Audio, rms_dbfs
-from worker.dev.replay import AGENT_RATE, CallRecording, LiveKitEndpoint, WorkerProcess, run_caller
+from worker.dev import AGENT_RATE, CallRecording, run_caller
+from worker.dev.services import LiveKitEndpoint, WorkerProcess
 from worker.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,8 @@ import pytest
 
 from pipelines.audio import Audio, read_wav
 from pipelines.engines import PocketsphinxEngine
-from worker.dev.replay import CallRecording, LiveKitEndpoint, WorkerProcess, run_caller
+from worker.dev import CallRecording, run_caller
+from worker.dev.services import LiveKitEndpoint, WorkerProcess
 from worker.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration

@@ -33,7 +33,8 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from pipelines.audio import Audio, read_wav
 from pipelines.loopback.base import WireServer
 from pipelines.loopback.openai_compat import OpenAIServer, ScriptedReply, ToolCall
-from worker.dev.replay import CallRecording, LiveKitEndpoint, WorkerProcess, run_caller
+from worker.dev import CallRecording, run_caller
+from worker.dev.services import LiveKitEndpoint, WorkerProcess
 from worker.plan.resolve import DEFAULT_IDLE_REPROMPTS, GOODBYE
 from worker.settings import REPO_ROOT
 
