@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime", action="store_true", help="pace on the wall clock")
     p.set_defaults(handler=_amd)
 
-    from worker.dev.bench.calls import add_bench_parser
+    from worker.dev.bench import add_bench_parser
 
     add_bench_parser(sub)
     return parser

@@ -1,3 +1,335 @@
 """``voice-worker bench``: latency, capacity, audio DSP, AMD and failover benchmarks, each
 written as JSON + PNG.
+
+``add_bench_parser`` registers the command on ``voice-worker``'s parser and ``main`` runs it
+as ``python -m worker.dev.bench BENCHMARK ...``. The call benchmarks (``latency``,
+``capacity``) and their ``stack`` load here; the audio, AMD and failover benchmarks
+(``pipelines.lazy``) and the charts load on first use, so ``voice-worker --help`` imports
+neither the LiveKit SDK nor matplotlib.
 """
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.lazy import lazy_exports
+from worker.dev.bench.capacity import (
+    CAPACITY_WORKER_P95_LIMIT_MS,
+    FRAME_GAP_LIMIT_MS,
+    MIN_TURNS_PER_STEP,
+    TreeSampler,
+    bench_capacity,
+    capacity_steps,
+    frame_gaps,
+    per_added_call,
+)
+from worker.dev.bench.common import (
+    AUDIO_FIXTURES,
+    BenchError,
+    percentile,
+    progress,
+    stats_ms,
+    write_report,
+)
+from worker.dev.bench.latency import TurnRow, bench_latency, summarize_turns, turn_rows
+from worker.dev.bench.stack import (
+    CallScript,
+    FixedClipTTS,
+    FixedDelays,
+    FixedProviders,
+    ScriptedSTT,
+    Stack,
+    add_delay_options,
+    bench_agent,
+    caller_scripts,
+    delays_from,
+    providers_main,
+    run_call,
+    running_stack,
+    serve_fixed_providers,
+)
+
+if TYPE_CHECKING:
+    from worker.dev.bench.amd import DEFAULT_MANIFEST, STT_SOURCES, bench_amd, reference_transcripts
+    from worker.dev.bench.audio import (
+        aligned_f0_ratio,
+        bench_audio,
+        bench_stretch_mix,
+        bench_vad,
+        median_f0,
+    )
+    from worker.dev.bench.failover import bench_failover
+
+__all__ = [
+    "AUDIO_FIXTURES",
+    "CAPACITY_WORKER_P95_LIMIT_MS",
+    "DEFAULT_MANIFEST",
+    "FRAME_GAP_LIMIT_MS",
+    "MIN_TURNS_PER_STEP",
+    "STT_SOURCES",
+    "BenchError",
+    "CallScript",
+    "FixedClipTTS",
+    "FixedDelays",
+    "FixedProviders",
+    "ScriptedSTT",
+    "Stack",
+    "TreeSampler",
+    "TurnRow",
+    "add_bench_parser",
+    "add_delay_options",
+    "aligned_f0_ratio",
+    "bench_agent",
+    "bench_amd",
+    "bench_audio",
+    "bench_capacity",
+    "bench_failover",
+    "bench_latency",
+    "bench_stretch_mix",
+    "bench_vad",
+    "caller_scripts",
+    "capacity_steps",
+    "delays_from",
+    "frame_gaps",
+    "main",
+    "median_f0",
+    "per_added_call",
+    "percentile",
+    "progress",
+    "providers_main",
+    "reference_transcripts",
+    "run_call",
+    "running_stack",
+    "serve_fixed_providers",
+    "stats_ms",
+    "summarize_turns",
+    "turn_rows",
+    "write_report",
+]
+
+_LAZY = {
+    "amd": ("DEFAULT_MANIFEST", "STT_SOURCES", "bench_amd", "reference_transcripts"),
+    "audio": ("aligned_f0_ratio", "bench_audio", "bench_stretch_mix", "bench_vad", "median_f0"),
+    "failover": ("bench_failover",),
+}
+"""The names whose modules import the LiveKit SDK or the recognisers: read on first use."""
+__getattr__ = lazy_exports(__name__, [n for names in _LAZY.values() for n in names], _LAZY)
+
+Report = dict[str, Any]
+Run = Callable[[argparse.Namespace, Path], Report | Coroutine[Any, Any, Report]]
+"""Makes one benchmark's report from the command line and the output directory."""
+
+
+def _emit_summary(report: Report, json_path: Path, png: Path | None) -> None:
+    summary = {k: v for k, v in report.items() if k not in ("turns", "steps_detail")}
+    summary["json"] = str(json_path)
+    summary["png"] = str(png) if png else None
+    json.dump(summary, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def _finish(name: str, report: Report, out: Path) -> int:
+    from worker.dev.bench.plot import plot
+
+    report = {"benchmark": name, **report}
+    json_path = write_report(out, name, report)
+    png: Path | None = out / f"{name}.png"
+    assert png is not None
+    try:
+        plot(name, report, png)
+    except ImportError as exc:
+        progress(f"no chart: {exc}")
+        png = None
+    _emit_summary(report, json_path, png)
+    return 0
+
+
+async def _finish_awaited(name: str, report: Coroutine[Any, Any, Report], out: Path) -> int:
+    return _finish(name, await report, out)
+
+
+def _handler(name: str, run: Run) -> Callable[[argparse.Namespace], Any]:
+    """The ``handler`` of ``bench NAME``: the report of ``run`` written to ``--out``
+    (default results/NAME), charted and summarized on stdout; a coroutine when ``run``
+    returns one (``voice-worker`` runs it)."""
+
+    def handler(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
+        out = Path(args.out or f"results/{name}")
+        report = run(args, out)
+        if isinstance(report, dict):
+            return _finish(name, report, out)
+        return _finish_awaited(name, report, out)
+
+    return handler
+
+
+def _call_options(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """What both call benchmarks take from their shared options."""
+    return {
+        "response_delay": args.response_delay,
+        "delays": delays_from(args),
+        "workdir": out / "work",
+    }
+
+
+def _latency(args: argparse.Namespace, out: Path) -> Coroutine[Any, Any, Report]:
+    return bench_latency(
+        stack=args.stack, turns=args.turns, concurrency=args.concurrency, **_call_options(args, out)
+    )
+
+
+def _capacity(args: argparse.Namespace, out: Path) -> Coroutine[Any, Any, Report]:
+    return bench_capacity(
+        max_calls=args.max,
+        step_seconds=args.step_seconds,
+        time_limit=args.time_limit,
+        min_turns=args.min_turns,
+        **_call_options(args, out),
+    )
+
+
+def _audio(args: argparse.Namespace, out: Path) -> Report:
+    from worker.dev.bench.audio import bench_audio
+
+    return bench_audio(quick=args.quick)
+
+
+def _amd(args: argparse.Namespace, out: Path) -> Report:
+    manifest = Path(args.manifest) if args.manifest else None
+    if manifest is not None and not manifest.is_file():
+        raise ValueError(f"{manifest}: no such manifest")
+    from worker.dev.bench.amd import DEFAULT_MANIFEST, bench_amd
+
+    return bench_amd(manifest or DEFAULT_MANIFEST, stt=args.stt)
+
+
+def _failover(args: argparse.Namespace, out: Path) -> Report:
+    if args.repeats < 1:
+        raise ValueError("--repeats must be at least 1")
+    from worker.dev.bench.failover import bench_failover
+
+    return bench_failover(args.repeats)
+
+
+def _outputs(p: argparse.ArgumentParser, name: str, *, calls: bool = False) -> None:
+    """``--out`` (after the benchmark's own options), and for a call benchmark the
+    response delay and the fixed provider delays."""
+    p.add_argument("--out", help=f"output directory (default results/{name})")
+    if calls:
+        p.add_argument(
+            "--response-delay",
+            type=float,
+            default=0.4,
+            help="the agent's response_delay_seconds (default 0.4)",
+        )
+        add_delay_options(p)
+
+
+def add_bench_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Registers ``bench`` and its sub-benchmarks on ``voice-worker``'s subparsers. Each
+    sub-benchmark sets ``handler`` (sync or async, returns an exit code)."""
+    bench = subparsers.add_parser(
+        "bench",
+        help="benchmarks: figures as JSON + PNG",
+        description="Run a benchmark, write DIR/NAME.json and DIR/NAME.png (--out, default "
+        "results/NAME) and print the summary as JSON; progress goes to stderr.",
+    )
+    sub = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+
+    def benchmark(name: str, run: Run, summary: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=summary, description=description)
+        p.set_defaults(handler=_handler(name, run))
+        return p
+
+    p = benchmark(
+        "latency",
+        _latency,
+        "per-stage latency and worker time on real calls",
+        "Replay caller fixtures through a local LiveKit server (2 calls at a time) and time "
+        "each turn: caller end of speech -> end of turn -> STT final -> LLM first token -> "
+        "TTS first byte -> first agent audio at the caller; split provider time from worker "
+        "time.",
+    )
+    p.add_argument("--turns", type=int, default=20, help="caller turns to time (default 20)")
+    p.add_argument("--stack", choices=["fixed", "offline"], default="fixed")
+    p.add_argument("--concurrency", type=int, default=2, help="calls at a time (default 2)")
+    _outputs(p, "latency", calls=True)
+
+    p = benchmark(
+        "capacity",
+        _capacity,
+        "concurrent calls per worker until audio quality breaks",
+        "Step up concurrent calls (1, 2, 4, 6, ...) against one worker process group until "
+        f"agent audio frame gaps exceed {FRAME_GAP_LIMIT_MS:.0f} ms or worker time p95 "
+        f"exceeds {CAPACITY_WORKER_P95_LIMIT_MS:.0f} ms; providers answer after fixed delays "
+        "from another process.",
+    )
+    p.add_argument("--max", type=int, default=16, help="most concurrent calls (default 16)")
+    p.add_argument(
+        "--step-seconds", type=float, default=40.0, help="seconds of calls per step (default 40)"
+    )
+    p.add_argument("--time-limit", type=float, default=600.0, help="total seconds (default 600)")
+    p.add_argument(
+        "--min-turns",
+        type=int,
+        default=MIN_TURNS_PER_STEP,
+        help=f"fewest caller turns per step, for a stable p95 (default {MIN_TURNS_PER_STEP})",
+    )
+    _outputs(p, "capacity", calls=True)
+
+    p = benchmark(
+        "audio",
+        _audio,
+        "VAD, time-stretch and mixing cost per frame",
+        "webrtcvad + endpointing vs silero, time-stretch vs audiotsm and sox, noise-bed "
+        "mixing: per-frame cost against the goals.",
+    )
+    p.add_argument("--quick", action="store_true", help="one fixture, 3 s of speech")
+    _outputs(p, "audio")
+
+    p = benchmark(
+        "amd",
+        _amd,
+        "answering-machine detection accuracy and decision times",
+        "Accuracy per category, confusion matrix and decision times over the AMD fixtures.",
+    )
+    p.add_argument("--manifest", help="AMD manifest (default fixtures/amd/manifest.json)")
+    p.add_argument(
+        "--stt",
+        # amd.STT_SOURCES, listed here so that the command line does not import the
+        # recognisers (a unit test keeps the two the same)
+        choices=["moonshine+phrases", "moonshine", "phrases", "pocketsphinx", "reference", "none"],
+        default="moonshine+phrases",
+        help="transcript source (default moonshine+phrases: both offline recognisers)",
+    )
+    _outputs(p, "amd")
+
+    p = benchmark(
+        "failover",
+        _failover,
+        "provider failover times",
+        "Time from a provider fault (reset, stall, refuse, HTTP 500) to the next provider's "
+        "first output, per layer (STT, LLM, TTS), against local vendor servers behind "
+        "toxiproxy.",
+    )
+    p.add_argument("--repeats", type=int, default=5)
+    _outputs(p, "failover")
+    return bench
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m worker.dev.bench BENCHMARK ...``: ``voice-worker bench BENCHMARK ...``;
+    ``python -m worker.dev.bench providers ...`` runs ``FixedProviders``' servers."""
+    from worker import cli
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["providers"]:
+        return providers_main(argv[1:])
+    return cli.main(["bench", *argv])

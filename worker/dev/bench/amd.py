@@ -1,4 +1,4 @@
-"""AMD benchmark over a labelled manifest (``fixtures/amd/manifest.json``).
+"""``bench amd``: the AMD classifier over a labelled manifest (``fixtures/amd/manifest.json``).
 
     python -m worker.dev.bench.amd [MANIFEST]
         [--stt moonshine+phrases|moonshine|phrases|pocketsphinx|reference|none]

@@ -1,4 +1,5 @@
-"""Failover switch time per layer and fault kind: ``python -m worker.dev.bench.failover``.
+"""``bench failover``: switch time per layer and fault kind (also, JSON only,
+``python -m worker.dev.bench.failover``).
 
 Switch time is measured from the fault (injection, or the request start for faults that
 hit at connect) to the fallback's first output: first transcript event (STT), first
@@ -41,7 +42,7 @@ from pipelines.providers.failover import (
     SwitchEvent,
     build_failover_layers,
 )
-from worker.dev.services.toxiproxy import Proxy, ToxiproxyServer
+from worker.dev.services import Proxy, ToxiproxyServer
 from worker.settings import REPO_ROOT
 
 FAULTS = ("reset", "stall", "refuse", "500")
@@ -57,6 +58,21 @@ async def _inject(kind: str, proxy: Proxy, server: WireServer | None) -> None:
         await proxy.refuse()
     elif server is not None:
         server.knobs.fail_with_status = 500
+
+
+def _chain(
+    layer: str, specs: list[ProviderSpec], fault: str | None
+) -> tuple[Any, list[SwitchEvent]]:
+    """``layer``'s failover chain over ``specs`` (the fallback alone for the no-fault
+    baseline) and the list its switch events land in."""
+    events: list[SwitchEvent] = []
+    model = build_failover_layers(
+        {layer: specs if fault is not None else specs[1:]},
+        deadlines=DEADLINES,
+        health=HealthRegistry(),
+        on_switch=events.append,
+    )[layer]
+    return model, events
 
 
 def _summary(samples: list[float], baseline: float) -> dict[str, float]:
@@ -84,12 +100,7 @@ async def _llm_once(toxi: ToxiproxyServer, fault: str | None, phase: str) -> flo
             ProviderSpec("llm", "openai", "a", base_url=f"{proxy.url}/v1", api_key="k"),
             ProviderSpec("llm", "custom", "b", base_url=f"{b.url}/v1"),
         ]
-        if fault is None:
-            specs = specs[1:]
-        events: list[SwitchEvent] = []
-        model = build_failover_layers(
-            {"llm": specs}, deadlines=DEADLINES, health=HealthRegistry(), on_switch=events.append
-        )["llm"]
+        model, events = _chain("llm", specs, fault)
         ctx = llm.ChatContext.empty()
         ctx.add_message(role="user", content="Count.")
         fault_at = time.monotonic()
@@ -127,12 +138,7 @@ async def _tts_once(toxi: ToxiproxyServer, fault: str | None, phase: str) -> flo
             ),
             ProviderSpec("tts", "openai", "t", base_url=f"{b.url}/v1", api_key="k", voice="en-us"),
         ]
-        if fault is None:
-            specs = specs[1:]
-        events: list[SwitchEvent] = []
-        model = build_failover_layers(
-            {"tts": specs}, deadlines=DEADLINES, health=HealthRegistry(), on_switch=events.append
-        )["tts"]
+        model, events = _chain("tts", specs, fault)
         fault_at = time.monotonic()
         if fault is not None and phase == "before":
             await _inject(fault, proxy, a)
@@ -198,12 +204,7 @@ async def _stt_once(
     ]
     if fault == "500":
         specs[0] = ProviderSpec("stt", "deepgram", "a", base_url=f"{a_url}/v1/listen", api_key="k")
-    if fault is None:
-        specs = specs[1:]
-    events: list[SwitchEvent] = []
-    model = build_failover_layers(
-        {"stt": specs}, deadlines=DEADLINES, health=HealthRegistry(), on_switch=events.append
-    )["stt"]
+    model, events = _chain("stt", specs, fault)
     connect_fault = fault in ("refuse", "500")
     if fault == "refuse":
         await proxy.refuse()
@@ -295,7 +296,11 @@ def bench_failover(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker.dev.bench.failover")
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.dev.bench.failover",
+        description="Failover switch times per layer and fault kind, as JSON (no chart: "
+        "voice-worker bench failover writes one).",
+    )
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--layers", default="stt,llm,tts")
     args = parser.parse_args(argv)

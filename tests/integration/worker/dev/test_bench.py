@@ -17,7 +17,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def bench(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker.dev.bench.calls", *args],
+        [sys.executable, "-m", "worker.dev.bench", *args],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -17,7 +17,7 @@ from pipelines.amd import (
 )
 from pipelines.audio import Float32Array, read_wav
 from pipelines.types import AMDCategory
-from worker.dev.bench.amd import reference_transcripts
+from worker.dev.bench import reference_transcripts
 from worker.settings import REPO_ROOT
 
 RATE = 8000

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipelines.audio import Audio, Float32Array, TimeStretcher, read_wav, resample, stretch_audio
-from worker.dev.bench.audio import aligned_f0_ratio, median_f0
+from worker.dev.bench import aligned_f0_ratio, median_f0
 
 SR = 24000
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.dev.bench.calls import per_added_call
+from worker.dev.bench import per_added_call
 
 
 def test_marginal_cpu_is_the_slope_without_the_fixed_cost() -> None:
@@ -22,8 +22,7 @@ def test_bench_amd_cli_offers_every_transcript_source_of_the_amd_bench() -> None
     the list must stay the AMD bench's own."""
     import argparse
 
-    from worker.dev.bench.amd import STT_SOURCES
-    from worker.dev.bench.calls import add_bench_parser
+    from worker.dev.bench import STT_SOURCES, add_bench_parser
 
     parser = argparse.ArgumentParser()
     add_bench_parser(parser.add_subparsers())
