@@ -17,9 +17,7 @@ from livekit.agents.cli.cli import _run_worker
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import is_given
 
-from worker.call.entrypoint import DRAIN_FILE_ENV, GOODBYE_MARGIN, entrypoint
-from worker.call.lifecycle import webhook_sender
-from worker.call.metrics import default_metrics
+from worker.call import DRAIN_FILE_ENV, GOODBYE_MARGIN, default_metrics, entrypoint, webhook_sender
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -28,8 +26,7 @@ logger = logging.getLogger(__name__)
 def prewarm(proc: JobProcess) -> None:
     """Runs once per job process before its first job. Kept light: a slow prewarm delays
     every new process and so every call that arrives while the warm ones are busy."""
-    from pipelines.providers.factories import shared_ssl_context
-    from pipelines.providers.warmup import warm_vendor_plugins
+    from pipelines.providers import shared_ssl_context, warm_vendor_plugins
 
     # Each of these would stall the call's event loop if left to the first job: parsing
     # the CA bundle into the process's TLS context (0.1-0.2 s), plugin imports and each

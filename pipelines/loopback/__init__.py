@@ -4,3 +4,19 @@ use them, and so does the runtime: ``pipelines.providers.warmup`` rehearses each
 plugin against them before a job process takes a call. Hence a package of its own name
 rather than a place under test tooling.
 """
+
+from pipelines.loopback.base import Knobs, WireServer
+from pipelines.loopback.deepgram import DeepgramServer, EnergySegmenter
+from pipelines.loopback.elevenlabs import ElevenLabsServer
+from pipelines.loopback.openai_compat import OpenAIServer, ScriptedReply, ToolCall
+
+__all__ = [
+    "DeepgramServer",
+    "ElevenLabsServer",
+    "EnergySegmenter",
+    "Knobs",
+    "OpenAIServer",
+    "ScriptedReply",
+    "ToolCall",
+    "WireServer",
+]

@@ -2,3 +2,29 @@
 client, the local engines' LiveKit adapters, catalog routing, the per-process warmup, and
 mid-call failover (``pipelines.providers.failover``).
 """
+
+from pipelines.providers.factories import ProviderSpec, build, shared_ssl_context, supports
+from pipelines.providers.local_stt import PocketsphinxSTT
+from pipelines.providers.local_tts import EspeakTTS
+from pipelines.providers.openai_llm import ChatCompletionsLLM, ChatOptions, ChunkParser, sse_events
+from pipelines.providers.routing import Catalog, CatalogEntry, Route, parse_entry, route
+from pipelines.providers.warmup import warm_vendor_plugins
+
+__all__ = [
+    "Catalog",
+    "CatalogEntry",
+    "ChatCompletionsLLM",
+    "ChatOptions",
+    "ChunkParser",
+    "EspeakTTS",
+    "PocketsphinxSTT",
+    "ProviderSpec",
+    "Route",
+    "build",
+    "parse_entry",
+    "route",
+    "shared_ssl_context",
+    "sse_events",
+    "supports",
+    "warm_vendor_plugins",
+]

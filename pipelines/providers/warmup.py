@@ -105,9 +105,7 @@ Exchange = Callable[[Any], Awaitable[None]]
 def _servers() -> list[tuple[Any, list[tuple[str, str, Exchange]]]]:
     """Each local vendor server, with the (layer, model, exchange) of every plugin this
     worker builds for that vendor."""
-    from pipelines.loopback.deepgram import DeepgramServer
-    from pipelines.loopback.elevenlabs import ElevenLabsServer
-    from pipelines.loopback.openai_compat import OpenAIServer
+    from pipelines.loopback import DeepgramServer, ElevenLabsServer, OpenAIServer
 
     return [
         (DeepgramServer(_Word(), min_endpointing_ms=100), [("stt", "nova-3", _stt)]),

@@ -26,7 +26,7 @@ from livekit.agents.voice.events import ConversationItemAddedEvent, UserInputTra
 from pipelines.amd import AMDDetector, Verdict
 from pipelines.types import AMD_CATEGORIES
 from worker.call.lifecycle import CallLifecycle
-from worker.plan.resolve import AMDPlan, SessionPlan
+from worker.plan import AMDPlan, SessionPlan
 
 logger = logging.getLogger(__name__)
 

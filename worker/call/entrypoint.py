@@ -26,10 +26,8 @@ from worker.call.lifecycle import CallLifecycle, pre_call_hook, webhook_sender
 from worker.call.metrics import default_metrics
 from worker.call.session import assemble_call, start_call
 from worker.call.tools import room_dtmf, sip_transfer
-from worker.config.control_plane import CachingControlPlane
-from worker.config.dispatch import parse_dispatch
-from worker.plan.loader import load_call, open_cached
-from worker.plan.resolve import GOODBYE
+from worker.config import CachingControlPlane, parse_dispatch
+from worker.plan import GOODBYE, load_call, open_cached
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -50,7 +48,7 @@ def control_plane(settings: Settings) -> CachingControlPlane:
 
 async def _apologise(ctx: JobContext) -> None:
     """Says a short apology with the offline TTS if a caller is present."""
-    from pipelines.providers.local_tts import EspeakTTS
+    from pipelines.providers import EspeakTTS
 
     try:
         await ctx.connect()

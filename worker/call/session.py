@@ -23,7 +23,7 @@ from livekit.agents.voice.events import ConversationItemAddedEvent
 from livekit.agents.voice.turn import TurnHandlingOptions
 
 from pipelines.audio import DEFAULT_SAMPLE_RATE, WebRTCVAD, install_output_chain, load_bed
-from pipelines.providers.factories import ProviderSpec, build
+from pipelines.providers import ProviderSpec, build
 from pipelines.providers.failover import (
     Deadlines,
     SwitchEvent,
@@ -32,7 +32,7 @@ from pipelines.providers.failover import (
 )
 from worker.call.amd_routing import AMDRouter
 from worker.call.lifecycle import CallLifecycle, replaced_text
-from worker.plan.resolve import ProviderChoice, SessionPlan
+from worker.plan import ProviderChoice, SessionPlan
 
 logger = logging.getLogger(__name__)
 

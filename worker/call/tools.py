@@ -26,7 +26,7 @@ from livekit.agents.llm import RawFunctionTool, StopResponse, ToolError, functio
 
 from pipelines.errors import ConfigError
 from worker.call.webhooks import post_signed
-from worker.config.tools import BUILTINS, ToolPlan
+from worker.config import BUILTINS, ToolPlan
 
 if TYPE_CHECKING:
     from livekit import api, rtc

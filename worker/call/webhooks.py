@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from pipelines.errors import ConfigError, VoiceWorkerError
-from worker.config.control_plane import parse_retry_after
+from worker.config import parse_retry_after
 
 if TYPE_CHECKING:
     from worker.call.metrics import WorkerMetrics

@@ -2,3 +2,35 @@
 spelling of the reference documents), the merge rules between them, and the control-plane
 client (HTTP or ``file://``).
 """
+
+from worker.config.agent import AgentConfig, AMDAction, parse_agent, snake
+from worker.config.control_plane import (
+    CachingControlPlane,
+    ControlPlane,
+    FileControlPlane,
+    HttpControlPlane,
+    open_control_plane,
+    parse_retry_after,
+)
+from worker.config.dispatch import Dispatch, fill_placeholders, merge, parse_dispatch
+from worker.config.tools import BUILTINS, ToolPlan, parse_tools
+
+__all__ = [
+    "BUILTINS",
+    "AMDAction",
+    "AgentConfig",
+    "CachingControlPlane",
+    "ControlPlane",
+    "Dispatch",
+    "FileControlPlane",
+    "HttpControlPlane",
+    "ToolPlan",
+    "fill_placeholders",
+    "merge",
+    "open_control_plane",
+    "parse_agent",
+    "parse_dispatch",
+    "parse_retry_after",
+    "parse_tools",
+    "snake",
+]

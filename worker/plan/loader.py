@@ -9,11 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import ConfigError
-from pipelines.providers.routing import Catalog
-from worker.config.agent import AgentConfig, parse_agent
-from worker.config.control_plane import CachingControlPlane, open_control_plane
-from worker.config.dispatch import Dispatch
-from worker.plan.resolve import SessionPlan, resolve
+from pipelines.providers import Catalog
+from worker.config import (
+    AgentConfig,
+    CachingControlPlane,
+    Dispatch,
+    open_control_plane,
+    parse_agent,
+)
+from worker.plan.model import SessionPlan
+from worker.plan.resolve import resolve
 from worker.settings import Settings
 
 PreCall = Callable[[AgentConfig, Dispatch], Awaitable[tuple[Dispatch, str | None]]]

@@ -1,28 +1,40 @@
-"""``SessionPlan``: every decision about a call, taken once at session start.
+"""Every decision about a call, taken once at session start:
 
     plan = resolve(agent, tools, dispatch, catalog, settings)     # pure, no I/O
 
-The plan is frozen and fully resolved; assembly only turns it into LiveKit objects.
-``plan_to_json`` is what ``voice-worker plan`` prints: secrets appear only as
-``*_set: true``.
+The ``SessionPlan`` (``worker.plan.model``) is frozen and fully resolved; assembly only
+turns it into LiveKit objects.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import SecretStr
 
 from pipelines.audio import preset_names, stretch_rate
 from pipelines.errors import ConfigError
-from pipelines.providers.routing import Catalog, CatalogEntry, Route, route
+from pipelines.providers import Catalog, CatalogEntry, Route, route
 from pipelines.types import AMD_CATEGORIES, LAYERS, AMDCategory, Layer
-from worker.config.agent import AgentConfig, AMDAction
-from worker.config.dispatch import Dispatch, fill_placeholders, merge
-from worker.config.tools import ToolPlan, parse_tools
+from worker.config import (
+    AgentConfig,
+    AMDAction,
+    Dispatch,
+    fill_placeholders,
+    merge,
+    parse_tools,
+)
+from worker.plan.model import (
+    AMDPlan,
+    Endpointing,
+    LLMSettings,
+    NoiseBed,
+    ProviderChoice,
+    SessionPlan,
+    Speech,
+    Timeouts,
+    Webhook,
+)
 from worker.settings import Settings
 
 DEFAULT_RESPONSE_DELAY = 0.5
@@ -52,130 +64,6 @@ VENDOR_CREDENTIALS = {
     "elevenlabs": "eleven_api_key",
 }
 """Vendors this worker has a factory for, and the setting holding their key."""
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderChoice:
-    """One link of a layer's provider chain."""
-
-    id: str
-    """``vendor:model`` as in the catalog."""
-    vendor: str
-    model: str
-    score: float
-    """Catalog score for the agent's ``optimize_for``."""
-    base_url: str | None = None
-    api_key: SecretStr | None = field(default=None, repr=False)
-    """Credential for this provider; serialised only as ``api_key_set``."""
-
-
-@dataclass(frozen=True, slots=True)
-class Endpointing:
-    vad_aggressiveness: int
-    """webrtcvad mode 0..3 (3 filters noise hardest)."""
-    min_speech_duration: float
-    min_silence_duration: float
-    min_delay: float
-    """``response_delay_seconds``: wait after the caller stops before replying."""
-    max_delay: float
-    allow_interruptions: bool
-    min_interruption_duration: float
-    """Caller speech (s) needed to interrupt, from ``interruption_threshold``."""
-    turn_detection: str
-    """``vad`` (webrtcvad endpointing) or ``stt`` (the STT's semantic end of turn)."""
-
-
-@dataclass(frozen=True, slots=True)
-class LLMSettings:
-    temperature: float
-    max_tokens: int | None
-    context_window: int
-    """Prior turns kept in the prompt."""
-    extra_body: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Speech:
-    voice: str | None
-    speaking_rate: float | None
-    """Sent to the TTS provider when it supports it."""
-    playback_rate: float | None
-    """Pitch-preserving time-stretch in the worker; ``None`` = pass-through."""
-
-
-@dataclass(frozen=True, slots=True)
-class NoiseBed:
-    preset: str
-    volume: float
-
-
-@dataclass(frozen=True, slots=True)
-class AMDPlan:
-    timeout_seconds: float
-    actions: Mapping[AMDCategory, AMDAction]
-    voicemail_message: str | None
-    greet_immediately: bool
-    llm_tiebreaker: bool
-    max_navigation_attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class Webhook:
-    url: str
-    secret: SecretStr | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    inactivity: float
-    stt_deadline: float
-    llm_first_token_deadline: float
-    tts_first_byte_deadline: float
-    return_to_primary: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SessionPlan:
-    """A frozen, fully resolved description of one call."""
-
-    agent_id: str | None
-    agent_name: str | None
-    call_id: str | None
-    direction: str | None
-    language: str
-    optimize_for: str
-    prompt: str
-    first_message: str | None
-    providers: Mapping[Layer, tuple[ProviderChoice, ...]]
-    """Ranked allowed chain per layer: index 0 is used first, the rest is failover."""
-    excluded_providers: Mapping[Layer, tuple[tuple[str, str], ...]]
-    llm: LLMSettings
-    speech: Speech
-    endpointing: Endpointing
-    noise_bed: NoiseBed | None
-    amd: AMDPlan | None
-    navigator_mode: bool
-    tools: tuple[ToolPlan, ...]
-    timeouts: Timeouts
-    webhooks: Mapping[str, Webhook]
-    """``pre_call``, ``status``, ``post_call`` targets that are configured."""
-    webhook_secret: SecretStr | None = field(repr=False)
-    save_audio_recording: bool
-    memory_enabled: bool
-    metadata: Mapping[str, Any]
-    text_replacements: tuple[tuple[str, str], ...]
-    """``(find, replace)`` rules applied to text before TTS (pronunciation)."""
-    idle_reprompts: tuple[str, ...]
-    """Said after each ``timeouts.inactivity`` of caller silence; then a goodbye."""
-    unresolved_placeholders: tuple[str, ...]
-    warnings: tuple[str, ...]
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        """Secret values in this plan, for scrubbing logs and reports."""
-        values = [self.webhook_secret] + [w.secret for w in self.webhooks.values()]
-        values += [p.api_key for chain in self.providers.values() for p in chain]
-        return tuple(v.get_secret_value() for v in values if v and v.get_secret_value())
 
 
 def _setting_secret(settings: Settings, name: str) -> SecretStr | None:
@@ -434,28 +322,3 @@ def resolve(
         unresolved_placeholders=unresolved,
         warnings=tuple(warnings),
     )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, SecretStr):
-        return None
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(value):
-            item = getattr(value, f.name)
-            if isinstance(item, SecretStr) or f.name in ("api_key", "secret", "webhook_secret"):
-                out[f"{f.name}_set"] = item is not None
-            else:
-                out[f.name] = _jsonable(item)
-        return out
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def plan_to_json(plan: SessionPlan) -> dict[str, Any]:
-    """The plan as JSON-ready data; every secret appears only as ``*_set``."""
-    data: dict[str, Any] = _jsonable(plan)
-    return data

@@ -13,11 +13,10 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from pipelines.errors import ConfigError, RoutingError
-from pipelines.providers.routing import Catalog, parse_entry, route
+from pipelines.providers import Catalog, parse_entry, route
 from tests.conftest import CONTROL_PLANE_DIR, make_settings
-from worker.config.agent import AgentConfig, parse_agent, snake
-from worker.config.dispatch import parse_dispatch
-from worker.plan.resolve import plan_to_json, resolve
+from worker.config import AgentConfig, parse_agent, parse_dispatch, snake
+from worker.plan import plan_to_json, resolve
 
 CATALOG = Catalog.from_json(json.loads((CONTROL_PLANE_DIR / "providers.json").read_text()))
 FAST = hypothesis_settings(

@@ -31,10 +31,15 @@ from livekit.plugins import deepgram, elevenlabs, openai
 
 from pipelines.audio import Audio, float_to_int16, int16_to_float, resample, rms_dbfs
 from pipelines.engines import EspeakEngine
-from pipelines.loopback.base import Knobs
-from pipelines.loopback.deepgram import DeepgramServer, EnergySegmenter
-from pipelines.loopback.elevenlabs import ElevenLabsServer
-from pipelines.loopback.openai_compat import OpenAIServer, ScriptedReply, ToolCall
+from pipelines.loopback import (
+    DeepgramServer,
+    ElevenLabsServer,
+    EnergySegmenter,
+    Knobs,
+    OpenAIServer,
+    ScriptedReply,
+    ToolCall,
+)
 from worker.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from livekit.agents import APIError
 
 from pipelines.audio import Audio, float_to_int16, resample
 from pipelines.engines import EspeakEngine, PocketsphinxEngine
-from pipelines.providers.local_stt import PocketsphinxSTT
+from pipelines.providers import PocketsphinxSTT
 
 # espeak's "ember" voice (en-us+f2) is the one pocketsphinx's model hears best.
 PHRASES = {

@@ -39,7 +39,7 @@ from livekit import rtc
 
 from pipelines.amd import phrase_transcriber
 from pipelines.audio import Float32Array, read_wav, rms_dbfs
-from pipelines.loopback.openai_compat import OpenAIServer, ScriptedReply, ToolCall
+from pipelines.loopback import OpenAIServer, ScriptedReply, ToolCall
 from worker.dev import CallRecording, run_caller
 from worker.dev.services import LiveKitEndpoint, WorkerProcess
 from worker.settings import REPO_ROOT

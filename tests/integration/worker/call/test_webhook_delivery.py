@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from worker.call.report import CallRecorder
-from worker.call.webhooks import WebhookSender, verify
+from worker.call import CallRecorder, WebhookSender, verify
 from worker.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -125,7 +124,7 @@ async def _down_then_up(receiver: Receiver, tmp_path: Path) -> None:
 KILLED_WORKER = textwrap.dedent(
     """
     import asyncio, sys
-    from worker.call.webhooks import WebhookSender
+    from worker.call import WebhookSender
 
     async def main() -> None:
         sender = WebhookSender(

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.providers.factories import ProviderSpec, build, shared_ssl_context
+from pipelines.providers import ProviderSpec, build, shared_ssl_context
 
 
 @pytest.mark.parametrize("layer", ["tts", "stt"])
@@ -45,7 +45,7 @@ async def test_llm_client_gets_the_key_and_the_spec_hides_it() -> None:
 def test_rehearsal_runs_every_vendor_plugin(caplog: pytest.LogCaptureFixture) -> None:
     """The rehearsal swallows errors (it must never fail a process start), so a plugin or
     SDK change that breaks it is caught here: each vendor's exchange must complete."""
-    from pipelines.providers.warmup import warm_vendor_plugins
+    from pipelines.providers import warm_vendor_plugins
 
     with caplog.at_level(logging.DEBUG, logger="pipelines.providers.warmup"):
         took = warm_vendor_plugins()

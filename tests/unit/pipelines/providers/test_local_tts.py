@@ -15,7 +15,7 @@ from pipelines.engines import (
     voices,
     words_per_minute,
 )
-from pipelines.providers.local_tts import EspeakTTS
+from pipelines.providers import EspeakTTS
 
 TEXT = "please call me back tomorrow morning"
 

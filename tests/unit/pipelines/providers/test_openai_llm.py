@@ -11,9 +11,8 @@ import aiohttp
 import pytest
 from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError, llm
 
-from pipelines.loopback.base import Knobs
-from pipelines.loopback.openai_compat import OpenAIServer, ScriptedReply, ToolCall
-from pipelines.providers.openai_llm import ChatCompletionsLLM, ChatOptions, ChunkParser, sse_events
+from pipelines.loopback import Knobs, OpenAIServer, ScriptedReply, ToolCall
+from pipelines.providers import ChatCompletionsLLM, ChatOptions, ChunkParser, sse_events
 
 NO_RETRY = APIConnectOptions(max_retry=0, timeout=5.0)
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pipelines.errors import ConfigError, RoutingError
-from pipelines.providers.routing import Catalog, CatalogEntry, Route, parse_entry, route
+from pipelines.providers import Catalog, CatalogEntry, Route, parse_entry, route
 from pipelines.types import Layer, OptimizeFor
 
 CATALOG = Catalog.from_json(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from worker.call.report import REDACTED, CallRecorder, CallStatusEvent
+from worker.call import REDACTED, CallRecorder, CallStatusEvent
 
 T0 = 1_700_000_000.0
 SECRETS = ("sk-live-0123456789abcdef", "whsec_c2VjcmV0LXNpZ25pbmcta2V5", "lk-api-secret-xyz")

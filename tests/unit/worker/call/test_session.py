@@ -6,11 +6,10 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from pipelines.providers.routing import Catalog
-from worker.call.session import build_session
-from worker.config.agent import parse_agent
-from worker.config.dispatch import parse_dispatch
-from worker.plan.resolve import resolve
+from pipelines.providers import Catalog
+from worker.call import build_session
+from worker.config import parse_agent, parse_dispatch
+from worker.plan import resolve
 from worker.settings import Settings
 
 FRONT_DESK = "agent_01JC0FRNTDESK0000000000000"

@@ -9,10 +9,8 @@ import pytest
 from livekit.agents.llm import RawFunctionTool, StopResponse, ToolError
 from livekit.agents.llm.utils import prepare_function_arguments
 
-from worker.call.report import CallRecorder
-from worker.call.tools import ToolCallContext, build_function_tools
-from worker.call.webhooks import verify
-from worker.config.tools import ToolPlan, parse_tools
+from worker.call import CallRecorder, ToolCallContext, build_function_tools, verify
+from worker.config import ToolPlan, parse_tools
 
 SECRET = "tool-secret-seed"
 LOOKUP = ToolPlan(
@@ -187,7 +185,7 @@ async def test_send_dtmf_publishes_each_digit_with_its_code() -> None:
 async def test_sip_transfer_uses_the_sip_service() -> None:
     from livekit.protocol import sip
 
-    from worker.call.tools import sip_transfer
+    from worker.call import sip_transfer
 
     requests: list[Any] = []
 

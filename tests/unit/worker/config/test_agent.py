@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pipelines.errors import ConfigError
-from worker.config.agent import AgentConfig, parse_agent, snake
+from worker.config import AgentConfig, parse_agent, snake
 
 VALID_ID = "agent_01JC0FRNTDESK0000000000000"
 

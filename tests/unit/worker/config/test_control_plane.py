@@ -21,7 +21,7 @@ from pipelines.errors import (
     InvalidPayload,
     Unauthorized,
 )
-from worker.config.control_plane import (
+from worker.config import (
     CachingControlPlane,
     ControlPlane,
     FileControlPlane,

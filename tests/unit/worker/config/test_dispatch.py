@@ -9,8 +9,14 @@ from typing import Any
 import pytest
 
 from pipelines.errors import ConfigError
-from worker.config.agent import AgentConfig, parse_agent
-from worker.config.dispatch import Dispatch, fill_placeholders, merge, parse_dispatch
+from worker.config import (
+    AgentConfig,
+    Dispatch,
+    fill_placeholders,
+    merge,
+    parse_agent,
+    parse_dispatch,
+)
 
 AGENT: dict[str, Any] = {
     "id": "agent_01JC0FRNTDESK0000000000000",

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from pipelines.errors import ConfigError
-from worker.config.tools import parse_tools
+from worker.config import parse_tools
 
 # -- parse_tools ------------------------------------------------------------------------
 

@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 
 from pipelines.errors import ConfigError, RoutingError
-from pipelines.providers.routing import Catalog
+from pipelines.providers import Catalog
 from pipelines.types import Layer
-from worker.config.agent import parse_agent
-from worker.config.dispatch import parse_dispatch
-from worker.plan.resolve import SessionPlan, plan_to_json, resolve
+from worker.config import parse_agent, parse_dispatch
+from worker.plan import SessionPlan, plan_to_json, resolve
 from worker.settings import REPO_ROOT, Settings
 
 MakeSettings = Callable[..., Settings]
