@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
 from livekit.agents import AgentSession, llm
+from livekit.agents.metrics import LLMModelUsage, STTModelUsage, TTSModelUsage
+from livekit.agents.metrics.usage import ModelUsage
 from livekit.agents.voice.events import (
     CloseEvent,
     ConversationItemAddedEvent,
     ErrorEvent,
+    SessionUsageUpdatedEvent,
     UserStateChangedEvent,
 )
 
@@ -27,9 +30,8 @@ from worker.call.metrics import WorkerMetrics, default_metrics
 from worker.call.report import CallRecorder
 from worker.call.tools import ToolCallContext, build_function_tools
 from worker.call.webhooks import WebhookSender, post_signed
-from worker.config.agent import AgentConfig
-from worker.config.dispatch import Dispatch, parse_dispatch
-from worker.plan.resolve import APOLOGY, GOODBYE, SessionPlan
+from worker.config import AgentConfig, Dispatch, parse_dispatch
+from worker.plan import APOLOGY, GOODBYE, SessionPlan
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -166,6 +168,8 @@ class CallLifecycle:
         self._ending = False
         self._last_user: Mapping[str, Any] = {}
         """Metrics of the caller turn the next agent reply answers."""
+        self._usage: Sequence[ModelUsage] = ()
+        """The session's usage per provider and model, as of its last update."""
         self.failed: str | None = None
         """Why the session died of an error (all providers of a layer down), if it did."""
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -201,6 +205,7 @@ class CallLifecycle:
         session.on("user_state_changed", self._on_user_state)
         session.on("close", self._on_close)
         session.on("error", self._on_error)
+        session.on("session_usage_updated", self._on_usage)
         self.metrics.active_sessions.inc()
         self.metrics.jobs_accepted.inc()
 
@@ -268,6 +273,26 @@ class CallLifecycle:
             return
         self._spawn(self.hangup(APOLOGY, reason=f"provider failure ({down.message})"))
 
+    def _on_usage(self, ev: SessionUsageUpdatedEvent) -> None:
+        # Each event carries the session's running totals; the last one is the call's.
+        self._usage = ev.usage.model_usage
+
+    def _record_usage(self) -> None:
+        """The call's usage per provider into the report: STT seconds, LLM tokens, TTS
+        characters, keyed ``vendor:model`` as LiveKit's metrics name them."""
+        for usage in self._usage:
+            name = f"{usage.provider}:{usage.model}" if usage.model else usage.provider
+            if isinstance(usage, STTModelUsage):
+                self.recorder.add_usage(name, stt_seconds=usage.audio_duration)
+            elif isinstance(usage, LLMModelUsage):
+                self.recorder.add_usage(
+                    name,
+                    llm_prompt_tokens=usage.input_tokens,
+                    llm_completion_tokens=usage.output_tokens,
+                )
+            elif isinstance(usage, TTSModelUsage):
+                self.recorder.add_usage(name, tts_characters=usage.characters_count)
+
     def _on_close(self, ev: CloseEvent) -> None:
         if ev.error is not None:
             # e.g. every allowed provider of a layer failed: the report says which and why
@@ -318,6 +343,7 @@ class CallLifecycle:
     async def finish(self, sender: WebhookSender, *, reason: str | None = None) -> None:
         """Builds the report and delivers it and the final status (spooled first)."""
         self.metrics.active_sessions.dec()
+        self._record_usage()
         report = self.recorder.finish(reason or self.end_reason or "ended")
         hooks = self.plan.webhooks
         deliveries = []

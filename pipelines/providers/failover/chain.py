@@ -20,7 +20,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -32,6 +32,8 @@ from livekit.agents import (
     APITimeoutError,
     utils,
 )
+from livekit.agents.metrics import AgentMetrics
+from livekit.agents.metrics.base import Metadata
 
 from pipelines.errors import ProviderError
 from pipelines.providers.factories import ProviderSpec
@@ -384,12 +386,23 @@ class ProviderChain(Generic[T]):
             return
 
 
+class MeasuredByAttempts:
+    """Mixed into a chain's own streams: each attempt's stream measures itself (tokens,
+    characters, per provider) and the front forwards that; LiveKit measuring the chain's
+    stream as well would count every reply twice."""
+
+    async def _metrics_monitor_task(self, event_aiter: AsyncIterable[Any]) -> None:
+        async for _ in event_aiter:
+            pass
+
+
 class ChainFront:
     """What a chain-backed plugin shows LiveKit: the active link's model and provider, and
     every link's metrics as its own; prewarming warms the first link, closing closes them
     all. Shared by ``FailoverSTT``, ``FailoverLLM`` and ``FailoverTTS``."""
 
     chain: ProviderChain[Any]
+    _forwarders: Sequence[tuple[Link[Any], Callable[[AgentMetrics], None]]] = ()
 
     @property
     def model(self) -> str:
@@ -400,16 +413,22 @@ class ChainFront:
         return str(self.chain.active.instance.provider)
 
     def _follow_links(self) -> None:
-        for link in self.chain.links:
-            link.instance.on("metrics_collected", self._forward_metrics)
+        self._forwarders = [
+            (link, functools.partial(self._forward_metrics, link.spec)) for link in self.chain.links
+        ]
+        for link, forward in self._forwarders:
+            link.instance.on("metrics_collected", forward)
 
-    def _forward_metrics(self, *args: Any, **kwargs: Any) -> None:
-        self.emit("metrics_collected", *args, **kwargs)  # type: ignore[attr-defined]
+    def _forward_metrics(self, spec: ProviderSpec, metrics: AgentMetrics) -> None:
+        # Named as the plan names the provider (vendor, model), not as each plugin calls
+        # itself (a URL host, a brand): LiveKit's usage per model, and so the report's.
+        named = Metadata(model_name=spec.model, model_provider=spec.vendor)
+        self.emit("metrics_collected", metrics.model_copy(update={"metadata": named}))  # type: ignore[attr-defined]
 
     def prewarm(self) -> None:
         self.chain.links[0].instance.prewarm()
 
     async def aclose(self) -> None:
-        for link in self.chain.links:
-            link.instance.off("metrics_collected", self._forward_metrics)
+        for link, forward in self._forwarders:
+            link.instance.off("metrics_collected", forward)
             await link.instance.aclose()

@@ -18,6 +18,7 @@ from pipelines.providers.failover.chain import (
     INNER_CONN_OPTIONS,
     ChainFront,
     Link,
+    MeasuredByAttempts,
     ProviderChain,
     Watchdog,
     front_conn_options,
@@ -136,7 +137,7 @@ class FailoverLLM(ChainFront, llm.LLM[Never]):
         self.chain.links[0].instance.prewarm(loop=loop)
 
 
-class FailoverLLMStream(llm.LLMStream):
+class FailoverLLMStream(MeasuredByAttempts, llm.LLMStream):
     _llm_request_span_name = "llm_failover"
     _llm_attempt_span_name = None
     _genai_operation_name = None

@@ -17,6 +17,7 @@ from pipelines.providers.failover.chain import (
     INNER_CONN_OPTIONS,
     ChainFront,
     Link,
+    MeasuredByAttempts,
     ProviderChain,
     Watchdog,
     front_conn_options,
@@ -151,7 +152,7 @@ class FailoverTTS(ChainFront, tts.TTS[Never]):
                 emitter.push_frame(frame)
 
 
-class FailoverChunkedStream(tts.ChunkedStream):
+class FailoverChunkedStream(MeasuredByAttempts, tts.ChunkedStream):
     _tts_request_span_name = "tts_failover"
     _tts_attempt_span_name = None
 
@@ -167,7 +168,7 @@ class FailoverChunkedStream(tts.ChunkedStream):
         await self._failover.speak(sentences, output_emitter)
 
 
-class FailoverSynthesizeStream(tts.SynthesizeStream):
+class FailoverSynthesizeStream(MeasuredByAttempts, tts.SynthesizeStream):
     _tts_request_span_name = "tts_failover"
     _tts_attempt_span_name = None
 

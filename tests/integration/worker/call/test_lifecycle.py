@@ -31,11 +31,10 @@ from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from pipelines.audio import Audio, read_wav
-from pipelines.loopback.base import WireServer
-from pipelines.loopback.openai_compat import OpenAIServer, ScriptedReply, ToolCall
+from pipelines.loopback import OpenAIServer, ScriptedReply, ToolCall, WireServer
 from worker.dev import CallRecording, run_caller
 from worker.dev.services import LiveKitEndpoint, WorkerProcess
-from worker.plan.resolve import DEFAULT_IDLE_REPROMPTS, GOODBYE
+from worker.plan import DEFAULT_IDLE_REPROMPTS, GOODBYE
 from worker.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -453,6 +452,15 @@ async def test_report_and_status_are_delivered_signed(
     assert ("assistant", FIRST_MESSAGE) in said and ("assistant", ANSWER) in said, said
     assert any(role == "user" and text.strip() for role, text in said), said
     assert report["duration_seconds"] > 1.0
+    # usage per provider, as LiveKit's metrics counted it: what the caller said, the
+    # tokens of each reply, the characters spoken
+    usage = report["usage"]
+    assert set(usage) == {"custom:scripted", "local:espeak", "local:pocketsphinx"}, usage
+    assert sum(u["stt_seconds"] for u in usage.values()) > 0.5, usage
+    assert sum(u["llm_completion_tokens"] for u in usage.values()) > 0, usage
+    assert sum(u["llm_prompt_tokens"] for u in usage.values()) > 0, usage
+    # counted once each (the chain's own streams are not measured on top of the attempts')
+    assert usage["local:espeak"]["tts_characters"] == len(FIRST_MESSAGE) + len(ANSWER), usage
     status = status_delivery.payload
     assert status["type"] == "call.status" and status["call_id"] == report["call_id"]
     assert (status["event_type"], status["status"]) == ("call.hangup", "ended")
