@@ -19,7 +19,7 @@ import numpy as np
 from livekit import api, rtc
 
 from pipelines.audio import Audio, Float32Array, Int16Array, float_to_int16, int16_to_float
-from worker.call.session import EVENTS_TOPIC
+from worker.call import EVENTS_TOPIC
 from worker.dev.services import LiveKitEndpoint
 
 FRAME_MS = 10

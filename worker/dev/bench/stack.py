@@ -105,10 +105,7 @@ async def serve_fixed_providers(
     delays and canned content until SIGTERM; prints their URLs as one JSON line."""
     import signal
 
-    from pipelines.loopback.base import Knobs
-    from pipelines.loopback.deepgram import DeepgramServer
-    from pipelines.loopback.elevenlabs import ElevenLabsServer
-    from pipelines.loopback.openai_compat import OpenAIServer
+    from pipelines.loopback import DeepgramServer, ElevenLabsServer, Knobs, OpenAIServer
 
     # Each knob paces every message of a connection (a Deepgram or ElevenLabs WebSocket
     # lives for the whole call), so first and later messages get the same delay: each
