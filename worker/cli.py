@@ -38,7 +38,7 @@ def _json_arg(value: str | None, what: str) -> Any:
         return None
     path = Path(value)
     if not value.lstrip().startswith("{") and path.exists():
-        from worker.plan.loader import read_json_file
+        from worker.plan import read_json_file
 
         return read_json_file(path)
     try:
@@ -57,9 +57,8 @@ def _agent_source(agent: str) -> tuple[str | None, Path | None]:
 
 
 async def _plan(args: argparse.Namespace) -> int:
-    from worker.config.dispatch import parse_dispatch
-    from worker.plan.loader import load_call, open_cached
-    from worker.plan.resolve import plan_to_json
+    from worker.config import parse_dispatch
+    from worker.plan import load_call, open_cached, plan_to_json
     from worker.settings import Settings
 
     settings = Settings()

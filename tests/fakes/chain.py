@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.providers.factories import ProviderSpec
+from pipelines.providers import ProviderSpec
 from pipelines.providers.failover import HealthRegistry, Link, ProviderChain, SwitchEvent
 
 

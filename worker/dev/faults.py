@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pipelines.errors import ConfigError
-from worker.plan.resolve import ProviderChoice, SessionPlan
+from worker.plan import ProviderChoice, SessionPlan
 from worker.settings import Settings
 
 KINDS = ("reset", "stall", "500", "refuse")
@@ -124,7 +124,7 @@ async def armed(
             f"{choice.id} has no base URL to put a fault in front of", field="--fault"
         )
     if fault.kind == "500":
-        from pipelines.loopback.openai_compat import OpenAIServer
+        from pipelines.loopback import OpenAIServer
 
         relay = OpenAIServer(upstream=base)
         url = await relay.start()
@@ -133,7 +133,7 @@ async def armed(
         finally:
             await relay.stop()
         return
-    from worker.dev.services.toxiproxy import ToxiproxyServer
+    from worker.dev.services import ToxiproxyServer
 
     async with ToxiproxyServer() as toxi:
         proxy = await toxi.proxy(f"{fault.layer}-{choice.vendor}", base)

@@ -81,9 +81,9 @@ async def replay_call(
 ) -> dict[str, Any]:
     """Runs one call and writes its artifacts; returns the summary. ``fault``
     (``LAYER:PROVIDER:KIND@SECONDS``) breaks that provider's connection mid-call."""
-    from worker.config.dispatch import parse_dispatch
+    from worker.config import parse_dispatch
     from worker.dev.faults import armed, parse_fault, target, worker_overrides
-    from worker.plan.loader import load_call, open_cached, read_json_file
+    from worker.plan import load_call, open_cached, read_json_file
 
     settings = Settings()
     spec = parse_fault(fault) if fault else None

@@ -32,10 +32,8 @@ from livekit.agents import llm, stt, utils
 
 from pipelines.audio import float_to_int16, resample
 from pipelines.engines import EspeakEngine
-from pipelines.loopback.base import Knobs, WireServer
-from pipelines.loopback.elevenlabs import ElevenLabsServer
-from pipelines.loopback.openai_compat import OpenAIServer
-from pipelines.providers.factories import ProviderSpec
+from pipelines.loopback import ElevenLabsServer, Knobs, OpenAIServer, WireServer
+from pipelines.providers import ProviderSpec
 from pipelines.providers.failover import (
     Deadlines,
     HealthRegistry,

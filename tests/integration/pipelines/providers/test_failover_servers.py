@@ -37,7 +37,7 @@ from pipelines.providers.failover import (
     SwitchEvent,
     build_failover_layers,
 )
-from worker.dev.services.toxiproxy import Proxy, ToxiproxyServer
+from worker.dev.services import Proxy, ToxiproxyServer
 from worker.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
