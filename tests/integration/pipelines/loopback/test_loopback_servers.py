@@ -123,6 +123,12 @@ async def test_deepgram_live_stream_yields_final_transcript(
                 seen.append(event)
                 if event.type == lk_stt.SpeechEventType.END_OF_SPEECH:
                     break
+            # The server cut the utterance at the trailing silence, maybe before the
+            # plugin's send loop got to its Finalize (sent after the last audio): wait for
+            # it before closing the stream, which would cancel that loop.
+            (record,) = server.records("/v1/listen")
+            while "Finalize" not in record.control:
+                await asyncio.sleep(0.02)
         await stream.aclose()
         types = [e.type for e in seen]
         assert lk_stt.SpeechEventType.START_OF_SPEECH in types
@@ -135,7 +141,6 @@ async def test_deepgram_live_stream_yields_final_transcript(
         # speech starts ~0.5 s into the stream; Deepgram times are stream-relative
         assert 0.2 < finals[0].alternatives[0].start_time < 0.7
 
-        (record,) = server.records("/v1/listen")
         assert record.websocket and record.status == 101
         assert record.headers["Authorization"] == "<redacted>"
         assert record.query["encoding"] == "linear16" and record.query["sample_rate"] == "16000"
