@@ -17,7 +17,8 @@ from livekit.agents.cli.cli import _run_worker
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import is_given
 
-from worker.call import DRAIN_FILE_ENV, GOODBYE_MARGIN, default_metrics, entrypoint, webhook_sender
+from worker.call import DRAIN_FILE_ENV, GOODBYE_MARGIN, entrypoint, webhook_sender
+from worker.metrics import default_metrics
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -23,10 +23,10 @@ from livekit.agents import Agent, AgentSession, JobContext
 
 from pipelines.errors import VoiceWorkerError
 from worker.call.lifecycle import CallLifecycle, pre_call_hook, webhook_sender
-from worker.call.metrics import default_metrics
 from worker.call.session import assemble_call, start_call
 from worker.call.tools import room_dtmf, sip_transfer
 from worker.config import CachingControlPlane, parse_dispatch
+from worker.metrics import default_metrics
 from worker.plan import GOODBYE, load_call, open_cached
 from worker.settings import Settings
 

@@ -26,13 +26,13 @@ from livekit.agents.voice.events import (
 )
 
 from pipelines.providers.failover import LayerDown
-from worker.call.metrics import WorkerMetrics, default_metrics
 from worker.call.report import CallRecorder
 from worker.call.tools import ToolCallContext, build_function_tools
-from worker.call.webhooks import WebhookSender, post_signed
 from worker.config import AgentConfig, Dispatch, parse_dispatch
+from worker.metrics import WorkerMetrics, default_metrics
 from worker.plan import APOLOGY, GOODBYE, SessionPlan
 from worker.settings import Settings
+from worker.webhooks import WebhookSender, post_signed
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ import httpx
 from livekit.agents.llm import RawFunctionTool, StopResponse, ToolError, function_tool
 
 from pipelines.errors import ConfigError
-from worker.call.webhooks import post_signed
 from worker.config import BUILTINS, ToolPlan
+from worker.webhooks import post_signed
 
 if TYPE_CHECKING:
     from livekit import api, rtc

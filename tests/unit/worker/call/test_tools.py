@@ -9,8 +9,9 @@ import pytest
 from livekit.agents.llm import RawFunctionTool, StopResponse, ToolError
 from livekit.agents.llm.utils import prepare_function_arguments
 
-from worker.call import CallRecorder, ToolCallContext, build_function_tools, verify
+from worker.call import CallRecorder, ToolCallContext, build_function_tools
 from worker.config import ToolPlan, parse_tools
+from worker.webhooks import verify
 
 SECRET = "tool-secret-seed"
 LOOKUP = ToolPlan(

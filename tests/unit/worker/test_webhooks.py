@@ -14,11 +14,11 @@ import pytest
 import standardwebhooks
 
 from pipelines.errors import ConfigError
-from worker.call import (
+from worker.metrics import WorkerMetrics
+from worker.webhooks import (
     SpoolEntry,
     WebhookSender,
     WebhookSignatureError,
-    WorkerMetrics,
     post_signed,
     sign,
     signed_headers,
@@ -275,7 +275,7 @@ async def test_unsigned_payloads_for_agents_without_secret(tmp_path: Path) -> No
 def test_metrics_registry_is_dedicated_and_mountable() -> None:
     from aiohttp import web
 
-    from worker.call import add_metrics_route
+    from worker.metrics import add_metrics_route
 
     metrics = WorkerMetrics()
     metrics.observe_turn("first_audio", 0.7)

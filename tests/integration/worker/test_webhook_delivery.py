@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from worker.call import CallRecorder, WebhookSender, verify
+from worker.call import CallRecorder
 from worker.settings import REPO_ROOT
+from worker.webhooks import WebhookSender, verify
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +125,7 @@ async def _down_then_up(receiver: Receiver, tmp_path: Path) -> None:
 KILLED_WORKER = textwrap.dedent(
     """
     import asyncio, sys
-    from worker.call import WebhookSender
+    from worker.webhooks import WebhookSender
 
     async def main() -> None:
         sender = WebhookSender(

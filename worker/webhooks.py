@@ -43,7 +43,7 @@ from pipelines.errors import ConfigError, VoiceWorkerError
 from worker.config import parse_retry_after
 
 if TYPE_CHECKING:
-    from worker.call.metrics import WorkerMetrics
+    from worker.metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)
 
