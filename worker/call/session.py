@@ -23,7 +23,7 @@ from livekit.agents.voice.events import ConversationItemAddedEvent
 from livekit.agents.voice.turn import TurnHandlingOptions
 
 from pipelines.audio import DEFAULT_SAMPLE_RATE, WebRTCVAD, install_output_chain, load_bed
-from pipelines.providers import ProviderSpec, build
+from pipelines.providers import ProviderSpec
 from pipelines.providers.failover import (
     Deadlines,
     SwitchEvent,
@@ -163,18 +163,13 @@ def build_layers(plan: SessionPlan, on_switch: Callable[[SwitchEvent], None]) ->
     )
 
 
-def build_session(plan: SessionPlan, *, layers: dict[str, Any] | None = None) -> AgentSession[Any]:
-    """An ``AgentSession`` for ``plan``; ``layers`` may supply prebuilt STT/LLM/TTS (the
-    failover chains)."""
-    built = dict(layers or {})
-    for layer in ("stt", "llm", "tts"):
-        if layer not in built:
-            chain = plan.providers[layer]
-            built[layer] = build(provider_spec(layer, chain[0], plan))
+def build_session(plan: SessionPlan, *, layers: dict[str, Any]) -> AgentSession[Any]:
+    """An ``AgentSession`` for ``plan`` over ``layers``, the STT/LLM/TTS failover chains of
+    ``build_layers``."""
     return AgentSession(
-        stt=built["stt"],
-        llm=built["llm"],
-        tts=built["tts"],
+        stt=layers["stt"],
+        llm=layers["llm"],
+        tts=layers["tts"],
         vad=build_vad(plan),
         turn_handling=turn_handling(plan),
         user_away_timeout=plan.timeouts.inactivity,
