@@ -1,6 +1,6 @@
 """The real local services the project starts itself, each a ``ManagedProcess`` bound to
 loopback on free ports: a LiveKit server in ``--dev`` mode, the offline LLM (llama.cpp),
-toxiproxy, and the worker itself (``python -m worker start``).
+Redis, toxiproxy, and the worker itself (``python -m worker start``).
 ``python -m worker.dev.services livekit|llama`` runs one until Ctrl-C."""
 
 from worker.dev.services.livekit import (
@@ -18,6 +18,7 @@ from worker.dev.services.process import (
     free_port,
     http_ok,
 )
+from worker.dev.services.redis import RedisServer, redis_ping
 from worker.dev.services.toxiproxy import Proxy, ToxiproxyError, ToxiproxyServer
 from worker.dev.services.worker import WorkerProcess
 
@@ -29,6 +30,7 @@ __all__ = [
     "LlamaServer",
     "ManagedProcess",
     "Proxy",
+    "RedisServer",
     "ServiceError",
     "ToxiproxyError",
     "ToxiproxyServer",
@@ -37,5 +39,6 @@ __all__ = [
     "find_livekit_binary",
     "free_port",
     "http_ok",
+    "redis_ping",
     "warm_up_llm",
 ]

@@ -92,9 +92,13 @@ class LiveKitServer(ManagedProcess):
         api_secret: str | None = None,
         port: int | None = None,
         binary: Path | None = None,
+        redis_address: str | None = None,
         startup_timeout: float = 30.0,
     ) -> None:
         super().__init__(startup_timeout=startup_timeout)
+        self.redis_address = redis_address
+        """``host:port`` of a Redis shared with livekit-sip and other nodes; None runs the
+        server on its own (in-memory routing)."""
         self.api_key = api_key
         self.api_secret = api_secret or secrets.token_urlsafe(32)
         self.port = port or free_port()
@@ -117,8 +121,10 @@ class LiveKitServer(ManagedProcess):
         return LiveKitEndpoint(self.url, self.api_key, self.api_secret)
 
     def config_yaml(self) -> str:
+        redis = ["redis:", f"  address: {self.redis_address}"] if self.redis_address else []
         return "\n".join(
             [
+                *redis,
                 f"port: {self.port}",
                 "bind_addresses:",
                 f"  - {LOOPBACK}",
