@@ -6,9 +6,9 @@ rather than a place under test tooling.
 """
 
 from pipelines.loopback.base import Knobs, WireServer
-from pipelines.loopback.deepgram import DeepgramServer, EnergySegmenter
-from pipelines.loopback.elevenlabs import ElevenLabsServer
-from pipelines.loopback.openai_compat import OpenAIServer, ScriptedReply, ToolCall
+from pipelines.loopback.vendors.deepgram import DeepgramServer, EnergySegmenter
+from pipelines.loopback.vendors.elevenlabs import ElevenLabsServer
+from pipelines.loopback.vendors.openai_compat import OpenAIServer, ScriptedReply, ToolCall
 
 __all__ = [
     "DeepgramServer",

@@ -62,7 +62,7 @@ def build_server(args: argparse.Namespace) -> WireServer:
     )
     common = {"host": args.host, "port": args.port, "knobs": knobs}
     if args.vendor == "deepgram":
-        from pipelines.loopback.deepgram import DeepgramServer
+        from pipelines.loopback.vendors.deepgram import DeepgramServer
 
         return DeepgramServer(
             min_endpointing_ms=args.min_endpointing_ms,
@@ -70,7 +70,7 @@ def build_server(args: argparse.Namespace) -> WireServer:
             **common,
         )
     if args.vendor == "elevenlabs":
-        from pipelines.loopback.elevenlabs import ElevenLabsServer
+        from pipelines.loopback.vendors.elevenlabs import ElevenLabsServer
 
         pairs = [item.partition("=") for item in args.voice_map]
         bad = [item for item, (_, sep, _) in zip(args.voice_map, pairs, strict=True) if not sep]
@@ -79,7 +79,7 @@ def build_server(args: argparse.Namespace) -> WireServer:
         return ElevenLabsServer(
             voice_map={k: v for k, _, v in pairs}, chunk_ms=args.chunk_ms, **common
         )
-    from pipelines.loopback.openai_compat import DEFAULT_REPLY, OpenAIServer
+    from pipelines.loopback.vendors.openai_compat import DEFAULT_REPLY, OpenAIServer
 
     return OpenAIServer(
         reply=args.reply if args.reply is not None else DEFAULT_REPLY,

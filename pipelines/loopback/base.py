@@ -6,12 +6,13 @@ mapping) run against real sockets on 127.0.0.1. Every server keeps a request log
 ``Knobs`` for fault injection and fixed delays that tests, ``bench`` and ``replay --fault``
 flip at run time.
 
-    deepgram.DeepgramServer        /v1/listen (live WebSocket and pre-recorded POST)
-    elevenlabs.ElevenLabsServer    /v1/text-to-speech/{voice}/multi-stream-input, .../stream
-    openai_compat.OpenAIServer     /v1/chat/completions, /v1/models, /v1/audio/*
+    vendors.deepgram.DeepgramServer        /v1/listen (live WebSocket and pre-recorded POST)
+    vendors.elevenlabs.ElevenLabsServer    /v1/text-to-speech/{voice}/multi-stream-input, .../stream
+    vendors.openai_compat.OpenAIServer     /v1/chat/completions, /v1/models, /v1/audio/*
 
 This module holds what the three share: the server lifecycle, the request log, the knobs and
-the pacing of responses. Import the servers from their modules.
+the pacing of responses. Each vendor is a module of ``pipelines.loopback.vendors``; import
+the servers from ``pipelines.loopback``.
 
 Engines are thread-safe (``PocketsphinxEngine`` pools decoders, ``EspeakEngine`` runs one
 process per call), so the servers call them with ``asyncio.to_thread``.
