@@ -228,7 +228,11 @@ def resolve(
         noise_bed = NoiseBed(preset, 0.1 if volume is None else volume) if volume != 0 else None
 
     amd: AMDPlan | None = None
-    if agent.amd is not None and agent.amd.mode == "agent":
+    if agent.amd is not None and agent.amd.mode == "agent" and dispatch.direction != "outbound":
+        # 001: "AMD routing config for outbound voice agents": an inbound caller (or a
+        # browser) would hear silence up to timeout_seconds before the first message.
+        warnings.append(f"amd: off ({dispatch.direction or 'no direction'}: outbound calls only)")
+    elif agent.amd is not None and agent.amd.mode == "agent":
         actions = {**DEFAULT_AMD_ACTIONS, **agent.amd.actions}
         if actions.get("machine-ivr") == "hangup" and navigator:
             actions["machine-ivr"] = "navigate"

@@ -274,15 +274,32 @@ def test_noise_bed(plan: Any) -> None:
         plan({"background_noise_preset": "spaceship"})
 
 
+OUTBOUND = {"direction": "outbound"}
+
+
 def test_amd_plan_defaults_and_navigator(plan: Any) -> None:
     """'dispatches per category to the configured action'."""
-    p = plan({"amd": {"machine_vm": "hangup"}})
+    p = plan({"amd": {"machine_vm": "hangup"}}, OUTBOUND)
     assert p.amd is not None
     assert p.amd.actions["machine-vm"] == "hangup"
     assert p.amd.actions["human"] == "continue"
-    nav = plan({"amd": {}, "navigator_mode": True})
+    nav = plan({"amd": {}, "navigator_mode": True}, OUTBOUND)
     assert nav.amd is not None and nav.amd.actions["machine-ivr"] == "navigate"
-    assert plan({"amd": {"mode": "off"}}).amd is None
+    assert plan({"amd": {"mode": "off"}}, OUTBOUND).amd is None
+
+
+@pytest.mark.parametrize("direction", ["inbound", "web", None])
+def test_amd_is_for_outbound_calls_only(plan: Any, direction: str | None) -> None:
+    """001: 'Answering Machine Detection routing config for outbound voice agents': an
+    inbound caller must not hear silence up to timeoutSeconds, then be hung up on."""
+    agent = {"amd": {"mode": "agent", "machine_vm": "hangup"}, "first_message": "Hi"}
+    p = plan(agent, {"direction": direction} if direction else None)
+    assert p.amd is None
+    assert f"amd: off ({direction or 'no direction'}: outbound calls only)" in p.warnings
+    assert plan(agent, OUTBOUND).amd is not None
+    # A per-call telephony.amd on an inbound dispatch does not switch it back on.
+    inbound = {"direction": "inbound", "telephony": {"amd": {"mode": "agent"}}}
+    assert plan(agent, inbound).amd is None
 
 
 # --- tools ----------------------------------------------------------------------------
