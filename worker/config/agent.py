@@ -115,6 +115,28 @@ class Webhooks(Boundary):
     post_call: WebhookTarget | None = None
 
 
+AMD_NAVIGATION_ATTEMPTS_RANGE = (1, 20)
+
+
+def flat_amd_actions(data: Any) -> Any:
+    """Accepts ``{"machine_vm": "voicemail"}`` beside ``{"actions": {...}}`` (any spelling
+    of the categories)."""
+    if not isinstance(data, Mapping):
+        return data
+    data = dict(data)
+    actions = data.pop("actions", None) or {}
+    if not isinstance(actions, Mapping):
+        data["actions"] = actions  # not an object: the field validator rejects it
+        return data
+    actions = dict(actions)
+    for key in list(data):
+        category = snake(str(key)).replace("_", "-")
+        if category in AMD_CATEGORIES:
+            actions[category] = data.pop(key)
+    data["actions"] = {snake(str(k)).replace("_", "-"): v for k, v in actions.items()}
+    return data
+
+
 class AMDConfig(Boundary):
     """Answering machine detection routing: a verdict category maps to an action."""
 
@@ -128,26 +150,12 @@ class AMDConfig(Boundary):
     greet_immediately: bool = False
     """Speak the first message without waiting for a ``continue`` verdict."""
     llm_tiebreaker: bool = False
-    max_navigation_attempts: Annotated[int, Range(1, 20)] = 3
+    max_navigation_attempts: Annotated[int, Range(*AMD_NAVIGATION_ATTEMPTS_RANGE)] = 3
 
     @model_validator(mode="before")
     @classmethod
     def _flat_actions(cls, data: Any) -> Any:
-        """Accepts ``{"machine_vm": "voicemail"}`` beside ``{"actions": {...}}``."""
-        if not isinstance(data, Mapping):
-            return data
-        data = dict(data)
-        actions = data.pop("actions", None) or {}
-        if not isinstance(actions, Mapping):
-            data["actions"] = actions  # not an object: the field validator rejects it
-            return data
-        actions = dict(actions)
-        for key in list(data):
-            category = snake(str(key)).replace("_", "-")
-            if category in AMD_CATEGORIES:
-                actions[category] = data.pop(key)
-        data["actions"] = {snake(str(k)).replace("_", "-"): v for k, v in actions.items()}
-        return data
+        return flat_amd_actions(data)
 
 
 # Agent record: canonical field -> other accepted spellings (dotted = nested object).

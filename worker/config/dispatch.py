@@ -15,11 +15,13 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationError, model_validator
 
 from pipelines.errors import ConfigError
-from pipelines.types import OptimizeFor
+from pipelines.types import AMDCategory, OptimizeFor
 from worker.config.agent import (
+    AMD_NAVIGATION_ATTEMPTS_RANGE,
     AMD_TIMEOUT_RANGE,
     AgentConfig,
     AllowedProviders,
+    AMDAction,
     Boundary,
     MaxTokens,
     PlaybackRate,
@@ -29,6 +31,7 @@ from worker.config.agent import (
     Temperature,
     Volume,
     describe_validation_error,
+    flat_amd_actions,
     flatten_synonyms,
     parse_agent,
 )
@@ -62,9 +65,39 @@ class Constraints(Boundary):
     allowed_providers: AllowedProviders = Field(default_factory=AllowedProviders)
 
 
+AMD_OFF = ("off", "disabled", "none")
+"""Per-call ``mode`` spellings that switch AMD off for the call."""
+
+
 class AMDOverride(Boundary):
+    """Per-call AMD config: the dispatch's top-level ``amd`` (003: the agent's config
+    "flowed onto outbound dispatch metadata under the ``amd`` key") and ``telephony.amd``
+    (002). A set field wins; ``actions`` win per category."""
+
     mode: str | None = None
     timeout_seconds: Annotated[float | None, Range(*AMD_TIMEOUT_RANGE)] = None
+    actions: dict[AMDCategory, AMDAction] = Field(default_factory=dict)
+    voicemail_message: str | None = None
+    greet_immediately: bool | None = None
+    llm_tiebreaker: bool | None = None
+    max_navigation_attempts: Annotated[int | None, Range(*AMD_NAVIGATION_ATTEMPTS_RANGE)] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_actions(cls, data: Any) -> Any:
+        return flat_amd_actions(data)
+
+    def apply(self, base: Mapping[str, Any]) -> dict[str, Any]:
+        """``base`` (an AMD config as data) with this override's set fields on top."""
+        out = dict(base)
+        for name in AMDOverride.model_fields:
+            value = getattr(self, name)
+            if value is None or name == "actions":
+                continue
+            out[name] = ("off" if value in AMD_OFF else "agent") if name == "mode" else value
+        if self.actions:
+            out["actions"] = {**out.get("actions", {}), **self.actions}
+        return out
 
 
 class Telephony(Boundary):
@@ -99,6 +132,9 @@ class Dispatch(Boundary):
     stt_options: STTOptions = Field(default_factory=STTOptions)
     constraints: Constraints = Field(default_factory=Constraints)
     telephony: Telephony = Field(default_factory=Telephony)
+    amd: AMDOverride | None = None
+    """The agent's AMD config as the platform flows it onto outbound dispatch (003);
+    ``telephony.amd`` wins over it per field."""
     background_audio: BackgroundAudio | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     variables: dict[str, Any] = Field(default_factory=dict)
@@ -217,13 +253,11 @@ def merge(agent: AgentConfig, dispatch: Dispatch) -> AgentConfig:
         llm=call_lists.llm if call_lists.llm is not None else agent.allowed_providers.llm,
         tts=call_lists.tts if call_lists.tts is not None else agent.allowed_providers.tts,
     )
-    amd = dispatch.telephony.amd
-    if amd is not None:
+    overrides = [o for o in (dispatch.amd, dispatch.telephony.amd) if o is not None]
+    if overrides:
         base = agent.amd.model_dump() if agent.amd else {}
-        if amd.mode is not None:
-            base["mode"] = "off" if amd.mode in ("off", "disabled", "none") else "agent"
-        if amd.timeout_seconds is not None:
-            base["timeout_seconds"] = amd.timeout_seconds
+        for override in overrides:
+            base = override.apply(base)
         update["amd"] = base
     update["metadata"] = {**template_metadata(dispatch), **agent.metadata, **dispatch.metadata}
 

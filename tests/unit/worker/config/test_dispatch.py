@@ -288,6 +288,55 @@ def test_per_call_amd_overrides_mode_and_timeout() -> None:
     assert off.amd is not None and off.amd.mode == "off"
 
 
+def test_top_level_dispatch_amd_is_honoured() -> None:
+    """003: AMD config is 'Stored on the agent row; flowed onto outbound dispatch metadata
+    under the amd key'."""
+    agent = merged(
+        {
+            "amd": {
+                "mode": "agent",
+                "timeoutSeconds": 6,
+                "machineVm": "hangup",
+                "llmTiebreaker": True,
+            }
+        },
+        {"prompt": "p"},
+    )
+    assert agent.amd is not None
+    assert (agent.amd.mode, agent.amd.timeout_seconds, agent.amd.llm_tiebreaker) == (
+        "agent",
+        6.0,
+        True,
+    )
+    assert dict(agent.amd.actions) == {"machine-vm": "hangup"}
+
+
+def test_per_call_amd_actions_are_kept_per_category() -> None:
+    """'telephony.amd' per-call 'actions' win per category over the flowed 'amd' key and the
+    agent row; the categories they do not name keep the agent's action."""
+    agent = merged(
+        {
+            "amd": {"actions": {"machine-ivr": "navigate"}, "voicemailMessage": "Call us back."},
+            "telephony": {
+                "amd": {"actions": {"machine-vm": "voicemail"}, "greetImmediately": True}
+            },
+        },
+        {"prompt": "p", "amd": {"actions": {"machine-vm": "hangup", "uncertain": "hangup"}}},
+    )
+    assert agent.amd is not None
+    assert dict(agent.amd.actions) == {
+        "machine-vm": "voicemail",
+        "uncertain": "hangup",
+        "machine-ivr": "navigate",
+    }
+    assert (agent.amd.voicemail_message, agent.amd.greet_immediately) == ("Call us back.", True)
+
+
+def test_bad_per_call_amd_action_names_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"telephony\.amd\.actions"):
+        parse_dispatch({"telephony": {"amd": {"actions": {"machine-vm": "explode"}}}})
+
+
 # --- placeholders ---------------------------------------------------------------------
 
 

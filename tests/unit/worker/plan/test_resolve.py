@@ -302,6 +302,14 @@ def test_amd_is_for_outbound_calls_only(plan: Any, direction: str | None) -> Non
     assert plan(agent, inbound).amd is None
 
 
+def test_amd_flowed_onto_outbound_dispatch_routes_the_call(plan: Any) -> None:
+    """003: 'flowed onto outbound dispatch metadata under the amd key': an agent fetched by id
+    without AMD still runs the dispatch's."""
+    dispatch = {"direction": "outbound", "amd": {"mode": "agent", "machine_vm": "hangup"}}
+    p = plan({"prompt": "p"}, dispatch)
+    assert p.amd is not None and p.amd.actions["machine-vm"] == "hangup"
+
+
 # --- tools ----------------------------------------------------------------------------
 
 
