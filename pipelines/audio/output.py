@@ -36,6 +36,7 @@ from livekit.agents.voice import io
 from pipelines.audio.noise import NoiseBed, mix
 from pipelines.audio.pcm import Float32Array, float_to_int16, int16_to_float, resample
 from pipelines.audio.stretch import TimeStretcher
+from pipelines.audio.tap import Tap
 
 logger = logging.getLogger(__name__)
 
@@ -230,17 +231,20 @@ class NoiseBedOutput(io.AudioOutput):
     (likewise an interruption drops queued speech). The sink sees one endless stream, so
     this stage reports ``playback_started``/``playback_finished`` for each speech segment
     itself, from the samples it has sent. ``pause`` holds speech while the bed keeps playing.
+    Without a preset (or at volume 0) the bed is silence: the call recording still needs
+    the track's clock. ``tap`` is shown every frame written, with the loop time it plays.
     """
 
     def __init__(
         self,
         sink: io.AudioOutput,
         *,
-        noise_preset: str,
-        noise_volume: float,
+        noise_preset: str | None,
+        noise_volume: float | None,
         sample_rate: int | None = None,
         tick_ms: int = 50,
         lead_ms: int = 100,
+        tap: Tap | None = None,
     ) -> None:
         rate = sink.sample_rate or sample_rate or DEFAULT_SAMPLE_RATE
         super().__init__(
@@ -249,7 +253,10 @@ class NoiseBedOutput(io.AudioOutput):
             next_in_chain=sink,
             sample_rate=rate,
         )
-        self.bed = NoiseBed(noise_preset, noise_volume, rate)
+        self.bed = (
+            NoiseBed(noise_preset, noise_volume, rate) if noise_preset and noise_volume else None
+        )
+        self.tap = tap
         self._rate = rate
         self._tick = tick_ms / 1000.0
         self._tick_samples = rate * tick_ms // 1000
@@ -415,7 +422,7 @@ class NoiseBedOutput(io.AudioOutput):
                 break  # waiting for more of this segment
         if filled and play_at is not None:
             self._speech_until = play_at + filled / self._rate
-        return mix(speech, self.bed.next(n))
+        return mix(speech, self.bed.next(n)) if self.bed is not None else speech
 
     def _wall(self, play_at: float | None, offset: int) -> float:
         if play_at is None:
@@ -442,7 +449,10 @@ class NoiseBedOutput(io.AudioOutput):
         n = self._tick_samples
         while True:
             while (queued := self._writer.queued()) < self._lead:
-                frame = _make_frame(self.render(n, play_at=loop.time() + queued), self._rate)
+                play_at = loop.time() + queued
+                frame = _make_frame(self.render(n, play_at=play_at), self._rate)
+                if self.tap is not None:
+                    self.tap(frame, play_at)
                 await self._writer.write(frame)
                 self.frames_sent += 1
             # sleep until about one tick is left above the lead, or until speech starts
@@ -462,6 +472,7 @@ def install_output_chain(
     noise_preset: str | None,
     noise_volume: float | None,
     sample_rate: int | None = None,
+    tap: Tap | None = None,
 ) -> bool:
     """Inserts the stretch and bed stages into a started session's audio output.
 
@@ -469,12 +480,13 @@ def install_output_chain(
     has then set the audio output) and before the agent first speaks: at the top of
     ``Agent.on_enter``, or right after ``start`` when the first message is said after it.
     ``playback_rate`` None means no stretch (``stretch.stretch_rate`` decides that), a
-    missing preset or a volume of 0 no bed. Idempotent; returns False when there is nothing
-    to do or no audio output.
+    missing preset or a volume of 0 no bed. ``tap`` (the call recording) is shown what the
+    track plays; it needs the mixer, so the mixer goes in with a silent bed if need be.
+    Idempotent; returns False when there is nothing to do or no audio output.
     """
     if output.audio is None:
         return False
-    bed = bool(noise_preset) and bool(noise_volume)
+    bed = (bool(noise_preset) and bool(noise_volume)) or tap is not None
     stretch = playback_rate is not None
     chain: list[io.AudioOutput] = []
     cur: io.AudioOutput | None = output.audio
@@ -484,9 +496,12 @@ def install_output_chain(
     if any(isinstance(stage, StretchOutput | NoiseBedOutput) for stage in chain):
         return False
     if bed:
-        assert noise_preset is not None and noise_volume is not None
         mixer = NoiseBedOutput(
-            chain[-1], noise_preset=noise_preset, noise_volume=noise_volume, sample_rate=sample_rate
+            chain[-1],
+            noise_preset=noise_preset,
+            noise_volume=noise_volume,
+            sample_rate=sample_rate,
+            tap=tap,
         )
         # swaps the leaf under LiveKit's sink proxy, keeping the wrappers above in place
         output.replace_audio_tail(mixer)
