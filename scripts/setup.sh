@@ -15,11 +15,17 @@ mkdir -p .cache/bin .cache/toxiproxy .cache/wheels "$PIP_CACHE_DIR"
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
-if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
-  log "Debian packages: espeak-ng sox"
+# espeak-ng and sox for the offline stack; the phone leg: redis-server, baresip (the far-end
+# SIP phone) and the C libraries livekit-sip links (cgo: opus, opusfile, soxr).
+DEBS="espeak-ng sox redis-server baresip-core libopus-dev libopusfile-dev libsoxr-dev pkg-config"
+if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null \
+   || ! command -v redis-server >/dev/null || ! command -v baresip >/dev/null \
+   || ! pkg-config --exists opus opusfile soxr 2>/dev/null; then
+  log "Debian packages: $DEBS"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng sox >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $DEBS >/dev/null
 fi
 
 # The LiveKit server builds in the background while pip works (2 cores: both fit).
@@ -72,5 +78,9 @@ if [ -n "${TP_PID:-}" ]; then
     echo "building toxiproxy failed (log above)" >&2
     exit 1
   fi
+fi
+if [ ! -x .cache/bin/livekit-sip ]; then
+  log "building livekit-sip v1.0.0 (throwaway module: the proxy serves only that exact version)"
+  .venv/bin/python -c "from worker.dev.services.sip import build_livekit_sip; build_livekit_sip()"
 fi
 log "ready: $(.venv/bin/voice-worker --help >/dev/null && echo voice-worker) $(ls .cache/bin)"

@@ -1,0 +1,117 @@
+"""The phone leg's real parts: Redis, a LiveKit server using it, livekit-sip v1.0.0 and a
+baresip phone. An outbound SIP participant rings the phone, carries its audio and the RFC 2833
+digits both ways; a busy phone's 486 reaches the room as the participant's disconnect reason."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from livekit import api, rtc
+
+from worker.dev.services import LiveKitServer, RedisServer
+from worker.dev.services.phone import SIPPhone
+from worker.dev.services.sip import LiveKitSIP
+
+CALLER = Path(__file__).parents[4] / "fixtures" / "audio" / "booking_two_turns.wav"
+
+
+@pytest.fixture(scope="module")
+def sip_stack() -> Iterator[tuple[LiveKitServer, LiveKitSIP]]:
+    with contextlib.ExitStack() as stack:
+        redis = stack.enter_context(RedisServer())
+        lk = stack.enter_context(LiveKitServer(redis_address=redis.address))
+        sip = stack.enter_context(LiveKitSIP(lk.endpoint, redis_address=redis.address))
+        yield lk, sip
+
+
+async def _dial(lk: LiveKitServer, phone: SIPPhone) -> tuple[rtc.Room, list[object]]:
+    """Joins a fresh room as the agent would and dials the phone into it."""
+    lkapi = lk.endpoint.client()
+    room_name = f"sip-{secrets.token_hex(3)}"
+    try:
+        trunk = await lkapi.sip.create_outbound_trunk(
+            api.CreateSIPOutboundTrunkRequest(
+                trunk=api.SIPOutboundTrunkInfo(
+                    name="test", address=phone.address, numbers=["+15550000001"]
+                )
+            )
+        )
+        room = rtc.Room()
+        seen: list[object] = []
+        room.on("participant_disconnected", lambda p: seen.append(p.disconnect_reason))
+        room.on("sip_dtmf_received", lambda d: seen.append(d.digit))
+        token = (
+            api.AccessToken(lk.api_key, lk.api_secret)
+            .with_identity("agent")
+            .with_grants(api.VideoGrants(room_join=True, room=room_name))
+            .to_jwt()
+        )
+        await room.connect(lk.url, token)
+        await lkapi.sip.create_sip_participant(
+            api.CreateSIPParticipantRequest(
+                sip_trunk_id=trunk.sip_trunk_id,
+                sip_call_to=phone.user,
+                room_name=room_name,
+                participant_identity="callee",
+                wait_until_answered=False,
+            )
+        )
+        return room, seen
+    finally:
+        await lkapi.aclose()
+
+
+async def _until(check: object, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():  # type: ignore[operator]
+        if loop.time() > deadline:
+            raise TimeoutError
+        await asyncio.sleep(0.05)
+
+
+async def test_answered_call_carries_audio_and_dtmf_both_ways(
+    sip_stack: tuple[LiveKitServer, LiveKitSIP],
+) -> None:
+    lk, _sip = sip_stack
+    with SIPPhone(answer="auto", audio=CALLER, hold_seconds=20) as phone:
+        room, seen = await _dial(lk, phone)
+        try:
+            await _until(
+                lambda: any(
+                    p.attributes.get("sip.callStatus") == "active"
+                    for p in room.remote_participants.values()
+                ),
+                15,
+            )
+            callee = room.remote_participants["callee"]
+            assert callee.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
+            assert callee.attributes["sip.phoneNumber"] == phone.user
+            await _until(lambda: bool(callee.track_publications), 10)
+            for code, digit in ((1, "1"), (11, "#")):
+                await room.local_participant.publish_dtmf(code=code, digit=digit)
+            await asyncio.to_thread(phone.press, "42")
+            await _until(lambda: phone.received_dtmf() == "1#", 10)
+            await _until(lambda: seen[-2:] == ["4", "2"], 10)
+        finally:
+            await room.disconnect()
+        # the agent leaving does not hang up by itself; removing the SIP participant does
+        await asyncio.to_thread(phone.wait_for, "CALL_ESTABLISHED", 1)
+
+
+async def test_busy_phone_rejects_with_486(sip_stack: tuple[LiveKitServer, LiveKitSIP]) -> None:
+    lk, _sip = sip_stack
+    with SIPPhone(answer="busy") as phone:
+        room, seen = await _dial(lk, phone)
+        try:
+            await _until(lambda: bool(seen), 15)
+            assert seen == [rtc.DisconnectReason.USER_REJECTED]
+            assert phone.event_types()[:1] == ["CALL_INCOMING"]
+            assert "CALL_ESTABLISHED" not in phone.event_types()
+        finally:
+            await room.disconnect()
