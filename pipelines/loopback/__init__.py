@@ -6,17 +6,23 @@ rather than a place under test tooling.
 """
 
 from pipelines.loopback.base import Knobs, WireServer
-from pipelines.loopback.vendors.deepgram import DeepgramServer, EnergySegmenter
+from pipelines.loopback.streaming import EnergySegmenter, SpeechServer
+from pipelines.loopback.vendors.assemblyai import AssemblyAIServer
+from pipelines.loopback.vendors.baseten import BasetenServer
+from pipelines.loopback.vendors.deepgram import DeepgramServer
 from pipelines.loopback.vendors.elevenlabs import ElevenLabsServer
 from pipelines.loopback.vendors.openai_compat import OpenAIServer, ScriptedReply, ToolCall
 
 __all__ = [
+    "AssemblyAIServer",
+    "BasetenServer",
     "DeepgramServer",
     "ElevenLabsServer",
     "EnergySegmenter",
     "Knobs",
     "OpenAIServer",
     "ScriptedReply",
+    "SpeechServer",
     "ToolCall",
     "WireServer",
 ]

@@ -1,6 +1,6 @@
 """Run one vendor server until SIGINT/SIGTERM.
 
-    python -m pipelines.loopback deepgram|elevenlabs|openai [--port N] [knobs...]
+    python -m pipelines.loopback VENDOR [--port N] [knobs...]
 
 Prints ``{"vendor": ..., "url": ...}`` as one JSON line on stdout once listening (so
 ``--port 0`` works for scripts), and with ``--log FILE`` writes the request log as JSON
@@ -13,17 +13,26 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import json
 import signal
 import sys
 from pathlib import Path
 
 from pipelines.loopback.base import Knobs, WireServer
+from pipelines.loopback.streaming import SpeechServer
+
+STT_SERVERS = {
+    "deepgram": ("pipelines.loopback.vendors.deepgram", "DeepgramServer"),
+    "baseten": ("pipelines.loopback.vendors.baseten", "BasetenServer"),
+    "assemblyai": ("pipelines.loopback.vendors.assemblyai", "AssemblyAIServer"),
+}
+"""The speech-to-text servers (imported on demand)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines.loopback", description=__doc__)
-    parser.add_argument("vendor", choices=["deepgram", "elevenlabs", "openai"])
+    parser.add_argument("vendor", choices=[*STT_SERVERS, "elevenlabs", "openai"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--log", type=Path, help="write the request log here as JSON on exit")
@@ -34,9 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     knobs.add_argument("--fail-count", type=int, metavar="N")
     knobs.add_argument("--stall-after", type=int, metavar="N")
     knobs.add_argument("--close-after", type=int, metavar="N")
-    dg = parser.add_argument_group("deepgram")
-    dg.add_argument("--min-endpointing-ms", type=int, default=300)
+    dg = parser.add_argument_group("speech to text (" + ", ".join(STT_SERVERS) + ")")
+    dg.add_argument(
+        "--min-endpointing-ms", type=int, default=300, help="floor of the end-of-speech silence"
+    )
     dg.add_argument("--interim-interval", type=float, default=1.0, metavar="S")
+    dg.add_argument("--preload", action="store_true", help="load the STT engine before listening")
     el = parser.add_argument_group("elevenlabs")
     el.add_argument("--chunk-ms", type=int, default=200)
     el.add_argument(
@@ -61,14 +73,16 @@ def build_server(args: argparse.Namespace) -> WireServer:
         close_after=args.close_after,
     )
     common = {"host": args.host, "port": args.port, "knobs": knobs}
-    if args.vendor == "deepgram":
-        from pipelines.loopback.vendors.deepgram import DeepgramServer
-
-        return DeepgramServer(
+    if args.vendor in STT_SERVERS:
+        module, name = STT_SERVERS[args.vendor]
+        server: SpeechServer = getattr(importlib.import_module(module), name)(
             min_endpointing_ms=args.min_endpointing_ms,
             interim_interval=args.interim_interval,
             **common,
         )
+        if args.preload:
+            server.preload()
+        return server
     if args.vendor == "elevenlabs":
         from pipelines.loopback.vendors.elevenlabs import ElevenLabsServer
 

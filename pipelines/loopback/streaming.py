@@ -1,0 +1,409 @@
+"""Live transcription shared by the STT wire servers (Deepgram v1 and v2, Baseten,
+AssemblyAI): audio in over a WebSocket, utterances cut by an energy segmenter on audio time
+(not wall time, so results do not depend on how fast the caller pushes audio), each cut
+transcribed by the offline STT engine in one worker task so results go out in order
+without blocking the audio. A vendor module subclasses ``SegmentingSession`` for its
+messages and control frames, and ``SpeechServer`` for its routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from pipelines.audio import Float32Array, int16_to_float, rms_dbfs
+from pipelines.loopback.base import Knobs, RequestRecord, SpeechToText, WireServer, WsOutbox
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentEvent:
+    kind: Literal["start", "end"]
+    sample: int
+    """Stream position of the event, in samples since the stream began."""
+
+
+class EnergySegmenter:
+    """Cuts a sample stream into utterances by short-term energy.
+
+    Speech starts once ``min_speech_ms`` of frames are louder than ``threshold_dbfs`` and
+    ends after ``silence_ms`` of quieter frames; event positions are in samples.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        *,
+        threshold_dbfs: float = -40.0,
+        min_speech_ms: int = 60,
+        silence_ms: int = 400,
+        frame_ms: int = 20,
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.threshold_dbfs = threshold_dbfs
+        self.frame_len = max(1, sample_rate * frame_ms // 1000)
+        self.min_speech_frames = max(1, min_speech_ms // frame_ms)
+        self.silence_frames = max(1, silence_ms // frame_ms)
+        self.reset()
+
+    def reset(self) -> None:
+        self.position = 0
+        """Samples consumed so far (including the partial frame held back)."""
+        self.in_speech = False
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._loud_run = 0
+        self._quiet_run = 0
+        self._frames_done = 0
+
+    def interrupt(self) -> None:
+        """Ends the current utterance now (a caller's ``Finalize``); the next loud audio
+        starts a new one."""
+        self.in_speech = False
+        self._loud_run = 0
+        self._quiet_run = 0
+
+    def push(self, samples: Float32Array) -> list[SegmentEvent]:
+        self.position += len(samples)
+        buf = np.concatenate([self._pending, samples]) if len(self._pending) else samples
+        events: list[SegmentEvent] = []
+        n_frames = len(buf) // self.frame_len
+        for i in range(n_frames):
+            frame = buf[i * self.frame_len : (i + 1) * self.frame_len]
+            loud = rms_dbfs(frame) > self.threshold_dbfs
+            frame_end = (self._frames_done + 1) * self.frame_len
+            self._frames_done += 1
+            if not self.in_speech:
+                self._loud_run = self._loud_run + 1 if loud else 0
+                if self._loud_run >= self.min_speech_frames:
+                    self.in_speech = True
+                    self._quiet_run = 0
+                    events.append(
+                        SegmentEvent("start", frame_end - self._loud_run * self.frame_len)
+                    )
+            else:
+                self._quiet_run = 0 if loud else self._quiet_run + 1
+                if self._quiet_run >= self.silence_frames:
+                    self.in_speech = False
+                    self._loud_run = 0
+                    events.append(SegmentEvent("end", frame_end - self._quiet_run * self.frame_len))
+        self._pending = buf[n_frames * self.frame_len :].copy()
+        return events
+
+
+def even_words(transcript: str, start: float, duration: float) -> list[tuple[str, float, float]]:
+    """``(word, start, end)`` per word; the engine gives no word timings, so the words
+    share the span evenly."""
+    tokens = transcript.split()
+    if not tokens:
+        return []
+    step = duration / len(tokens)
+    return [(tok, start + i * step, start + (i + 1) * step) for i, tok in enumerate(tokens)]
+
+
+def formatted(transcript: str, *, final: bool = True) -> str:
+    """Capitalised, with a full stop on final results (what "punctuate" gives)."""
+    text = " ".join(transcript.split())
+    if not text:
+        return text
+    return text[0].upper() + text[1:] + ("." if final else "")
+
+
+class SpeechServer(WireServer):
+    """Base of the STT servers: the offline engine and the segmenter's settings."""
+
+    def __init__(
+        self,
+        engine: SpeechToText | None = None,
+        *,
+        min_endpointing_ms: int = 300,
+        interim_interval: float = 1.0,
+        threshold_dbfs: float = -40.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        knobs: Knobs | None = None,
+    ) -> None:
+        """``min_endpointing_ms`` floors the silence a caller asks for before an utterance
+        ends (plugins ask for as little as 25 ms, which an energy segmenter would fire
+        between words); ``interim_interval`` is the audio time between interim results
+        while someone speaks, unless the caller's protocol sets its own."""
+        super().__init__(host=host, port=port, knobs=knobs)
+        self._engine = engine
+        self.min_endpointing_ms = min_endpointing_ms
+        self.interim_interval = interim_interval
+        self.threshold_dbfs = threshold_dbfs
+
+    @property
+    def engine(self) -> SpeechToText:
+        if self._engine is None:
+            from pipelines.engines import PocketsphinxEngine
+
+            self._engine = PocketsphinxEngine()
+        return self._engine
+
+    def preload(self) -> None:
+        """Loads the engine now (its first decoder), not on the first session."""
+        self.engine.transcribe(np.zeros(1600, dtype=np.float32), 16000)
+
+    async def transcribe(self, samples: Float32Array, sample_rate: int) -> str:
+        if len(samples) == 0:
+            return ""
+        return (await asyncio.to_thread(self.engine.transcribe, samples, sample_rate)).strip()
+
+
+@dataclass
+class Job:
+    """Work for the session's recognition task, in arrival order."""
+
+    kind: Literal["interim", "final", "utterance_end", "close"]
+    segment: int = 0
+    samples: Float32Array | None = None
+    start: float = 0.0
+    """Seconds since the stream began (for ``utterance_end``: samples)."""
+    from_finalize: bool = False
+    """The caller's control message (finalize, close) ended the utterance."""
+    speech_final: bool = False
+
+
+class SegmentingSession:
+    """One live-transcription WebSocket. Subclasses say what goes on the wire:
+    ``results`` (per recognised interim or final), and optionally ``speech_started``,
+    ``utterance_end``, ``closing`` and ``on_control``."""
+
+    PREROLL_S = 0.2
+
+    def __init__(
+        self,
+        server: SpeechServer,
+        outbox: WsOutbox,
+        record: RequestRecord,
+        *,
+        sample_rate: int,
+        channels: int = 1,
+        silence_ms: int,
+        interim_results: bool,
+        interim_interval: float | None = None,
+        utterance_end_ms: int | None = None,
+        speech_final: bool = True,
+    ) -> None:
+        self.server = server
+        self.outbox = outbox
+        self.record = record
+        self.sample_rate = sample_rate
+        self.channels = max(1, channels)
+        self.interim_results = interim_results
+        self.interim_interval = (
+            server.interim_interval if interim_interval is None else interim_interval
+        )
+        self.utterance_end_ms = utterance_end_ms
+        self.speech_final = speech_final
+        self.segmenter = EnergySegmenter(
+            sample_rate,
+            threshold_dbfs=server.threshold_dbfs,
+            silence_ms=max(silence_ms, server.min_endpointing_ms),
+        )
+        self.request_id = str(uuid.uuid4())
+        self.jobs: asyncio.Queue[Job] = asyncio.Queue()
+        self.segment_id = 0
+        self.segment_start = 0
+        self.segment: list[Float32Array] = []
+        self.preroll: deque[Float32Array] = deque()
+        self.preroll_len = 0
+        self.finalized: set[int] = set()
+        self.interim_pending = False
+        self.last_interim_len = 0
+        self.utterance_end_at: int | None = None
+        self.pending_bytes = b""
+
+    # what the vendor sends
+
+    def results(self, job: Job, transcript: str) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def speech_started(self, seconds: float) -> None:
+        """Speech began at ``seconds`` of stream audio."""
+
+    def utterance_end(self, last_word_end: float) -> None:
+        """``utterance_end_ms`` of quiet followed the last utterance."""
+
+    def closing(self) -> list[dict[str, Any]]:
+        """Messages sent after the last results, before the server closes the socket."""
+        return []
+
+    def on_control(self, data: dict[str, Any]) -> str:
+        """Handles a JSON control message; returns its kind for the request log. Call
+        ``finalize()`` or ``close()`` from here."""
+        return str(data.get("type", ""))
+
+    # the receive loop
+
+    async def run(self, ws: web.WebSocketResponse) -> None:
+        worker = asyncio.create_task(self._recognize_loop(ws))
+        dropped = asyncio.create_task(self.outbox.dropped.wait())
+        try:
+            while True:
+                receive = asyncio.create_task(ws.receive())
+                done, _ = await asyncio.wait(
+                    {receive, dropped, worker}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if receive not in done:
+                    receive.cancel()
+                    break
+                msg = receive.result()
+                if msg.type == WSMsgType.BINARY:
+                    self.on_audio(msg.data)
+                elif msg.type == WSMsgType.TEXT:
+                    self._on_text(msg.data)
+                else:
+                    break
+        finally:
+            dropped.cancel()
+            if not worker.done():
+                worker.cancel()
+            with contextlib.suppress(BaseException):
+                await worker
+
+    def _on_text(self, text: str) -> None:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        kind = self.on_control(data) if isinstance(data, dict) else "invalid"
+        self.record.control.append(kind)
+
+    def finalize(self) -> None:
+        """Ends the utterance in progress now (its final result says so)."""
+        self._end_segment(self.segmenter.position, speech_final=False, from_finalize=True)
+        self.segmenter.interrupt()
+
+    def close(self) -> None:
+        """Finalizes, then sends ``closing()`` and closes the socket once the results are
+        out (the receive loop keeps reading until then)."""
+        self._end_segment(self.segmenter.position, speech_final=False, from_finalize=True)
+        self.jobs.put_nowait(Job("close"))
+
+    def on_audio(self, data: bytes) -> None:
+        self.record.audio_bytes += len(data)
+        data = self.pending_bytes + data
+        usable = len(data) // (2 * self.channels) * (2 * self.channels)
+        self.pending_bytes = data[usable:]
+        pcm = np.frombuffer(data[:usable], dtype="<i2").astype(np.int16)
+        samples = int16_to_float(pcm)
+        if self.channels > 1:
+            samples = samples.reshape(-1, self.channels).mean(axis=1).astype(np.float32)
+        chunk_start = self.segmenter.position
+        events = self.segmenter.push(samples)
+        cursor = 0
+        for event in events:
+            offset = max(0, min(len(samples), event.sample - chunk_start))
+            self._take(samples[cursor:offset])
+            cursor = offset
+            if event.kind == "start":
+                self._begin_segment(event.sample, chunk_start + cursor)
+            else:
+                self._end_segment(event.sample, speech_final=self.speech_final)
+        self._take(samples[cursor:])
+        if (
+            self.utterance_end_at is not None
+            and not self.segmenter.in_speech
+            and self.segmenter.position >= self.utterance_end_at
+        ):
+            self.utterance_end_at = None
+            self.jobs.put_nowait(Job("utterance_end", start=self.segmenter.position))
+        self._maybe_interim()
+
+    def _take(self, samples: Float32Array) -> None:
+        if len(samples) == 0:
+            return
+        if self.segmenter.in_speech or self.segment:
+            self.segment.append(samples)
+            return
+        self.preroll.append(samples)
+        self.preroll_len += len(samples)
+        limit = int(self.PREROLL_S * self.sample_rate)
+        while self.preroll and self.preroll_len - len(self.preroll[0]) >= limit:
+            self.preroll_len -= len(self.preroll.popleft())
+
+    def _begin_segment(self, sample: int, position: int) -> None:
+        self.segment_id += 1
+        self.segment = list(self.preroll)
+        self.segment_start = position - self.preroll_len
+        self.preroll.clear()
+        self.preroll_len = 0
+        self.last_interim_len = 0
+        self.utterance_end_at = None
+        self.speech_started(round(sample / self.sample_rate, 3))
+
+    def _end_segment(self, sample: int, *, speech_final: bool, from_finalize: bool = False) -> None:
+        if not self.segment:
+            return
+        samples = np.concatenate(self.segment)
+        self.segment = []
+        self.jobs.put_nowait(
+            Job(
+                "final",
+                segment=self.segment_id,
+                samples=samples,
+                start=self.segment_start / self.sample_rate,
+                speech_final=speech_final,
+                from_finalize=from_finalize,
+            )
+        )
+        if self.utterance_end_ms is not None:
+            self.utterance_end_at = sample + self.utterance_end_ms * self.sample_rate // 1000
+
+    def _maybe_interim(self) -> None:
+        if not (self.interim_results and self.segment and self.segmenter.in_speech):
+            return
+        length = sum(len(s) for s in self.segment)
+        if self.interim_pending or length - self.last_interim_len < (
+            self.interim_interval * self.sample_rate
+        ):
+            return
+        self.last_interim_len = length
+        self.interim_pending = True
+        self.jobs.put_nowait(
+            Job(
+                "interim",
+                segment=self.segment_id,
+                samples=np.concatenate(self.segment),
+                start=self.segment_start / self.sample_rate,
+            )
+        )
+
+    # the send side
+
+    def seconds(self, job: Job) -> float:
+        """Audio seconds of a job's utterance."""
+        return 0.0 if job.samples is None else len(job.samples) / self.sample_rate
+
+    async def _recognize_loop(self, ws: web.WebSocketResponse) -> None:
+        while True:
+            job = await self.jobs.get()
+            if job.kind == "close":
+                for message in self.closing():
+                    self.outbox.send(message)
+                await self.outbox.drain()
+                await ws.close()
+                return
+            if job.kind == "utterance_end":
+                self.utterance_end(round(job.start / self.sample_rate, 3))
+                continue
+            if job.kind == "interim":
+                self.interim_pending = False
+                if job.segment in self.finalized:
+                    continue
+            assert job.samples is not None
+            transcript = await self.server.transcribe(job.samples, self.sample_rate)
+            if job.kind == "interim" and job.segment in self.finalized:
+                continue
+            if job.kind == "final":
+                self.finalized.add(job.segment)
+            for message in self.results(job, transcript):
+                self.outbox.send(message)
