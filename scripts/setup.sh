@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 LIVEKIT_VERSION=v1.13.5
 TOXIPROXY_VERSION=v2.12.0
+VERSITYGW_VERSION=v1.8.0
 LLAMA_VERSION=0.3.36
 export PIP_CACHE_DIR="$ROOT/.cache/pip"
 mkdir -p .cache/bin .cache/toxiproxy .cache/wheels "$PIP_CACHE_DIR"
@@ -82,5 +83,11 @@ fi
 if [ ! -x .cache/bin/livekit-sip ]; then
   log "building livekit-sip v1.0.0 (throwaway module: the proxy serves only that exact version)"
   .venv/bin/python -c "from worker.dev.services.sip import build_livekit_sip; build_livekit_sip()"
+fi
+# Versity's S3 gateway: the call recordings' bucket in tests, replay and the embedded stack.
+if [ ! -x .cache/bin/versitygw ]; then
+  log "building versitygw $VERSITYGW_VERSION (S3 server for recordings, ~1 min)"
+  GOBIN="$ROOT/.cache/bin" GOFLAGS=-mod=mod \
+    go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 fi
 log "ready: $(.venv/bin/voice-worker --help >/dev/null && echo voice-worker) $(ls .cache/bin)"

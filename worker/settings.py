@@ -8,12 +8,14 @@ offline provider stack and the ``file://`` control plane shipped in ``fixtures/`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONTROL_PLANE = f"file://{REPO_ROOT / 'fixtures' / 'control_plane'}"
+DEFAULT_RECORDINGS_URL = f"file://{REPO_ROOT / '.cache' / 'recordings'}"
 
 
 class Settings(BaseSettings):
@@ -96,6 +98,20 @@ class Settings(BaseSettings):
     """Seconds per webhook delivery attempt."""
     webhook_max_elapsed: float = Field(120.0, gt=0)
     """Give up retrying a payload (it stays spooled) after this many seconds."""
+
+    # Call recording (agents with save_audio_recording)
+    recordings_url: str = DEFAULT_RECORDINGS_URL
+    """``s3://bucket/prefix`` (with the endpoint and keys below) or ``file://DIR``."""
+    recordings_endpoint_url: str | None = None
+    """S3-compatible server (``http://127.0.0.1:7070``); unset: AWS S3."""
+    recordings_access_key_id: str | None = None
+    """S3 access key id; unset: boto3's usual sources (environment, instance role)."""
+    recordings_secret_access_key: SecretStr | None = None
+    """S3 secret access key."""
+    recordings_region: str = "us-east-1"
+    """S3 region."""
+    recording_channels: Literal["stereo", "mix"] = "stereo"
+    """``stereo``: caller left, agent right (what QA tools expect); ``mix``: one channel."""
     metrics_port: int = 9464
     """Prometheus ``/metrics`` of the worker and all its job processes."""
     log_json: bool = True

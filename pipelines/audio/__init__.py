@@ -12,12 +12,16 @@ from typing import TYPE_CHECKING
 from pipelines.lazy import lazy_exports
 
 __all__ = [
+    "AGENT",
     "BED_DBFS_AT_FULL_VOLUME",
+    "CALLER",
     "DEFAULT_SAMPLE_RATE",
     "PLAYBACK_RATE_RANGE",
+    "RECORDING_RATE",
     "WEBRTC_RATES",
     "Audio",
     "AudioFormatError",
+    "CallTimeline",
     "Float32Array",
     "FrameMs",
     "Int16Array",
@@ -26,6 +30,8 @@ __all__ = [
     "ProcessingRate",
     "StreamResampler",
     "StretchOutput",
+    "Tap",
+    "TapInput",
     "TimeStretcher",
     "VADCore",
     "VADCoreEvent",
@@ -36,6 +42,7 @@ __all__ = [
     "WebRTCVADStream",
     "detect_segments",
     "float_to_int16",
+    "frame_samples",
     "install_output_chain",
     "int16_to_float",
     "load_bed",
@@ -97,6 +104,15 @@ if TYPE_CHECKING:
         stretch_rate,
         validate_rate,
     )
+    from pipelines.audio.tap import (
+        AGENT,
+        CALLER,
+        RECORDING_RATE,
+        CallTimeline,
+        Tap,
+        TapInput,
+        frame_samples,
+    )
     from pipelines.audio.vad import WebRTCVAD, WebRTCVADStream
     from pipelines.audio.vad_core import VADCore, VADCoreEvent, detect_segments
     from pipelines.audio.vad_options import (
@@ -152,6 +168,15 @@ else:
                 "stretch_audio",
                 "stretch_rate",
                 "validate_rate",
+            ),
+            "tap": (
+                "AGENT",
+                "CALLER",
+                "RECORDING_RATE",
+                "CallTimeline",
+                "Tap",
+                "TapInput",
+                "frame_samples",
             ),
             "vad": ("WebRTCVAD", "WebRTCVADStream"),
             "vad_core": ("VADCore", "VADCoreEvent", "detect_segments"),

@@ -7,10 +7,13 @@ overrides only the hook, with knobs set at construction or flipped mid-test with
 from tests.fakes.audio import FakeSink, PassThrough, PausingSink
 from tests.fakes.chain import Clock, make_chain
 from tests.fakes.llm import FakeLLM, FakeLLMStream, collect_reply
+from tests.fakes.recording import AGENT_HZ, CALLER_HZ, level_at, recorded_call, tone_frames
 from tests.fakes.stt import FakeSTT, FakeSTTStream
 from tests.fakes.tts import FakeChunkedStream, FakeTTS
 
 __all__ = [
+    "AGENT_HZ",
+    "CALLER_HZ",
     "Clock",
     "FakeChunkedStream",
     "FakeLLM",
@@ -22,5 +25,8 @@ __all__ = [
     "PassThrough",
     "PausingSink",
     "collect_reply",
+    "level_at",
     "make_chain",
+    "recorded_call",
+    "tone_frames",
 ]

@@ -383,5 +383,6 @@ def settings_secrets(settings: Settings) -> tuple[str, ...]:
         settings.openai_api_key,
         settings.eleven_api_key,
         settings.webhook_secret,
+        settings.recordings_secret_access_key,
     ]
     return tuple(v.get_secret_value() for v in values if v and v.get_secret_value())

@@ -84,6 +84,20 @@ class ProviderUsage(_Model):
     tts_characters: int = 0
 
 
+class RecordingInfo(_Model):
+    """The call's audio recording (``save_audio_recording``), as the report links it."""
+
+    url: str
+    """``s3://bucket/prefix/...`` or ``file:///...``: where the object is (or will be, once
+    the worker's sweep has uploaded it after a bucket outage)."""
+    duration_s: float
+    format: str
+    """``ogg/opus``."""
+    channels: int
+    """2: caller left, agent right; 1: the composite mix."""
+    bytes: int
+
+
 class CallReport(_Model):
     type: Literal["call.report"] = "call.report"
     call_id: str
@@ -103,6 +117,8 @@ class CallReport(_Model):
     turns: list[TurnMetrics] = Field(default_factory=list)
     usage: dict[str, ProviderUsage] = Field(default_factory=dict)
     """Per provider (``deepgram``, ``openai:gpt-4o-mini``, ...)."""
+    recording: RecordingInfo | None = None
+    """Set when the call was recorded (the plan's ``save_audio_recording``)."""
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     def to_payload(self) -> dict[str, Any]:
@@ -191,6 +207,7 @@ class CallRecorder:
         self._events: list[CallEvent] = []
         self._turns: list[TurnMetrics] = []
         self._usage: dict[str, dict[str, float]] = {}
+        self._recording: RecordingInfo | None = None
         self._report: CallReport | None = None
 
     @property
@@ -304,6 +321,10 @@ class CallRecorder:
         )
         return event
 
+    def set_recording(self, info: Mapping[str, Any]) -> None:
+        """Links the call's recording (``RecordingInfo`` fields) from the report."""
+        self._recording = RecordingInfo.model_validate(self._redactor.value(dict(info)))
+
     def finish(self, end_reason: str, *, at: Timestamp | None = None) -> CallReport:
         """Freeze the report; later calls return the same report (the first reason wins)."""
         if self._report is not None:
@@ -328,6 +349,7 @@ class CallRecorder:
                 self._redactor.text(name): ProviderUsage.model_validate(totals)
                 for name, totals in self._usage.items()
             },
+            recording=self._recording,
             metadata=self._redactor.value(self._metadata),
         )
         return self._report

@@ -1,6 +1,7 @@
 """The real local services the project starts itself, each a ``ManagedProcess`` bound to
 loopback on free ports: a LiveKit server in ``--dev`` mode, the offline LLM (llama.cpp),
-Redis, toxiproxy, and the worker itself (``python -m worker start``).
+Redis, toxiproxy, an S3 server (versitygw) for the call recordings, and the worker itself
+(``python -m worker start``).
 ``python -m worker.dev.services livekit|llama`` runs one until Ctrl-C."""
 
 from worker.dev.services.livekit import (
@@ -19,6 +20,7 @@ from worker.dev.services.process import (
     http_ok,
 )
 from worker.dev.services.redis import RedisServer, redis_ping
+from worker.dev.services.s3 import S3Server, find_versitygw
 from worker.dev.services.toxiproxy import Proxy, ToxiproxyError, ToxiproxyServer
 from worker.dev.services.worker import WorkerProcess
 
@@ -31,12 +33,14 @@ __all__ = [
     "ManagedProcess",
     "Proxy",
     "RedisServer",
+    "S3Server",
     "ServiceError",
     "ToxiproxyError",
     "ToxiproxyServer",
     "WorkerProcess",
     "ensure_built",
     "find_livekit_binary",
+    "find_versitygw",
     "free_port",
     "http_ok",
     "redis_ping",
