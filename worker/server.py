@@ -18,6 +18,7 @@ from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import is_given
 
 from worker.call import DRAIN_FILE_ENV, GOODBYE_MARGIN, entrypoint, webhook_sender
+from worker.call.recording import sweep as sweep_recordings
 from worker.metrics import default_metrics
 from worker.settings import Settings
 
@@ -99,7 +100,8 @@ def build_server(settings: Settings) -> AgentServer:
 
 async def redeliver_forever(settings: Settings, every: float = 300.0) -> None:
     """Reports left in the spool (a crash, a receiver outage) go out at start-up and then
-    every few minutes, so none is lost and none waits for the next restart."""
+    every few minutes, so none is lost and none waits for the next restart; so do call
+    recordings (a job killed mid-call, a bucket outage)."""
     while True:
         sender = webhook_sender(settings, default_metrics())
         try:
@@ -109,6 +111,11 @@ async def redeliver_forever(settings: Settings, every: float = 300.0) -> None:
             logger.exception("spool redelivery failed")
         finally:
             await sender.aclose()
+        try:
+            for url in await asyncio.to_thread(sweep_recordings, settings):
+                logger.info("spooled recording uploaded: %s", url)
+        except Exception:
+            logger.exception("recording sweep failed")
         await asyncio.sleep(every)
 
 

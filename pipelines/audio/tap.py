@@ -30,6 +30,10 @@ CALLER: Final = 0
 AGENT: Final = 1
 """The agent's side: the right channel."""
 
+EARLIEST = 0.005
+"""Seconds a caller frame may arrive ahead of its place before the clock's start moves
+back (below it: arrival jitter, not worth a shift of the agent's side)."""
+
 RECORDING_RATE = 24000
 """Sample rate of the timeline (and of the file): the agent's track rate; an Opus rate."""
 
@@ -63,12 +67,15 @@ class CallTimeline:
     kept, and a call that never connects yields nothing. Agent frames land exactly where
     the mixer says they play; one placed earlier than the end of what is held replaces the
     rest (the track dropped those frames: an interruption, or the bed taken back when
-    speech started). Caller frames follow each other while they keep up; a gap longer
-    than ``slack`` seconds (the caller's audio paused) becomes silence.
+    speech started). The caller's frames are the clock: they follow each other, a gap
+    longer than ``slack`` seconds (the caller's audio paused) becomes silence, taken back
+    when the frames after it come in a burst (they were late: the event loop stalled), and
+    frames that were waiting before the first came through move the start back.
 
-    ``take(now)`` hands out every sample older than ``now - hold``: ``hold`` covers the
-    mixer's lead (what it queues ahead may still be dropped) and arrival jitter. ``drain()``
-    hands out the rest at the end.
+    ``take(now)`` hands out every sample older than ``now - hold`` (and no further than the
+    caller's audio): ``hold`` covers the mixer's lead (what it queues ahead may still be
+    dropped) and arrival jitter. ``drain()`` hands out the rest at the end, up to where the
+    caller's audio stopped.
     """
 
     def __init__(
@@ -83,6 +90,15 @@ class CallTimeline:
         """Sample index of the first held sample (both sides), i.e. how many were handed out."""
         self._held: list[Float32Array] = [np.zeros(0, np.float32), np.zeros(0, np.float32)]
         self._resamplers: dict[tuple[int, int], StreamResampler] = {}
+        self._gap: tuple[int, int] | None = None
+        """The last silence put in on the caller's side (sample index, length): taken back
+        if the frames after it turn out to have been late rather than paused."""
+        self.paused = 0
+        """Samples of silence put in for the caller's pauses (less what was taken back)."""
+        self.moved_back = 0
+        """Samples by which the start moved back (frames waiting before the first)."""
+        self.dropped = 0
+        """Caller samples dropped for arriving ahead of real time after start-up."""
 
     @property
     def handed_out(self) -> int:
@@ -100,31 +116,74 @@ class CallTimeline:
             if key not in self._resamplers:
                 self._resamplers[key] = StreamResampler(sample_rate, self.sample_rate)
             samples = self._resamplers[key].process(samples)
-        held = self._held[side]
+        if side == CALLER:
+            self._place_caller(samples, at)
+            return
+        held = self._held[AGENT]
         end = self._base + len(held)
         pos = round((at - self.start) * self.sample_rate)
-        if side == AGENT:
-            if pos < self._base:
-                samples = samples[self._base - pos :]
-                pos = self._base
-            if pos < end:
-                held = held[: pos - self._base]
-        elif pos <= end + round(self.slack * self.sample_rate):
-            pos = end
-        if pos > end:
+        if pos < self._base:
+            samples = samples[self._base - pos :]
+            pos = self._base
+        if pos < end:
+            held = held[: pos - self._base]
+        elif pos > end:
             held = np.concatenate((held, np.zeros(pos - end, np.float32)))
-        self._held[side] = np.concatenate((held, samples.astype(np.float32, copy=False)))
+        self._held[AGENT] = np.concatenate((held, samples.astype(np.float32, copy=False)))
+
+    def _place_caller(self, samples: Float32Array, at: float) -> None:
+        """The caller's audio is the call's clock: its samples follow each other, and a frame
+        can only arrive after the time of its place. One arriving earlier than its place
+        shows the clock started late (frames were waiting before the first one came
+        through): a gap put in for a pause is taken back first (the pause was a stall and
+        this is its backlog), then, while nothing has been handed out, the clock moves back,
+        the agent's held samples with it; later such a frame is dropped (a burst faster than
+        real time at the end of the track's stream). One arriving more than ``slack`` later
+        than its place means the caller paused."""
+        assert self.start is not None
+        rate = self.sample_rate
+        held = self._held[CALLER]
+        end = self._base + len(held)
+        late = round((at - self.start) * rate) - end
+        if late < 0 and self._gap is not None and self._gap[0] >= self._base:
+            gap_at, length = self._gap
+            cut = min(length, -late)
+            i = gap_at - self._base
+            held = np.concatenate((held[:i], held[i + cut :]))
+            self._gap = (gap_at, length - cut) if length > cut else None
+            self.paused -= cut
+            late += cut
+        if late < -round(EARLIEST * rate):
+            if self._base > 0:
+                # past start-up, audio faster than real time is no caller's: the track's
+                # stream flushing at its end
+                self._held[CALLER] = held
+                self.dropped += len(samples)
+                return
+            self.start += late / rate
+            self.moved_back -= late
+            self._held[AGENT] = np.concatenate((np.zeros(-late, np.float32), self._held[AGENT]))
+        elif late > round(self.slack * rate):
+            self._gap = (self._base + len(held), late)
+            self.paused += late
+            held = np.concatenate((held, np.zeros(late, np.float32)))
+        self._held[CALLER] = np.concatenate((held, samples.astype(np.float32, copy=False)))
 
     def take(self, now: float) -> Float32Array:
         """The stereo block ``(n, 2)`` of every sample heard before ``now - hold``."""
         if self.start is None:
             return np.zeros((0, 2), np.float32)
         upto = round((now - self.hold - self.start) * self.sample_rate)
+        # never past the caller's audio: after it, a pause is filled in when the caller
+        # goes on, and a hangup ends the call (``drain``)
+        upto = min(upto, self._base + len(self._held[CALLER]))
         return self._hand_out(upto - self._base)
 
     def drain(self) -> Float32Array:
-        """Everything still held, the shorter side padded with silence."""
-        return self._hand_out(max(len(h) for h in self._held))
+        """What is still held up to the end of the caller's audio: the call ends for the
+        caller when its audio stops (a hangup); what the agent's track played after that
+        was heard by nobody. An agent side that ends earlier is padded with silence."""
+        return self._hand_out(len(self._held[CALLER]))
 
     def _hand_out(self, n: int) -> Float32Array:
         if n <= 0:

@@ -23,6 +23,7 @@ from livekit.agents import Agent, AgentSession, JobContext
 
 from pipelines.errors import VoiceWorkerError
 from worker.call.lifecycle import CallLifecycle, pre_call_hook, webhook_sender
+from worker.call.recording import finish_recording
 from worker.call.session import assemble_call, start_call
 from worker.call.tools import room_dtmf, sip_transfer
 from worker.config import CachingControlPlane, parse_dispatch
@@ -138,6 +139,8 @@ async def entrypoint(ctx: JobContext) -> None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(life.hangup(GOODBYE, reason=f"worker {reason}"), 1.0)
                 await asyncio.wait_for(call.closed.wait(), 8.0)
+        if call.recording is not None:
+            await finish_recording(call.recording, life, sender)
         await life.finish(sender, reason=None if call.closed.is_set() else f"worker {reason}")
         await sender.aclose()
         await http.aclose()

@@ -3,7 +3,7 @@
 ``assemble_call`` builds the whole call without I/O: the failover chain per layer, the
 ``AgentSession``, the AMD router, the agent with its tools, the turn publisher;
 ``start_call`` starts it in the room, installs the output chain (time-stretch, noise bed)
-and greets when the plan says so.
+and the recording's taps, and greets when the plan says so.
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ from livekit.agents.voice import room_io
 from livekit.agents.voice.events import ConversationItemAddedEvent
 from livekit.agents.voice.turn import TurnHandlingOptions
 
-from pipelines.audio import DEFAULT_SAMPLE_RATE, WebRTCVAD, install_output_chain, load_bed
+from pipelines.audio import (
+    DEFAULT_SAMPLE_RATE,
+    TapInput,
+    WebRTCVAD,
+    install_output_chain,
+    load_bed,
+)
 from pipelines.providers import ProviderSpec
 from pipelines.providers.failover import (
     Deadlines,
@@ -32,6 +38,7 @@ from pipelines.providers.failover import (
 )
 from worker.call.amd_routing import AMDRouter
 from worker.call.lifecycle import CallLifecycle, replaced_text
+from worker.call.recording import Recording, call_recording
 from worker.plan import ProviderChoice, SessionPlan
 
 logger = logging.getLogger(__name__)
@@ -185,6 +192,8 @@ class Call:
     agent: VoiceAgent
     router: AMDRouter | None
     """Answering-machine routing (outbound calls whose plan has AMD), else None."""
+    recording: Recording | None = None
+    """The call's audio recording when the plan says record (``start_call`` taps it in)."""
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the session closes: the call is over."""
 
@@ -203,7 +212,9 @@ def assemble_call(
     life.attach(session)
     router = AMDRouter(plan, plan.amd, life) if plan.amd is not None else None
     agent = VoiceAgent(plan, tools, reply_gate=router.reply_gate if router else None)
-    call = Call(plan=plan, session=session, agent=agent, router=router)
+    call = Call(
+        plan=plan, session=session, agent=agent, router=router, recording=call_recording(life)
+    )
     session.on("close", lambda _ev: call.closed.set())
     publish_turns(session, room)
     return call
@@ -216,12 +227,18 @@ async def start_call(call: Call, room: rtc.Room) -> None:
         # Decoding a clip takes a while; once per process, and never on the event loop.
         await asyncio.to_thread(load_bed, plan.noise_bed.preset, DEFAULT_SAMPLE_RATE)
     await session.start(agent=call.agent, room=room, room_options=room_options())
+    recording = call.recording
+    if recording is not None and session.input.audio is not None:
+        # Both taps only queue a copy of each frame: the writer thread does the rest.
+        recording.start(asyncio.get_running_loop().time())
+        session.input.audio = TapInput(session.input.audio, recording.caller_tap)
     # After start (RoomIO has published the track), before the first word is spoken.
     install_output_chain(
         session.output,
         playback_rate=plan.speech.playback_rate,
         noise_preset=plan.noise_bed.preset if plan.noise_bed else None,
         noise_volume=plan.noise_bed.volume if plan.noise_bed else None,
+        tap=recording.agent_tap if recording is not None else None,
     )
     logger.info(
         "call started",

@@ -136,6 +136,8 @@ class Dispatch(Boundary):
     """The agent's AMD config as the platform flows it onto outbound dispatch (003);
     ``telephony.amd`` wins over it per field."""
     background_audio: BackgroundAudio | None = None
+    save_audio_recording: bool | None = None
+    """Records this call (or not) whatever the agent says; unset: the agent's flag."""
     metadata: dict[str, Any] = Field(default_factory=dict)
     variables: dict[str, Any] = Field(default_factory=dict)
     """``{{variable}}`` values for the prompt and first message."""
@@ -246,6 +248,7 @@ def merge(agent: AgentConfig, dispatch: Dispatch) -> AgentConfig:
     if dispatch.background_audio is not None:
         put("background_noise_preset", dispatch.background_audio.preset)
         put("background_noise_volume", dispatch.background_audio.volume)
+    put("save_audio_recording", dispatch.save_audio_recording)
 
     call_lists = dispatch.constraints.allowed_providers
     update["allowed_providers"] = AllowedProviders(

@@ -91,16 +91,16 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def object_key(call_id: str, agent_id: str | None, at: float) -> str:
-    """``<agent>/<YYYY-MM-DD>/<call>.ogg``. An id with a run of seven or more digits (it
-    may carry a phone number) is replaced by a hash of itself: the key never shows one."""
+    """``<agent>/<YYYY-MM-DD>/<call>.ogg``. A call id with a run of seven or more digits (it
+    may carry the caller's number) is replaced by a hash of itself: the key never shows one.
+    Agent ids come from the control plane, not from the call."""
 
     def safe(part: str) -> str:
-        if _DIGITS.search(part):
-            return sha256(part.encode()).hexdigest()[:24]
         return _UNSAFE.sub("_", part).strip("._") or "call"
 
+    call = sha256(call_id.encode()).hexdigest()[:24] if _DIGITS.search(call_id) else call_id
     day = datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%d")
-    return f"{safe(agent_id or 'agent')}/{day}/{safe(call_id)}{SUFFIX}"
+    return f"{safe(agent_id or 'agent')}/{day}/{safe(call)}{SUFFIX}"
 
 
 def mixdown(block: Float32Array, layout: ChannelLayout) -> Float32Array:
@@ -222,6 +222,15 @@ class Recording:
                 self.sidecar.duration_s = round(frames / RECORDING_RATE, 3)
                 self.sidecar.bytes = self.path.stat().st_size
                 self.sidecar.save(self.sidecar_path)
+                tl = self.timeline
+                logger.info(
+                    "recording closed: %.2f s (caller pauses %.2f s, start moved back %.2f s, "
+                    "%.2f s dropped)",
+                    self.sidecar.duration_s,
+                    tl.paused / tl.sample_rate,
+                    tl.moved_back / tl.sample_rate,
+                    tl.dropped / tl.sample_rate,
+                )
 
     def _open(self, sf: Any) -> Any:
         self.spool.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,307 @@
+"""Recorded calls end to end: a worker process (``python -m worker start``) with its
+recordings bucket on versitygw takes real calls in a LiveKit room; the caller says "Hello?"
+after the greeting. The report links the object, the status webhook gets the artifact
+event, and the object decodes to the call with each side's speech where the caller heard
+it. A job killed mid-call leaves its recording to the next worker's start-up sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+import soundfile as sf
+from aiohttp import web
+
+from pipelines.audio import Audio, read_wav
+from pipelines.loopback import OpenAIServer
+from worker.dev import CallRecording, run_caller
+from worker.dev.services import LiveKitEndpoint, S3Server, WorkerProcess
+from worker.settings import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+FIXTURES = REPO_ROOT / "fixtures"
+FRONT_DESK: dict[str, Any] = json.loads(
+    (FIXTURES / "control_plane" / "agents" / "agent_01JC0FRNTDESK0000000000000.json").read_text()
+)
+ANSWER = "Thanks for calling, how can I help?"
+CALLER_NUMBER = "+14155550123"
+SPEECH = 0.03
+"""RMS of a 50 ms window above which a side counts as speaking."""
+ALIGNED = 0.25
+"""Seconds within which the file's agent onsets match where the caller heard them: the
+network's delay both ways and the 50 ms windows."""
+
+
+@dataclass
+class Hook:
+    path: str
+    body: dict[str, Any]
+
+
+class Hooks:
+    """Status and post-call webhook receiver on 127.0.0.1, recording every body (the
+    signatures are the lifecycle tests' business)."""
+
+    def __init__(self) -> None:
+        self.seen: list[Hook] = []
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.seen.append(Hook(request.path, await request.json()))
+        return web.json_response({"ok": True})
+
+    async def wait_for(self, path: str, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while not (found := [h.body for h in self.seen if h.path == path]):
+            assert time.monotonic() < deadline, f"no {path} webhook within {timeout:.0f} s"
+            await asyncio.sleep(0.1)
+        return found[-1]
+
+    async def __aenter__(self) -> Hooks:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+def bucket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with S3Server(tmp_path_factory.mktemp("bucket")) as server:
+        yield server
+
+
+def recording_worker(
+    livekit: LiveKitEndpoint, workdir: Path, bucket: S3Server, **env: str
+) -> WorkerProcess:
+    return WorkerProcess(
+        livekit,
+        workdir=workdir,
+        control_plane_url=f"file://{FIXTURES / 'control_plane'}",
+        extra_env={
+            "LOG_JSON": "true",
+            "OFFLINE_PROVIDERS": "true",
+            "WEBHOOK_SECRET": f"hook-{secrets.token_hex(12)}",
+            **bucket.settings_env(prefix="calls"),
+            **env,
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def worker(
+    livekit: LiveKitEndpoint, bucket: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    with recording_worker(livekit, tmp_path_factory.mktemp("recording-worker"), bucket) as w:
+        yield w
+
+
+def agent(llm: OpenAIServer, hooks: Hooks, **fields: Any) -> dict[str, Any]:
+    """The front desk on the offline STT/TTS, its LLM the scripted server, no noise bed."""
+    record = {k: v for k, v in FRONT_DESK.items() if not k.startswith("background")}
+    record.update(
+        llm_provider="custom",
+        llm_model="scripted",
+        llm_base_url=f"{llm.url}/v1",
+        stackPreferences={
+            "allowedProviders": {"stt": ["local"], "llm": ["custom"], "tts": ["local"]}
+        },
+        webhooks={
+            "status": {"url": hooks.url("/status")},
+            "postCall": {"url": hooks.url("/post-call")},
+        },
+        **fields,
+    )
+    record.pop("webhook_secret", None)
+    record.pop("webhookSecret", None)
+    return record
+
+
+def hello() -> tuple[Audio, list[tuple[float, float]]]:
+    entry = json.loads((FIXTURES / "audio" / "manifest.json").read_text())["short_hello"]
+    (turn,) = entry["turns"]
+    return read_wav(FIXTURES / "audio" / entry["file"]), [
+        (float(turn["start"]), float(turn["end"]))
+    ]
+
+
+async def hello_call(
+    livekit: LiveKitEndpoint, worker: WorkerProcess, metadata: dict[str, Any]
+) -> CallRecording:
+    caller, turns = hello()
+    return await run_caller(
+        livekit,
+        worker.agent_name,
+        metadata,
+        caller,
+        turns=turns,
+        answer_timeout=20.0,
+        tail_seconds=0.5,
+    )
+
+
+def onsets(side: np.ndarray, rate: int) -> list[float]:
+    """Where ``side`` starts speaking after 300 ms of quiet, in seconds (50 ms windows)."""
+    n = rate // 20
+    found, last_loud = [], -1.0
+    for i in range(0, len(side) - n + 1, n):
+        t = i / rate
+        if np.sqrt(np.mean(np.square(side[i : i + n]))) > SPEECH:
+            if t - last_loud > 0.3:
+                found.append(t)
+            last_loud = t
+    return found
+
+
+def loud(side: np.ndarray, rate: int, start: float, end: float) -> float:
+    """Share of 50 ms windows between two times in which ``side`` speaks."""
+    n = rate // 20
+    seg = side[max(0, round(start * rate)) : round(end * rate)]
+    windows = [seg[i : i + n] for i in range(0, len(seg) - n + 1, n)]
+    if not windows:
+        return 0.0
+    return float(np.mean([np.sqrt(np.mean(np.square(w))) > SPEECH for w in windows]))
+
+
+async def test_a_recorded_call_lands_in_the_bucket_as_the_caller_heard_it(
+    livekit: LiveKitEndpoint, worker: WorkerProcess, bucket: S3Server
+) -> None:
+    async with Hooks() as hooks, OpenAIServer(reply=ANSWER) as llm:
+        # the agent does not record; this call's dispatch says it should
+        metadata = {
+            "agent": agent(llm, hooks, save_audio_recording=False),
+            "saveAudioRecording": True,
+            "from": CALLER_NUMBER,
+        }
+        rec = await hello_call(livekit, worker, metadata)
+        report = await hooks.wait_for("/post-call")
+    recording = report["recording"]
+    assert recording is not None, report
+    url = recording["url"]
+    assert url.startswith("s3://recordings/calls/") and url.endswith(".ogg")
+    assert CALLER_NUMBER[2:] not in url
+    artifacts = [
+        h.body
+        for h in hooks.seen
+        if h.path == "/status" and h.body["event_type"] == "call.artifact"
+    ]
+    assert [a["status"] for a in artifacts] == ["uploaded"]
+    assert artifacts[0]["metadata"]["recording"] == recording
+
+    obj = bucket.object_path("recordings", url.removeprefix("s3://recordings/"))
+    assert obj.stat().st_size == recording["bytes"]
+    audio, rate = sf.read(obj, dtype="float32", always_2d=True)
+    assert audio.shape[1] == recording["channels"] == 2
+    seconds = len(audio) / rate
+    assert abs(seconds - recording["duration_s"]) < 0.05
+    caller, agent_side = audio[:, 0], audio[:, 1]
+    heard = rec.speech_onsets()
+    assert len(heard) >= 2, heard  # the greeting, then the answer to Hello?
+    in_file = onsets(agent_side, rate)
+    assert len(in_file) == len(heard), (heard, in_file)
+    # The file starts when the worker first heard the caller's track, which may be live
+    # (silent) a little before the caller's own clock starts: one offset between the two
+    # clocks, the same for every event of the call.
+    offset = in_file[0] - heard[0]
+    assert -ALIGNED < offset < 1.5, (heard, in_file)
+    for onset, found in zip(heard, in_file, strict=True):
+        # each reply starts in the file where the caller heard it start
+        assert abs(found - (onset + offset)) < ALIGNED, (heard, in_file, offset)
+    (turn_start, turn_end) = rec.caller_turns[0]
+    hello = (turn_start + offset, turn_end + offset)
+    assert loud(caller, rate, *hello) > 0.3, "the caller's Hello? is not on the left"
+    assert loud(agent_side, rate, *hello) < 0.2
+    # and it ends where the caller hung up: the call's duration, on the file's clock
+    assert rec.caller_left_at is not None
+    call_seconds = rec.caller_left_at - rec.t0 + offset
+    print(
+        f"{rec.room_name}: file {seconds:.2f} s, call {call_seconds:.2f} s, offset {offset:.2f} s"
+    )
+    assert abs(seconds - call_seconds) <= 0.02 * call_seconds, (seconds, call_seconds, offset)
+
+
+async def test_a_call_without_the_flag_records_nothing(
+    livekit: LiveKitEndpoint, worker: WorkerProcess, bucket: S3Server
+) -> None:
+    before = sorted(p for p in bucket.data_dir.rglob("*.ogg"))
+    async with Hooks() as hooks, OpenAIServer(reply=ANSWER) as llm:
+        await hello_call(livekit, worker, {"agent": agent(llm, hooks)})
+        report = await hooks.wait_for("/post-call")
+    assert report["recording"] is None
+    assert not any(
+        h.body["event_type"] == "call.artifact" for h in hooks.seen if h.path == "/status"
+    )
+    assert sorted(p for p in bucket.data_dir.rglob("*.ogg")) == before
+    assert not list((worker.workdir / "spool" / "recordings").glob("*"))
+
+
+def kill_tree(process: WorkerProcess) -> None:
+    """SIGKILL the worker and its job processes at once, as a node loss would."""
+    assert process.pid is not None
+    tree = psutil.Process(process.pid)
+    victims = [tree, *tree.children(recursive=True)]
+    for p in victims:
+        p.kill()
+    psutil.wait_procs(victims, timeout=10)
+
+
+async def test_a_job_killed_mid_call_is_uploaded_by_the_next_worker(
+    livekit: LiveKitEndpoint, bucket: S3Server, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    first = recording_worker(livekit, tmp_path / "first", bucket, SPOOL_DIR=str(spool))
+    second = recording_worker(livekit, tmp_path / "second", bucket, SPOOL_DIR=str(spool))
+    async with Hooks() as hooks, OpenAIServer(reply=ANSWER) as llm:
+        await first.astart()
+        try:
+            call = asyncio.create_task(
+                hello_call(livekit, first, {"agent": agent(llm, hooks, save_audio_recording=True)})
+            )
+            # into the call: the greeting has played
+            deadline = time.monotonic() + 30
+            while not list((spool / "recordings").glob("*.ogg")):
+                assert time.monotonic() < deadline, "no recording in the spool"
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(4.0)
+            kill_tree(first)
+            await asyncio.wait_for(call, 60)
+        finally:
+            await first.astop()
+    (left,) = (spool / "recordings").glob("*.ogg")
+    (sidecar,) = (spool / "recordings").glob("*.json")
+    url = json.loads(sidecar.read_text())["url"]
+    await second.astart()
+    try:
+        obj = bucket.object_path("recordings", url.removeprefix("s3://recordings/"))
+        deadline = time.monotonic() + 30
+        while not obj.exists() or left.exists():
+            assert time.monotonic() < deadline, f"{url} not uploaded by the next worker"
+            await asyncio.sleep(0.2)
+    finally:
+        await second.astop()
+    audio, rate = sf.read(obj, dtype="float32", always_2d=True)
+    # about four seconds in when killed, less what had not reached the disk
+    assert 2.0 < len(audio) / rate < 6.5, len(audio) / rate
+    assert loud(audio[:, 1], rate, 0.0, len(audio) / rate) > 0.1, "the greeting is missing"
+    assert f"spooled recording uploaded: {url}" in second.log_text()
