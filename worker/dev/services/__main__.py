@@ -10,7 +10,7 @@ They are sync context managers (test fixtures, ``voice-worker replay``) with
         LiveKitAPI(lk.url, lk.api_key, lk.api_secret)
         ChatCompletionsLLM(ChatOptions(model=llm.model, base_url=llm.base_url))
 
-CLI: ``python -m worker.dev.services livekit|llama`` prints the connection details as JSON
+CLI: ``python -m worker.dev.services livekit|llama|s3`` prints the connection details as JSON
 and keeps the service up until Ctrl-C (``scripts/livekit-server`` wraps it).
 """
 
@@ -26,6 +26,7 @@ from pathlib import Path
 from worker.dev.services.livekit import LiveKitServer, ensure_built
 from worker.dev.services.llama import LlamaServer
 from worker.dev.services.process import ServiceError
+from worker.dev.services.s3 import S3Server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,15 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     llama.add_argument("--port", type=int)
     llama.add_argument("--model", type=Path, help="GGUF path (default: the packaged Gemma)")
     llama.add_argument("--threads", type=int, default=2)
+    s3 = sub.add_parser("s3", help="versitygw: an S3 server for the call recordings")
+    s3.add_argument("--port", type=int)
+    s3.add_argument("--data", type=Path, help="directory of the buckets (default: a scratch one)")
+    s3.add_argument("--bucket", default="recordings")
     args = parser.parse_args(argv)
 
-    service: LiveKitServer | LlamaServer
+    service: LiveKitServer | LlamaServer | S3Server
     try:
         if args.service == "livekit":
             binary = ensure_built() if args.build else None
             service = LiveKitServer(
                 port=args.port, api_key=args.api_key, api_secret=args.api_secret, binary=binary
             )
+        elif args.service == "s3":
+            service = S3Server(args.data, port=args.port, buckets=(args.bucket,))
         else:
             service = LlamaServer(port=args.port, model_path=args.model, threads=args.threads)
         service.start()

@@ -49,13 +49,15 @@ class S3Server(ManagedProcess):
         *,
         port: int | None = None,
         buckets: tuple[str, ...] = ("recordings",),
+        access_key: str = "voice-worker",
+        secret_key: str | None = None,
         startup_timeout: float = 15.0,
     ) -> None:
         super().__init__(startup_timeout=startup_timeout)
         self.port = port or free_port()
         self._data_dir = data_dir
-        self.access_key = "voice-worker"
-        self.secret_key = secrets.token_hex(16)
+        self.access_key = access_key
+        self.secret_key = secret_key or secrets.token_hex(16)
         self.buckets = buckets
 
     @property
@@ -109,8 +111,4 @@ class S3Server(ManagedProcess):
         return f"for an HTTP answer at {self.endpoint_url}"
 
     def _reach(self) -> dict[str, str]:
-        return {
-            "endpoint": self.endpoint_url,
-            "access_key": self.access_key,
-            "data": str(self.data_dir),
-        }
+        return {**self.settings_env(self.buckets[0]), "data": str(self.data_dir)}
