@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start a local LiveKit server (unless --livekit-url), "
         "the offline LLM if needed and a worker; dispatch the agent, play the "
         "WAV as the caller in real time and write DIR/agent.wav, "
-        "DIR/transcript.json and DIR/metrics.json.",
+        "DIR/transcript.json, DIR/metrics.json and the worker's DIR/report.json "
+        "(a recorded call: its object in RECORDINGS_URL, else in DIR/bucket).",
     )
     p.add_argument("--agent", required=True, help="agent id or path to an agent JSON file")
     p.add_argument("--audio", required=True, help="caller recording (16-bit PCM WAV)")

@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     """On SIGTERM, seconds active calls may go on before they are ended with a goodbye."""
     spool_dir: Path = Path(".cache/spool")
     """Where post-call reports wait until their webhook answered 2xx."""
+    report_dir: Path | None = None
+    """Also writes each call's report here as ``<call id>.json`` (``voice-worker replay`` does)."""
     webhook_secret: SecretStr | None = None
     """Organization webhook secret (Standard Webhooks); an agent's own secret wins."""
     webhook_max_attempts: int = Field(6, ge=1)

@@ -26,7 +26,7 @@ from livekit.agents.voice.events import (
 )
 
 from pipelines.providers.failover import LayerDown
-from worker.call.report import CallRecorder
+from worker.call.report import CallRecorder, save_report
 from worker.call.tools import ToolCallContext, build_function_tools
 from worker.config import AgentConfig, Dispatch, parse_dispatch
 from worker.metrics import WorkerMetrics, default_metrics
@@ -345,6 +345,8 @@ class CallLifecycle:
         self.metrics.active_sessions.dec()
         self._record_usage()
         report = self.recorder.finish(reason or self.end_reason or "ended")
+        if self.settings.report_dir is not None:
+            save_report(self.settings.report_dir, report)
         hooks = self.plan.webhooks
         deliveries = []
         if "status" in hooks:

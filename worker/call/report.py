@@ -9,9 +9,12 @@ error message or dispatch metadata never leaves the worker.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -144,6 +147,17 @@ class CallStatusEvent(_Model):
 
     def to_payload(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def save_report(directory: Path, report: CallReport) -> Path:
+    """Writes ``report`` as ``<call id>.json`` in ``directory`` (write, then rename)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", report.call_id).strip(".") or "call"
+    path = directory / f"{name}.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report.to_payload(), indent=2) + "\n")
+    tmp.replace(path)
+    return path
 
 
 class Redactor:

@@ -4,7 +4,9 @@ Resolves the call's plan first (a bad config fails before any server starts), th
 (or connects to) a LiveKit server, the offline LLM if the plan needs it, and a worker
 process (``worker.dev.services``); the caller (``worker.dev.caller``) dispatches the agent
 into a new room, plays the WAV in real time and records everything the agent publishes;
-replay writes ``agent.wav``, ``transcript.json`` and ``metrics.json``.
+replay writes ``agent.wav``, ``transcript.json``, ``metrics.json`` and the worker's
+``report.json``. A call the plan records goes to ``RECORDINGS_URL`` if set, else to a
+versitygw bucket under ``out/bucket``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from worker.dev.services import (
     LiveKitEndpoint,
     LiveKitServer,
     LlamaServer,
+    S3Server,
     WorkerProcess,
     http_ok,
     warm_up_llm,
@@ -102,7 +106,12 @@ async def replay_call(
         await cp.aclose()
     need_llm = loaded.plan.providers["llm"][0].vendor in ("local", "custom")
     env = dict(extra_env or {})
+    env.setdefault("REPORT_DIR", str(out / "reports"))
     async with contextlib.AsyncExitStack() as stack:
+        if loaded.plan.save_audio_recording and "RECORDINGS_URL" not in {**os.environ, **env}:
+            # the embedded default: a real S3 server whose objects land under out/bucket
+            bucket = await stack.enter_async_context(S3Server(out / "bucket"))
+            env.update(bucket.settings_env())
         injector = None
         if spec is not None:
             choice = target(loaded.plan, spec)
@@ -136,16 +145,32 @@ async def replay_call(
     (out / "transcript.json").write_text(json.dumps(transcript, indent=2) + "\n")
     turns = turn_metrics(rec, segments)
     (out / "metrics.json").write_text(json.dumps({"turns": turns}, indent=2) + "\n")
+    report = latest_report(Path(env["REPORT_DIR"]))
+    if report is not None:
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return {
         "out": str(out),
         "agent_audio_seconds": round(agent_audio.duration, 2),
         "transcript": transcript,
         "turns": turns,
+        "recording": report.get("recording") if report else None,
     }
+
+
+def latest_report(directory: Path) -> dict[str, Any] | None:
+    """The newest call report the worker wrote (``REPORT_DIR``), if any."""
+    reports = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime)
+    if not reports:
+        return None
+    report: dict[str, Any] = json.loads(reports[-1].read_text())
+    return report
 
 
 def summary_text(result: Mapping[str, Any]) -> str:
     lines = [f"call artifacts in {result['out']}"]
+    if result.get("recording"):
+        rec = result["recording"]
+        lines.append(f"  recording {rec['url']} ({rec['duration_s']:.2f}s, {rec['channels']} ch)")
     for e in result["transcript"]:
         lines.append(f"  [{e['at']:6.2f}s] {e['role']:>6}: {e['text']}")
     for t in result["turns"]:
