@@ -179,7 +179,11 @@ def _call_options(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def _latency(args: argparse.Namespace, out: Path) -> Coroutine[Any, Any, Report]:
     return bench_latency(
-        stack=args.stack, turns=args.turns, concurrency=args.concurrency, **_call_options(args, out)
+        stack=args.stack,
+        turns=args.turns,
+        concurrency=args.concurrency,
+        record=args.record,
+        **_call_options(args, out),
     )
 
 
@@ -260,6 +264,11 @@ def add_bench_parser(
     p.add_argument("--turns", type=int, default=20, help="caller turns to time (default 20)")
     p.add_argument("--stack", choices=["fixed", "offline"], default="fixed")
     p.add_argument("--concurrency", type=int, default=2, help="calls at a time (default 2)")
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="record every call (save_audio_recording) into a local versitygw bucket",
+    )
     _outputs(p, "latency", calls=True)
 
     p = benchmark(

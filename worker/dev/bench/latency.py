@@ -10,6 +10,7 @@ speaking) and to the first agent audio heard, and split into the providers' shar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from worker.dev.bench.common import progress, stats_ms
 from worker.dev.bench.stack import CallScript, FixedDelays, caller_scripts, run_call, running_stack
+from worker.dev.services import S3Server
 
 if TYPE_CHECKING:
     from worker.dev.caller import CallRecording
@@ -177,9 +179,12 @@ async def bench_latency(
     concurrency: int = 2,
     response_delay: float = 0.4,
     delays: FixedDelays | None = None,
+    record: bool = False,
     workdir: Path,
 ) -> dict[str, Any]:
-    """Replays caller fixtures through a real local LiveKit server and times each turn."""
+    """Replays caller fixtures through a real local LiveKit server and times each turn;
+    ``record`` records every call into a local S3 bucket (versitygw), as
+    ``save_audio_recording`` would."""
     if stack not in ("fixed", "offline"):
         raise ValueError(f"--stack: expected fixed or offline, got {stack!r}")
     if turns < 1 or concurrency < 1:
@@ -193,9 +198,16 @@ async def bench_latency(
     # one warm job process per concurrent call: with fewer, LiveKit's next dispatch
     # waits for a process (observed: a second call waited for the first to end)
     env = {"NUM_IDLE_PROCESSES": str(concurrency)}
-    async with running_stack(
-        stack, workdir=workdir, response_delay=response_delay, delays=delays, worker_env=env
-    ) as st:
+    async with contextlib.AsyncExitStack() as es:
+        if record:
+            bucket = await es.enter_async_context(S3Server(workdir / "bucket"))
+            env.update(bucket.settings_env())
+        st = await es.enter_async_context(
+            running_stack(
+                stack, workdir=workdir, response_delay=response_delay, delays=delays, worker_env=env
+            )
+        )
+        st.agent["save_audio_recording"] = record
         gate = asyncio.Semaphore(concurrency)
         done = 0
 
@@ -220,6 +232,7 @@ async def bench_latency(
         "calls": n_calls,
         "concurrency": min(concurrency, n_calls),
         "response_delay_s": response_delay,
+        "recorded": record,
         "fixed_delays_s": asdict(delays) if stack == "fixed" else None,
         "goal": {
             "worker_p50_ms": WORKER_P50_GOAL_MS,
