@@ -11,7 +11,6 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,10 @@ import numpy as np
 import psutil
 import pytest
 import soundfile as sf
-from aiohttp import web
 
 from pipelines.audio import Audio, read_wav
 from pipelines.loopback import OpenAIServer
+from tests.fakes import Receiver
 from worker.dev import CallRecording, run_caller
 from worker.dev.services import LiveKitEndpoint, S3Server, WorkerProcess
 from worker.settings import REPO_ROOT
@@ -35,55 +34,13 @@ FRONT_DESK: dict[str, Any] = json.loads(
 )
 ANSWER = "Thanks for calling, how can I help?"
 CALLER_NUMBER = "+14155550123"
+WEBHOOK_SECRET = f"hook-{secrets.token_hex(12)}"
+"""The organization webhook secret (free text: its UTF-8 bytes are the HMAC key)."""
 SPEECH = 0.03
 """RMS of a 50 ms window above which a side counts as speaking."""
 ALIGNED = 0.25
 """Seconds within which the file's agent onsets match where the caller heard them: the
 network's delay both ways and the 50 ms windows."""
-
-
-@dataclass
-class Hook:
-    path: str
-    body: dict[str, Any]
-
-
-class Hooks:
-    """Status and post-call webhook receiver on 127.0.0.1, recording every body (the
-    signatures are the lifecycle tests' business)."""
-
-    def __init__(self) -> None:
-        self.seen: list[Hook] = []
-        self.port = 0
-        self._runner: web.AppRunner | None = None
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        self.seen.append(Hook(request.path, await request.json()))
-        return web.json_response({"ok": True})
-
-    async def wait_for(self, path: str, timeout: float = 30.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while not (found := [h.body for h in self.seen if h.path == path]):
-            assert time.monotonic() < deadline, f"no {path} webhook within {timeout:.0f} s"
-            await asyncio.sleep(0.1)
-        return found[-1]
-
-    async def __aenter__(self) -> Hooks:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +59,7 @@ def recording_worker(
         extra_env={
             "LOG_JSON": "true",
             "OFFLINE_PROVIDERS": "true",
-            "WEBHOOK_SECRET": f"hook-{secrets.token_hex(12)}",
+            "WEBHOOK_SECRET": WEBHOOK_SECRET,
             **bucket.settings_env(prefix="calls"),
             **env,
         },
@@ -117,7 +74,7 @@ def worker(
         yield w
 
 
-def agent(llm: OpenAIServer, hooks: Hooks, **fields: Any) -> dict[str, Any]:
+def agent(llm: OpenAIServer, hooks: Receiver, **fields: Any) -> dict[str, Any]:
     """The front desk on the offline STT/TTS, its LLM the scripted server, no noise bed."""
     record = {k: v for k, v in FRONT_DESK.items() if not k.startswith("background")}
     record.update(
@@ -187,7 +144,7 @@ def loud(side: np.ndarray, rate: int, start: float, end: float) -> float:
 async def test_a_recorded_call_lands_in_the_bucket_as_the_caller_heard_it(
     livekit: LiveKitEndpoint, worker: WorkerProcess, bucket: S3Server
 ) -> None:
-    async with Hooks() as hooks, OpenAIServer(reply=ANSWER) as llm:
+    async with Receiver(WEBHOOK_SECRET.encode()) as hooks, OpenAIServer(reply=ANSWER) as llm:
         # the agent does not record; this call's dispatch says it should
         metadata = {
             "agent": agent(llm, hooks, save_audio_recording=False),
@@ -195,16 +152,16 @@ async def test_a_recorded_call_lands_in_the_bucket_as_the_caller_heard_it(
             "from": CALLER_NUMBER,
         }
         rec = await hello_call(livekit, worker, metadata)
-        report = await hooks.wait_for("/post-call")
+        (delivered,) = await hooks.wait_for("/post-call")
+    assert all(d.signature_error is None for d in hooks.deliveries)
+    report = delivered.payload
     recording = report["recording"]
     assert recording is not None, report
     url = recording["url"]
     assert url.startswith("s3://recordings/calls/") and url.endswith(".ogg")
     assert CALLER_NUMBER[2:] not in url
     artifacts = [
-        h.body
-        for h in hooks.seen
-        if h.path == "/status" and h.body["event_type"] == "call.artifact"
+        d.payload for d in hooks.to("/status") if d.payload["event_type"] == "call.artifact"
     ]
     assert [a["status"] for a in artifacts] == ["uploaded"]
     assert artifacts[0]["metadata"]["recording"] == recording
@@ -245,13 +202,11 @@ async def test_a_call_without_the_flag_records_nothing(
     livekit: LiveKitEndpoint, worker: WorkerProcess, bucket: S3Server
 ) -> None:
     before = sorted(p for p in bucket.data_dir.rglob("*.ogg"))
-    async with Hooks() as hooks, OpenAIServer(reply=ANSWER) as llm:
+    async with Receiver(WEBHOOK_SECRET.encode()) as hooks, OpenAIServer(reply=ANSWER) as llm:
         await hello_call(livekit, worker, {"agent": agent(llm, hooks)})
-        report = await hooks.wait_for("/post-call")
-    assert report["recording"] is None
-    assert not any(
-        h.body["event_type"] == "call.artifact" for h in hooks.seen if h.path == "/status"
-    )
+        (delivered,) = await hooks.wait_for("/post-call")
+    assert delivered.payload["recording"] is None
+    assert not any(d.payload["event_type"] == "call.artifact" for d in hooks.to("/status"))
     assert sorted(p for p in bucket.data_dir.rglob("*.ogg")) == before
     assert not list((worker.workdir / "spool" / "recordings").glob("*"))
 
@@ -272,7 +227,7 @@ async def test_a_job_killed_mid_call_is_uploaded_by_the_next_worker(
     spool = tmp_path / "spool"
     first = recording_worker(livekit, tmp_path / "first", bucket, SPOOL_DIR=str(spool))
     second = recording_worker(livekit, tmp_path / "second", bucket, SPOOL_DIR=str(spool))
-    async with Hooks() as hooks, OpenAIServer(reply=ANSWER) as llm:
+    async with Receiver(WEBHOOK_SECRET.encode()) as hooks, OpenAIServer(reply=ANSWER) as llm:
         await first.astart()
         try:
             call = asyncio.create_task(
