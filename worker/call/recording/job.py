@@ -1,9 +1,10 @@
 """The recording's part in one job: made when the plan says record, fed by the taps that
 ``start_call`` installs, closed and uploaded at the job's shutdown.
 
-The upload in the job gets ``UPLOAD_BUDGET`` seconds (LiveKit allows a job's shutdown
-about ten): a slow or unreachable bucket leaves the file in the spool, where the worker's
-periodic sweep uploads it, so the report's URL is where the object will be either way.
+LiveKit allows a job's shutdown about ten seconds, and the report comes after this: closing
+waits at most two for the writer, the upload gets ``UPLOAD_BUDGET`` and the artifact event
+``ARTIFACT_SEND_BUDGET``. A slow or unreachable bucket leaves the file in the spool, where the
+worker's periodic sweep uploads it, so the report's URL is where the object will be either way.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 UPLOAD_BUDGET = 3.0
 """Seconds the job spends uploading before it leaves the file to the sweep."""
-ARTIFACT_SEND_BUDGET = 2.0
+ARTIFACT_SEND_BUDGET = 1.0
 """Seconds the job waits for the artifact status webhook (it is spooled before sending)."""
 
 
@@ -57,7 +58,7 @@ async def finish_recording(
     try:
         sidecar = await asyncio.to_thread(recording.close)
         if sidecar is None:
-            logger.info("nothing recorded: the caller never connected")
+            logger.info("nothing to upload now: no caller audio, or the writer is still closing")
             return
         info = sidecar.info()
         life.recorder.set_recording(info)

@@ -162,9 +162,10 @@ class Recording:
         if not self._closed:
             self._queue.put((side, bytes(frame.data), frame.sample_rate, frame.num_channels, at))
 
-    def close(self, timeout: float = 5.0) -> Sidecar | None:
+    def close(self, timeout: float = 2.0) -> Sidecar | None:
         """Ends the file (blocking: call it in a thread); the closed sidecar, or None when
-        nothing was recorded (the caller never connected)."""
+        nothing was recorded (the caller never connected) or the writer did not finish
+        within ``timeout`` (its file stays in the spool for the sweep)."""
         self._closed = True
         self._queue.put(None)
         if self._thread.is_alive():

@@ -22,6 +22,7 @@ from worker.call.recording import (
     recording_store,
     upload,
 )
+from worker.config import merge, parse_agent, parse_dispatch
 from worker.settings import Settings
 
 
@@ -131,3 +132,18 @@ def test_the_report_links_the_recording_and_scrubs_secrets() -> None:
     assert payload["recording"]["duration_s"] == 6.0
     assert "s3cr3t-key" not in payload["recording"]["url"]
     assert CallRecorder(call_id="c4").finish("x").to_payload()["recording"] is None
+
+
+def test_the_dispatch_decides_for_one_call_either_way() -> None:
+    record = {"id": "agent_01JC0RECRDNG00000000000000", "systemPrompt": "x"}
+    recording = parse_agent({**record, "save_audio_recording": True})
+    private = parse_agent(record)
+    assert private.save_audio_recording is False  # privacy by default
+    assert merge(recording, parse_dispatch({})).save_audio_recording is True
+    assert (
+        merge(recording, parse_dispatch({"saveAudioRecording": False})).save_audio_recording
+        is False
+    )
+    assert (
+        merge(private, parse_dispatch({"save_audio_recording": True})).save_audio_recording is True
+    )
