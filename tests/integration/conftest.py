@@ -1,5 +1,7 @@
-"""Real services for call tests, started once per test session: a LiveKit server, the
-offline LLM (warmed up) and one worker process registered under a fresh agent name.
+"""Real services for call tests, started once per test session: Redis, a LiveKit server using
+it, the offline LLM (warmed up), one worker process registered under a fresh agent name and,
+for phone calls, livekit-sip on the same LiveKit and Redis (started by the first test that
+asks for ``livekit_sip``).
 
 A missing LiveKit binary or llama-cpp-python fails the tests that need them with the
 reason (``ServiceError``); nothing is skipped."""
@@ -15,17 +17,33 @@ from worker.dev.services import (
     LiveKitEndpoint,
     LiveKitServer,
     LlamaServer,
+    RedisServer,
     WorkerProcess,
     warm_up_llm,
 )
+from worker.dev.services.sip import LiveKitSIP
 
 CONTROL_PLANE_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "control_plane"
 
 
 @pytest.fixture(scope="session")
-def livekit() -> Iterator[LiveKitEndpoint]:
-    with LiveKitServer() as server:
+def redis_address() -> Iterator[str]:
+    with RedisServer() as redis:
+        yield redis.address
+
+
+@pytest.fixture(scope="session")
+def livekit(redis_address: str) -> Iterator[LiveKitEndpoint]:
+    with LiveKitServer(redis_address=redis_address) as server:
         yield LiveKitEndpoint(server.url, server.api_key, server.api_secret)
+
+
+@pytest.fixture(scope="session")
+def livekit_sip(livekit: LiveKitEndpoint, redis_address: str) -> Iterator[LiveKitSIP]:
+    """livekit-sip registered with the session's LiveKit server: outbound trunks dial
+    phones from it, inbound calls reach ``livekit_sip.address``."""
+    with LiveKitSIP(livekit, redis_address=redis_address) as sip:
+        yield sip
 
 
 @pytest.fixture(scope="session")

@@ -5,33 +5,22 @@ digits both ways; a busy phone's 486 reaches the room as the participant's disco
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from livekit import api, rtc
 
-from worker.dev.services import LiveKitServer, RedisServer
+from worker.dev.services import LiveKitEndpoint
 from worker.dev.services.phone import SIPPhone
 from worker.dev.services.sip import LiveKitSIP
 
 CALLER = Path(__file__).parents[4] / "fixtures" / "audio" / "booking_two_turns.wav"
 
 
-@pytest.fixture(scope="module")
-def sip_stack() -> Iterator[tuple[LiveKitServer, LiveKitSIP]]:
-    with contextlib.ExitStack() as stack:
-        redis = stack.enter_context(RedisServer())
-        lk = stack.enter_context(LiveKitServer(redis_address=redis.address))
-        sip = stack.enter_context(LiveKitSIP(lk.endpoint, redis_address=redis.address))
-        yield lk, sip
-
-
-async def _dial(lk: LiveKitServer, phone: SIPPhone) -> tuple[rtc.Room, list[object]]:
+async def _dial(lk: LiveKitEndpoint, phone: SIPPhone) -> tuple[rtc.Room, list[object]]:
     """Joins a fresh room as the agent would and dials the phone into it."""
-    lkapi = lk.endpoint.client()
+    lkapi = lk.client()
     room_name = f"sip-{secrets.token_hex(3)}"
     try:
         trunk = await lkapi.sip.create_outbound_trunk(
@@ -76,9 +65,9 @@ async def _until(check: Callable[[], bool], timeout: float) -> None:
 
 
 async def test_answered_call_carries_audio_and_dtmf_both_ways(
-    sip_stack: tuple[LiveKitServer, LiveKitSIP],
+    livekit: LiveKitEndpoint, livekit_sip: LiveKitSIP
 ) -> None:
-    lk, _sip = sip_stack
+    lk = livekit
     with SIPPhone(answer="auto", audio=CALLER, hold_seconds=20) as phone:
         room, seen = await _dial(lk, phone)
         try:
@@ -104,8 +93,10 @@ async def test_answered_call_carries_audio_and_dtmf_both_ways(
         await asyncio.to_thread(phone.wait_for, "CALL_ESTABLISHED", 1)
 
 
-async def test_busy_phone_rejects_with_486(sip_stack: tuple[LiveKitServer, LiveKitSIP]) -> None:
-    lk, _sip = sip_stack
+async def test_busy_phone_rejects_with_486(
+    livekit: LiveKitEndpoint, livekit_sip: LiveKitSIP
+) -> None:
+    lk = livekit
     with SIPPhone(answer="busy") as phone:
         room, seen = await _dial(lk, phone)
         try:

@@ -1,0 +1,120 @@
+"""The platform's side of a phone call, on the local phone leg: what the control plane does
+when it places an outbound call (reference ``002_*``): a room, the agent dispatched into it
+with the call's metadata, and a SIP participant dialling the callee through an outbound trunk
+(``CreateSIPParticipant``, a ringing timeout, not waiting for the answer).
+
+``PhoneLeg`` starts the real parts once (Redis, a LiveKit server using it, livekit-sip);
+``place_outbound_call`` dials a phone (``worker.dev.services.phone.SIPPhone``) into a room
+the worker was dispatched to. Tests, ``replay --phone`` and the ``--sip`` benchmarks use both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from livekit import api
+
+from worker.dev.services import LiveKitEndpoint, LiveKitServer, RedisServer
+from worker.dev.services.sip import LiveKitSIP
+
+CALLER_ID = "+15550100000"
+"""The number outbound calls come from (the outbound trunk's number)."""
+CALLEE_IDENTITY = "callee"
+"""The SIP participant's identity in the room on outbound calls."""
+
+
+class PhoneLeg:
+    """Redis, a LiveKit server with ``redis:`` and livekit-sip on loopback, started in order
+    and stopped in reverse. ``endpoint`` is where workers register."""
+
+    def __init__(self) -> None:
+        self._stack = contextlib.ExitStack()
+        self.redis: RedisServer | None = None
+        self.livekit: LiveKitServer | None = None
+        self.sip: LiveKitSIP | None = None
+
+    @property
+    def endpoint(self) -> LiveKitEndpoint:
+        assert self.livekit is not None, "PhoneLeg not started"
+        return self.livekit.endpoint
+
+    def __enter__(self) -> PhoneLeg:
+        try:
+            self.redis = self._stack.enter_context(RedisServer())
+            self.livekit = self._stack.enter_context(
+                LiveKitServer(redis_address=self.redis.address)
+            )
+            self.sip = self._stack.enter_context(
+                LiveKitSIP(self.livekit.endpoint, redis_address=self.redis.address)
+            )
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stack.close()
+
+
+@dataclass(frozen=True)
+class PlacedCall:
+    room_name: str
+    participant_identity: str
+    trunk_id: str
+    dispatch_id: str
+
+
+async def place_outbound_call(
+    livekit: LiveKitEndpoint,
+    *,
+    agent_name: str,
+    phone_address: str,
+    to_user: str,
+    metadata: Mapping[str, Any],
+    room_name: str | None = None,
+    from_number: str = CALLER_ID,
+    ringing_timeout: float = 20.0,
+) -> PlacedCall:
+    """Creates the room, dispatches ``agent_name`` with ``metadata`` (``direction:
+    outbound``, ``to``/``from`` and the call's ``telephony`` are the caller's to set) and
+    dials ``to_user`` at ``phone_address`` (``host:port``) without waiting for the answer."""
+    room_name = room_name or f"call-{secrets.token_hex(4)}"
+    lkapi = livekit.client()
+    try:
+        trunk = await lkapi.sip.create_outbound_trunk(
+            api.CreateSIPOutboundTrunkRequest(
+                trunk=api.SIPOutboundTrunkInfo(
+                    name=f"out-{room_name}", address=phone_address, numbers=[from_number]
+                )
+            )
+        )
+        await lkapi.room.create_room(api.CreateRoomRequest(name=room_name))
+        dispatch = await lkapi.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(
+                agent_name=agent_name, room=room_name, metadata=json.dumps(dict(metadata))
+            )
+        )
+        request = api.CreateSIPParticipantRequest(
+            sip_trunk_id=trunk.sip_trunk_id,
+            sip_call_to=to_user,
+            sip_number=from_number,
+            room_name=room_name,
+            participant_identity=CALLEE_IDENTITY,
+            wait_until_answered=False,
+        )
+        request.ringing_timeout.FromSeconds(int(ringing_timeout))
+        await lkapi.sip.create_sip_participant(request)
+        return PlacedCall(room_name, CALLEE_IDENTITY, trunk.sip_trunk_id, dispatch.id)
+    finally:
+        await lkapi.aclose()
