@@ -339,6 +339,25 @@ class CallLifecycle:
             layer=layer, from_provider=from_id, to_provider=to_id, reason=reason
         ).inc()
 
+    async def send_status(
+        self, sender: WebhookSender, event_type: str, status: str, **fields: Any
+    ) -> bool:
+        """Records a ``call.status`` event (fields as ``CallRecorder.status_event``:
+        ``sip_status_code``, ``metadata`` ...) and sends it to the agent's status webhook, if
+        any, as it happens (spooled first). True when delivered; never raises."""
+        event = self.recorder.status_event(event_type, status, **fields)
+        hook = self.plan.webhooks.get("status")
+        if hook is None:
+            return False
+        try:
+            result = await sender.send(
+                hook.url, event.to_payload(), kind="call.status", agent_id=self.secret_key
+            )
+        except Exception as exc:
+            logger.warning("status webhook %s raised %s", event_type, type(exc).__name__)
+            return False
+        return result.delivered
+
     # ---------------------------------------------------------------- end of call
     async def finish(self, sender: WebhookSender, *, reason: str | None = None) -> None:
         """Builds the report and delivers it and the final status (spooled first)."""

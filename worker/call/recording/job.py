@@ -72,20 +72,13 @@ async def finish_recording(
             recording.sidecar_path.unlink(missing_ok=True)
         else:
             logger.warning("recording left in the spool for the next sweep")
-        hooks = life.plan.webhooks
-        if "status" in hooks:
-            event = life.recorder.status_event(
-                "call.artifact",
-                "uploaded" if uploaded else "pending",
-                metadata={"artifact": "recording", "recording": info},
-            )
-            send = sender.send(
-                hooks["status"].url,
-                event.to_payload(),
-                kind="call.status",
-                agent_id=life.secret_key,
-            )
-            await asyncio.wait_for(send, ARTIFACT_SEND_BUDGET)
+        send = life.send_status(
+            sender,
+            "call.artifact",
+            "uploaded" if uploaded else "pending",
+            metadata={"artifact": "recording", "recording": info},
+        )
+        await asyncio.wait_for(send, ARTIFACT_SEND_BUDGET)
     except TimeoutError:
         logger.info("artifact event still sending: left to the spool's redelivery")
     except Exception:
