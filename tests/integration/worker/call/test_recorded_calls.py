@@ -198,6 +198,47 @@ async def test_a_recorded_call_lands_in_the_bucket_as_the_caller_heard_it(
     assert abs(seconds - call_seconds) <= 0.02 * call_seconds, (seconds, call_seconds, offset)
 
 
+def speaking_span(side: np.ndarray, rate: int, start: float, end: float) -> float:
+    """Seconds from the first to the end of the last 50 ms window in which ``side`` speaks,
+    between two times (0 when it never does)."""
+    n = rate // 20
+    seg = side[max(0, round(start * rate)) : round(end * rate)]
+    loud_at = [
+        i
+        for i in range(0, len(seg) - n + 1, n)
+        if np.sqrt(np.mean(np.square(seg[i : i + n]))) > SPEECH
+    ]
+    return (loud_at[-1] + n - loud_at[0]) / rate if loud_at else 0.0
+
+
+async def test_a_time_stretched_greeting_is_in_the_file_as_the_caller_heard_it(
+    livekit: LiveKitEndpoint, worker: WorkerProcess, bucket: S3Server
+) -> None:
+    """The file takes the agent's side after the time-stretch: the greeting lasts in it as
+    long as the caller heard it, at the agent's rate and at a faster one."""
+    heard_spans: dict[float, float] = {}
+    for rate in (1.0, 1.4):
+        async with Receiver(WEBHOOK_SECRET.encode()) as hooks, OpenAIServer(reply=ANSWER) as llm:
+            record = agent(llm, hooks, save_audio_recording=True, tts_playback_rate=rate)
+            rec = await hello_call(livekit, worker, {"agent": record})
+            (delivered,) = await hooks.wait_for("/post-call")
+        url = delivered.payload["recording"]["url"]
+        obj = bucket.object_path("recordings", url.removeprefix("s3://recordings/"))
+        audio, file_rate = sf.read(obj, dtype="float32", always_2d=True)
+        agent_side = audio[:, 1]
+        heard = rec.agent_audio()
+        greeting_until = rec.caller_turns[0][0]  # the caller waits for the greeting's end
+        offset = onsets(agent_side, file_rate)[0] - rec.speech_onsets()[0]
+        heard_span = speaking_span(heard.samples, heard.sample_rate, 0.0, greeting_until)
+        file_span = speaking_span(agent_side, file_rate, 0.0, greeting_until + offset)
+        print(f"rate {rate}: greeting heard {heard_span:.2f} s, in the file {file_span:.2f} s")
+        assert heard_span > 0.5, heard_span
+        assert abs(file_span - heard_span) < 0.15, (rate, heard_span, file_span)
+        heard_spans[rate] = heard_span
+    # the stretch took effect (so the file above followed it, not the TTS's own pace)
+    assert heard_spans[1.4] < 0.85 * heard_spans[1.0], heard_spans
+
+
 async def test_a_call_without_the_flag_records_nothing(
     livekit: LiveKitEndpoint, worker: WorkerProcess, bucket: S3Server
 ) -> None:
