@@ -19,6 +19,7 @@ from livekit.agents.utils import is_given
 
 from worker.call import DRAIN_FILE_ENV, GOODBYE_MARGIN, entrypoint, webhook_sender
 from worker.call.recording import sweep as sweep_recordings
+from worker.call.survival import watch_calls
 from worker.metrics import default_metrics
 from worker.settings import Settings
 
@@ -134,7 +135,9 @@ def run_worker(command: str, extra: list[str]) -> None:
 
     @server.on("worker_started")
     def _started() -> None:
-        tasks.add(asyncio.get_event_loop().create_task(redeliver_forever(settings)))
+        loop = asyncio.get_event_loop()
+        tasks.add(loop.create_task(redeliver_forever(settings)))
+        tasks.add(loop.create_task(watch_calls(settings)))
 
     _run_worker(
         server,

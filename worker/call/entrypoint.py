@@ -25,6 +25,16 @@ from pipelines.errors import VoiceWorkerError
 from worker.call.lifecycle import CallLifecycle, pre_call_hook, webhook_sender
 from worker.call.recording import finish_recording
 from worker.call.session import assemble_call, start_call
+from worker.call.survival import (
+    Fenced,
+    awaits_answer,
+    call_store,
+    chat_history,
+    guard_call,
+    recovery_of,
+    resume_report,
+    resumed_plan,
+)
 from worker.call.tools import room_dtmf, sip_transfer
 from worker.config import CachingControlPlane, parse_dispatch
 from worker.metrics import default_metrics
@@ -97,24 +107,34 @@ async def entrypoint(ctx: JobContext) -> None:
     settings = Settings()
     extra = {"room": ctx.room.name, "job_id": ctx.job.id}
     ctx.log_context_fields = extra
+    recovery = recovery_of(ctx.job.metadata)
+    store = call_store(settings)
     try:
         dispatch = parse_dispatch(ctx.job.metadata, source="job metadata")
         extra["agent_id"] = dispatch.agent_id or ""
         ctx.log_context_fields = extra
-        call_id = dispatch.call_id or ctx.job.id
-        hook = pre_call_hook(
-            settings, call_id=call_id, room=ctx.room.name, direction=dispatch.direction
+        call_id = recovery[0] if recovery else dispatch.call_id or ctx.job.id
+        # a takeover does not ask the pre-call webhook again
+        hook = (
+            None
+            if recovery
+            else pre_call_hook(
+                settings, call_id=call_id, room=ctx.room.name, direction=dispatch.direction
+            )
         )
         loaded = await load_call(control_plane(settings), dispatch, settings, pre_call=hook)
+        checkpoint = await store.load(call_id) if store and recovery else None
     except VoiceWorkerError as exc:
         logger.error("call not started: %s", exc)
         default_metrics().jobs_failed.labels(reason=type(exc).__name__).inc()
         await _apologise_and_end(ctx, str(exc))
         return
-    plan = loaded.plan
+    plan = loaded.plan if checkpoint is None else resumed_plan(loaded.plan, checkpoint)
     life = CallLifecycle(
         plan, settings=settings, call_id=call_id, room_name=ctx.room.name, secrets=loaded.secrets
     )
+    if checkpoint is not None:
+        resume_report(life.recorder, checkpoint, job_id=ctx.job.id)
     if loaded.stale_config:
         logger.warning(
             "using cached agent config (%.0f s old): control plane unavailable",
@@ -130,10 +150,39 @@ async def entrypoint(ctx: JobContext) -> None:
     tools = life.function_tools(
         http, transfer=_caller_transfer(ctx), publish_dtmf=room_dtmf(ctx.room)
     )
-    call = assemble_call(plan, life, ctx.room, tools)
+    history = None if checkpoint is None else chat_history(checkpoint["report"]["transcript"])
+    call = assemble_call(plan, life, ctx.room, tools, history=history)
     sender = webhook_sender(settings, life.metrics)
+    guard = None
+    if store is not None:
+        try:
+            guard = await guard_call(
+                store,
+                call_id=call_id,
+                job_id=ctx.job.id,
+                epoch=recovery[1] if recovery else None,
+                recorder=life.recorder,
+                record={
+                    "metadata": ctx.job.metadata,
+                    "room": ctx.room.name,
+                    "agent_name": ctx.job.agent_name,
+                },
+                on_fenced=lambda: ctx.shutdown(reason="call taken over by another worker"),
+            )
+        except Fenced as exc:
+            logger.warning("not taking the call: %s", exc)
+            ctx.shutdown(reason="call already taken over")
+            return
+    if guard is not None:
+        call.session.on("conversation_item_added", lambda _ev: guard.checkpoint())
 
     async def on_shutdown(reason: str) -> None:
+        if guard is not None and guard.fenced:
+            # Another worker has the call (and its report): leave without a word.
+            await guard.close(release=False)
+            await sender.aclose()
+            await http.aclose()
+            return
         if not call.closed.is_set():
             # Drain timeout or worker shutdown with the call still up: say goodbye first.
             with contextlib.suppress(Exception):
@@ -142,6 +191,8 @@ async def entrypoint(ctx: JobContext) -> None:
         if call.recording is not None:
             await finish_recording(call.recording, life, sender)
         await life.finish(sender, reason=None if call.closed.is_set() else f"worker {reason}")
+        if guard is not None:
+            await guard.close(release=True)
         await sender.aclose()
         await http.aclose()
 
@@ -149,6 +200,8 @@ async def entrypoint(ctx: JobContext) -> None:
     drain_watch = asyncio.create_task(end_on_drain(life))
     call.session.on("close", lambda _ev: drain_watch.cancel())
     await start_call(call, ctx.room)
+    if checkpoint is not None and awaits_answer(checkpoint["report"]["transcript"]):
+        call.session.generate_reply()  # the turn the lost worker never answered
     if call.router is not None:
         callee = await ctx.wait_for_participant()
         amd_task = asyncio.create_task(call.router.run(call.session, callee))

@@ -341,11 +341,33 @@ class CallRecorder:
 
     def finish(self, end_reason: str, *, at: Timestamp | None = None) -> CallReport:
         """Freeze the report; later calls return the same report (the first reason wins)."""
-        if self._report is not None:
-            return self._report
+        if self._report is None:
+            self._report = self._build(end_reason, at)
+        return self._report
+
+    def snapshot(self) -> dict[str, Any]:
+        """The report so far, JSON-ready (a call's checkpoint carries it; see ``restore``)."""
+        return self._build("in progress", None).to_payload()
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        """Takes up a call from another job's ``snapshot``: its start, transcript, events,
+        turns, usage and metadata; what this recorder adds comes after them."""
+        report = CallReport.model_validate(snapshot)
+        self._started_at = report.started_at
+        self._transcript = list(report.transcript) + self._transcript
+        self._events = list(report.events) + self._events
+        self._turns = list(report.turns) + self._turns
+        for provider, usage in report.usage.items():
+            totals = self._usage.setdefault(provider, {})
+            for key, amount in usage.model_dump().items():
+                totals[key] = totals.get(key, 0) + amount
+        self._metadata = {**report.metadata, **self._metadata}
+        self._recording = self._recording or report.recording
+
+    def _build(self, end_reason: str, at: Timestamp | None) -> CallReport:
         ended = _utc(time.time() if at is None else at)
         ids = self._redactor.value(self._ids)
-        self._report = CallReport(
+        return CallReport(
             call_id=ids["call_id"],
             session_id=ids["session_id"],
             room_name=ids["room_name"],
@@ -366,4 +388,3 @@ class CallRecorder:
             recording=self._recording,
             metadata=self._redactor.value(self._metadata),
         )
-        return self._report

@@ -106,8 +106,9 @@ class VoiceAgent(Agent):
         tools: Sequence[llm.Tool] = (),
         *,
         reply_gate: asyncio.Event | None = None,
+        history: llm.ChatContext | None = None,
     ) -> None:
-        super().__init__(instructions=plan.prompt, tools=list(tools))
+        super().__init__(instructions=plan.prompt, tools=list(tools), chat_ctx=history)
         self._context_window = plan.llm.context_window
         self._replacements = plan.text_replacements
         self._reply_gate = reply_gate
@@ -199,9 +200,15 @@ class Call:
 
 
 def assemble_call(
-    plan: SessionPlan, life: CallLifecycle, room: rtc.Room, tools: Sequence[llm.Tool]
+    plan: SessionPlan,
+    life: CallLifecycle,
+    room: rtc.Room,
+    tools: Sequence[llm.Tool],
+    *,
+    history: llm.ChatContext | None = None,
 ) -> Call:
-    """Builds every LiveKit object of the call and hooks the lifecycle to the session."""
+    """Builds every LiveKit object of the call and hooks the lifecycle to the session;
+    ``history`` is the conversation so far of a call taken over from a lost worker."""
     layers = build_layers(
         plan,
         on_switch=lambda ev: life.record_switch(
@@ -211,7 +218,9 @@ def assemble_call(
     session = build_session(plan, layers=layers)
     life.attach(session)
     router = AMDRouter(plan, plan.amd, life) if plan.amd is not None else None
-    agent = VoiceAgent(plan, tools, reply_gate=router.reply_gate if router else None)
+    agent = VoiceAgent(
+        plan, tools, reply_gate=router.reply_gate if router else None, history=history
+    )
     call = Call(
         plan=plan, session=session, agent=agent, router=router, recording=call_recording(life)
     )

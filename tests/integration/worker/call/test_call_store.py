@@ -1,0 +1,48 @@
+"""Leases, claims and fencing of calls in a real Redis (the session's redis-server)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import pytest
+
+from worker.call.checkpoint import CallStore, Fenced
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_lapsed_call_is_claimed_once_and_its_old_holder_fenced(redis_address: str) -> None:
+    url = f"redis://{redis_address}/2"
+    store = CallStore(url, lease_seconds=0.5)
+    call_id = f"call-{secrets.token_hex(4)}"
+    lease = await store.acquire(call_id, "job-1")
+    assert await store.save(lease, {"room": "r", "report": {"n": 1}})
+    assert await store.renew(lease)
+    assert call_id not in await store.lapsed()
+    assert await store.claim(call_id) == 0  # a live lease is nobody's to claim
+
+    await asyncio.sleep(0.7)  # the holder stalls past its lease
+    assert call_id in await store.lapsed()
+    rivals = [CallStore(url) for _ in range(3)]  # other workers watching
+    won = await asyncio.gather(*(r.claim(call_id) for r in [store, *rivals]))
+    assert sorted(won)[:-1] == [0, 0, 0] and max(won) == lease.epoch + 1
+    assert call_id not in await store.lapsed()  # held off while the takeover starts
+
+    # the old holder wakes up: neither its lease nor its checkpoint goes through
+    assert not await store.renew(lease)
+    assert not await store.save(lease, {"room": "r", "report": {"n": 2}})
+    assert (await store.load(call_id)) == {"room": "r", "report": {"n": 1}}
+    with pytest.raises(Fenced):
+        await store.acquire(call_id, "job-1", epoch=lease.epoch)
+
+    # the new job takes the call at the claimed epoch, then ends it
+    taken = await store.acquire(call_id, "job-2", epoch=max(won))
+    assert await store.save(taken, {"room": "r", "report": {"n": 3}})
+    await store.release(lease)  # the fenced job cannot drop the new job's keys
+    assert (await store.load(call_id)) == {"room": "r", "report": {"n": 3}}
+    await store.release(taken)
+    assert await store.load(call_id) is None
+    assert call_id not in await store.lapsed()
+    for r in [store, *rivals]:
+        await r.aclose()
