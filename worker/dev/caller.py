@@ -194,8 +194,9 @@ async def run_caller(
     turn times land in ``rec.caller_turns``.
 
     The caller hangs up after ``tail_seconds`` more listening, or as soon as the agent
-    leaves; then the server's participant list is watched for up to ``leave_timeout``
-    seconds to time the agent's own departure."""
+    leaves (the last agent: one that took the call over from a lost worker keeps it up);
+    then the server's participant list is watched for up to ``leave_timeout`` seconds to
+    time the agent's own departure."""
     room_name = f"call-{secrets.token_hex(4)}"
     rec = CallRecording(room_name=room_name)
     lkapi = livekit.client()
@@ -237,7 +238,13 @@ async def run_caller(
             rec.transcripts.append({"role": who, "text": text.strip(), "at": time.time()})
 
     def on_left(participant: rtc.RemoteParticipant) -> None:
-        if _is_agent(participant.kind):
+        # An agent that took the call over from a lost one keeps the call up.
+        others = [
+            p
+            for p in room.remote_participants.values()
+            if _is_agent(p.kind) and p.identity != participant.identity
+        ]
+        if _is_agent(participant.kind) and not others:
             rec.agent_left_at = time.time()
             agent_gone.set()
 
