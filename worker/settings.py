@@ -102,9 +102,10 @@ class Settings(BaseSettings):
     """Give up retrying a payload (it stays spooled) after this many seconds."""
 
     # Calls that outlive their worker (a fleet sharing Redis)
-    redis_url: str | None = None
-    """``redis://HOST:PORT/DB``: each call holds a lease and a checkpoint there, and every
-    worker takes over calls whose worker died; unset, a call dies with its worker."""
+    redis_url: SecretStr | None = None
+    """``redis://[:PASSWORD@]HOST:PORT/DB`` (secret: it may hold a password): each call
+    holds a lease and a checkpoint there, and every worker takes over calls whose worker
+    died; unset, a call dies with its worker."""
     call_lease_seconds: float = Field(1.5, ge=0.5, le=30)
     """A call's lease in Redis, renewed every quarter of it; a worker silent this long
     loses its calls to the others."""

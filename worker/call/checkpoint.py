@@ -125,9 +125,7 @@ class CallStore:
         """Writes the call's checkpoint; False (nothing written) once fenced."""
         epoch_key, _, _, call_key = self._keys(lease.call_id)
         body = json.dumps(checkpoint, separators=(",", ":"))
-        done = await self.redis.eval(
-            _SAVE, 2, epoch_key, call_key, lease.epoch, body, KEEP_SECONDS
-        )
+        done = await self.redis.eval(_SAVE, 2, epoch_key, call_key, lease.epoch, body, KEEP_SECONDS)
         return bool(done)
 
     async def load(self, call_id: str) -> dict[str, Any] | None:

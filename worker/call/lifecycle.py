@@ -405,5 +405,6 @@ def settings_secrets(settings: Settings) -> tuple[str, ...]:
         settings.eleven_api_key,
         settings.webhook_secret,
         settings.recordings_secret_access_key,
+        settings.redis_url,
     ]
     return tuple(v.get_secret_value() for v in values if v and v.get_secret_value())

@@ -37,9 +37,10 @@ TOPIC_WORDS = 12
 
 def call_store(settings: Settings) -> CallStore | None:
     """The Redis store when ``REDIS_URL`` is set; None runs calls without a checkpoint."""
-    if not settings.redis_url:
+    url = settings.redis_url.get_secret_value() if settings.redis_url else ""
+    if not url:
         return None
-    return CallStore(settings.redis_url, lease_seconds=settings.call_lease_seconds)
+    return CallStore(url, lease_seconds=settings.call_lease_seconds)
 
 
 def recovery_of(metadata: str | None) -> tuple[str, int] | None:
@@ -190,7 +191,9 @@ async def guard_call(
     except Fenced:  # the call is already another job's
         raise
     except Exception as exc:
-        logger.warning("no call checkpoint (Redis: %s): the call runs unguarded", exc)
+        logger.warning(
+            "no call checkpoint (Redis: %s): the call runs unguarded", type(exc).__name__
+        )
         return None
     guard = CallGuard(store, lease, recorder, record=record, on_fenced=on_fenced)
     guard.start()
