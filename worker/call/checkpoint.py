@@ -28,8 +28,9 @@ import redis.asyncio as aioredis
 PREFIX = "vw:"
 KEEP_SECONDS = 3600
 """How long a call's checkpoint outlives its last write."""
-CLAIM_GRACE_MS = 15_000
-"""After a claim, how long the watchers leave the call to the new job before trying again."""
+CLAIM_GRACE_MS = 30_000
+"""After a claim, how long the watchers leave the call to the new job before trying again
+(a job process may have to start first: seconds on a busy host)."""
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
