@@ -96,8 +96,8 @@ async def _replay(args: argparse.Namespace) -> int:
         fault=args.fault,
     )
     print(summary_text(result), file=sys.stderr)
-    emit({"out": result["out"], "turns": result["turns"]})
-    return EXIT_OK
+    emit({"out": result["out"], "turns": result["turns"], "error": result["error"]})
+    return EXIT_RUNTIME if result["error"] else EXIT_OK
 
 
 def _vad(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.audio import detect_segments, read_wav, write_wav
-from worker.dev.caller import run_caller, turn_metrics
+from worker.dev.caller import CallRecording, run_caller, turn_metrics
 from worker.dev.services import (
     LiveKitEndpoint,
     LiveKitServer,
@@ -150,11 +150,30 @@ async def replay_call(
         (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return {
         "out": str(out),
+        "error": call_error(rec, caller.duration, report),
         "agent_audio_seconds": round(agent_audio.duration, 2),
         "transcript": transcript,
         "turns": turns,
         "recording": report.get("recording") if report else None,
     }
+
+
+def call_error(
+    rec: CallRecording, caller_seconds: float, report: Mapping[str, Any] | None
+) -> str | None:
+    """Why the call failed, if it did: the agent left the room before the caller's audio
+    ended without a report saying it ended the call (a crashed or killed worker)."""
+    if rec.agent_left_at is None:
+        return None
+    if report is not None and report.get("room_name") == rec.room_name:
+        return None  # the worker ended the call itself and reported it
+    left = rec.agent_left_at - rec.t0
+    if left >= caller_seconds:
+        return None
+    return (
+        f"the agent left the room {left:.1f} s into the call, before it ended "
+        f"({caller_seconds:.1f} s of caller audio), and wrote no report"
+    )
 
 
 def latest_report(directory: Path) -> dict[str, Any] | None:
@@ -168,6 +187,8 @@ def latest_report(directory: Path) -> dict[str, Any] | None:
 
 def summary_text(result: Mapping[str, Any]) -> str:
     lines = [f"call artifacts in {result['out']}"]
+    if result.get("error"):
+        lines.append(f"  FAILED: {result['error']}")
     if result.get("recording"):
         rec = result["recording"]
         lines.append(f"  recording {rec['url']} ({rec['duration_s']:.2f}s, {rec['channels']} ch)")
