@@ -188,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the offline LLM if needed and a worker; dispatch the agent, play the "
         "WAV as the caller in real time and write DIR/agent.wav, "
         "DIR/transcript.json, DIR/metrics.json and the worker's DIR/report.json "
-        "(a recorded call: its object in RECORDINGS_URL, else in DIR/bucket).",
+        "(a recorded call: its object in RECORDINGS_URL, else in DIR/bucket). "
+        "Exits 1 when the agent left before the call ended without a report of it.",
     )
     p.add_argument("--agent", required=True, help="agent id or path to an agent JSON file")
     p.add_argument("--audio", required=True, help="caller recording (16-bit PCM WAV)")
