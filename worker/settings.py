@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     """ElevenLabs key; without it ElevenLabs entries are left out of every chain."""
     eleven_base_url: str | None = None
     """ElevenLabs API base (``.../v1``)."""
+    speechify_api_key: SecretStr | None = None
+    """Speechify key (TTS); without it Speechify TTS entries are left out of every chain."""
+    speechify_base_url: str | None = None
+    """Speechify API base (``https://api.speechify.ai``) for a proxy or a local server."""
     local_llm_base_url: str = "http://127.0.0.1:8088/v1"
     """OpenAI-compatible llama.cpp server of the offline stack."""
     offline_providers: bool = True

@@ -12,6 +12,7 @@ from pipelines.loopback.vendors.baseten import BasetenServer
 from pipelines.loopback.vendors.deepgram import DeepgramServer
 from pipelines.loopback.vendors.elevenlabs import ElevenLabsServer
 from pipelines.loopback.vendors.openai_compat import OpenAIServer, ScriptedReply, ToolCall
+from pipelines.loopback.vendors.speechify import SpeechifyServer
 
 __all__ = [
     "AssemblyAIServer",
@@ -23,6 +24,7 @@ __all__ = [
     "OpenAIServer",
     "ScriptedReply",
     "SpeechServer",
+    "SpeechifyServer",
     "ToolCall",
     "WireServer",
 ]

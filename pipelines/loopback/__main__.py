@@ -28,11 +28,16 @@ STT_SERVERS = {
     "assemblyai": ("pipelines.loopback.vendors.assemblyai", "AssemblyAIServer"),
 }
 """The speech-to-text servers (imported on demand)."""
+TTS_SERVERS = {
+    "elevenlabs": ("pipelines.loopback.vendors.elevenlabs", "ElevenLabsServer"),
+    "speechify": ("pipelines.loopback.vendors.speechify", "SpeechifyServer"),
+}
+"""The text-to-speech servers (imported on demand; same options)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines.loopback", description=__doc__)
-    parser.add_argument("vendor", choices=[*STT_SERVERS, "elevenlabs", "openai"])
+    parser.add_argument("vendor", choices=[*STT_SERVERS, *TTS_SERVERS, "openai"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--log", type=Path, help="write the request log here as JSON on exit")
@@ -49,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dg.add_argument("--interim-interval", type=float, default=1.0, metavar="S")
     dg.add_argument("--preload", action="store_true", help="load the STT engine before listening")
-    el = parser.add_argument_group("elevenlabs")
+    el = parser.add_argument_group("text to speech (" + ", ".join(TTS_SERVERS) + ")")
     el.add_argument("--chunk-ms", type=int, default=200)
     el.add_argument(
         "--voice-map", action="append", default=[], metavar="ID=VOICE", help="repeatable"
@@ -83,16 +88,16 @@ def build_server(args: argparse.Namespace) -> WireServer:
         if args.preload:
             server.preload()
         return server
-    if args.vendor == "elevenlabs":
-        from pipelines.loopback.vendors.elevenlabs import ElevenLabsServer
-
+    if args.vendor in TTS_SERVERS:
+        module, name = TTS_SERVERS[args.vendor]
         pairs = [item.partition("=") for item in args.voice_map]
         bad = [item for item, (_, sep, _) in zip(args.voice_map, pairs, strict=True) if not sep]
         if bad:
             raise ValueError(f"--voice-map {bad[0]!r}: expected ID=VOICE")
-        return ElevenLabsServer(
+        tts_server: WireServer = getattr(importlib.import_module(module), name)(
             voice_map={k: v for k, _, v in pairs}, chunk_ms=args.chunk_ms, **common
         )
+        return tts_server
     from pipelines.loopback.vendors.openai_compat import DEFAULT_REPLY, OpenAIServer
 
     return OpenAIServer(

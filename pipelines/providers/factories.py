@@ -181,6 +181,15 @@ def _openai_tts(spec: ProviderSpec) -> tts.TTS[Any]:
     )
 
 
+def _speechify_tts(spec: ProviderSpec) -> tts.TTS[Any]:
+    from pipelines.providers.speechify_tts import SpeechifyTTS
+
+    return SpeechifyTTS(
+        speaking_rate=spec.speaking_rate,
+        **_kw(model=spec.model, voice_id=spec.voice, api_key=spec.api_key, base_url=spec.base_url),
+    )
+
+
 FACTORIES: dict[tuple[str, str], Callable[[ProviderSpec], Any]] = {
     ("stt", "local"): _local_stt,
     ("stt", "deepgram"): _deepgram_stt,
@@ -191,6 +200,7 @@ FACTORIES: dict[tuple[str, str], Callable[[ProviderSpec], Any]] = {
     ("tts", "local"): _local_tts,
     ("tts", "elevenlabs"): _elevenlabs_tts,
     ("tts", "openai"): _openai_tts,
+    ("tts", "speechify"): _speechify_tts,
 }
 """(layer, vendor) pairs this worker can build."""
 

@@ -105,7 +105,7 @@ Exchange = Callable[[Any], Awaitable[None]]
 def _servers() -> list[tuple[Any, list[tuple[str, str, Exchange]]]]:
     """Each local vendor server, with the (layer, model, exchange) of every plugin this
     worker builds for that vendor."""
-    from pipelines.loopback import DeepgramServer, ElevenLabsServer, OpenAIServer
+    from pipelines.loopback import DeepgramServer, ElevenLabsServer, OpenAIServer, SpeechifyServer
 
     return [
         (DeepgramServer(_Word(), min_endpointing_ms=100), [("stt", "nova-3", _stt)]),
@@ -114,6 +114,7 @@ def _servers() -> list[tuple[Any, list[tuple[str, str, Exchange]]]]:
             [("stt", "whisper-1", _stt), ("llm", "gpt-4o-mini", _llm), ("tts", "tts-1", _tts)],
         ),
         (ElevenLabsServer(_Click()), [("tts", "eleven_flash_v2_5", _tts)]),
+        (SpeechifyServer(_Click()), [("tts", "simba-3.2", _tts)]),
     ]
 
 
@@ -122,6 +123,7 @@ def _base_url(vendor: str, url: str) -> str:
         "deepgram": f"{url}/v1/listen",
         "openai": f"{url}/v1",
         "elevenlabs": f"{url}/v1",
+        "speechify": url,
     }[vendor]
 
 

@@ -62,6 +62,7 @@ VENDOR_CREDENTIALS = {
     "deepgram": "deepgram_api_key",
     "openai": "openai_api_key",
     "elevenlabs": "eleven_api_key",
+    "speechify": "speechify_api_key",
 }
 """Vendors this worker has a factory for, and the setting holding their key."""
 

@@ -27,7 +27,8 @@ from livekit.agents import llm, stt, tts, utils
 from pipelines.audio import float_to_int16, resample
 from pipelines.engines import EspeakEngine
 from pipelines.errors import ProviderError
-from pipelines.loopback import ElevenLabsServer, Knobs, OpenAIServer, WireServer
+from pipelines.loopback import ElevenLabsServer, Knobs, OpenAIServer, SpeechifyServer, WireServer
+from pipelines.loopback.synthesis import SynthesisServer
 from pipelines.providers import ProviderSpec
 from pipelines.providers.failover import (
     CONTINUE_INSTRUCTION,
@@ -177,12 +178,21 @@ async def test_llm_all_providers_down_raises_provider_error(toxi: ToxiproxyServe
 # TTS
 
 
+TTS_PRIMARIES: dict[str, tuple[type[SynthesisServer], str, str, int]] = {
+    "elevenlabs": (ElevenLabsServer, "flash", "/v1", 22050),
+    "speechify": (SpeechifyServer, "simba-3.2", "", 24000),
+}
+"""vendor -> (its local server, model, base URL path, output sample rate)."""
+
+
+@pytest.mark.parametrize("vendor", list(TTS_PRIMARIES))
 @pytest.mark.parametrize(("phase", "fault"), CASES)
-async def test_tts_failover(toxi: ToxiproxyServer, phase: str, fault: str) -> None:
+async def test_tts_failover(toxi: ToxiproxyServer, phase: str, fault: str, vendor: str) -> None:
+    server_type, model_name, path, rate = TTS_PRIMARIES[vendor]
     async with (
-        ElevenLabsServer(knobs=Knobs(response_delay=0.1)) as primary,
+        server_type(knobs=Knobs(response_delay=0.1)) as primary,
         OpenAIServer() as fallback,
-        ElevenLabsServer() as outsider,
+        server_type() as outsider,
     ):
         proxy = await toxi.proxy("tts", primary.url)
         events: list[SwitchEvent] = []
@@ -191,9 +201,9 @@ async def test_tts_failover(toxi: ToxiproxyServer, phase: str, fault: str) -> No
                 "tts": [
                     ProviderSpec(
                         "tts",
-                        "elevenlabs",
-                        "flash",
-                        base_url=f"{proxy.url}/v1",
+                        vendor,
+                        model_name,
+                        base_url=f"{proxy.url}{path}",
                         api_key="k",
                         voice="en-us",
                     ),
@@ -210,7 +220,7 @@ async def test_tts_failover(toxi: ToxiproxyServer, phase: str, fault: str) -> No
             events,
             HealthRegistry(),
         )["tts"]
-        assert isinstance(model, tts.TTS) and model.sample_rate == 22050
+        assert isinstance(model, tts.TTS) and model.sample_rate == rate
         if phase == "before":
             await FAULTS[fault](proxy, primary)
         stream = model.stream()
@@ -225,7 +235,7 @@ async def test_tts_failover(toxi: ToxiproxyServer, phase: str, fault: str) -> No
                     await FAULTS[fault](proxy, primary)
         await stream.aclose()
         await model.aclose()
-        assert {f.sample_rate for f in frames} == {22050}
+        assert {f.sample_rate for f in frames} == {rate}
         (event,) = events
         assert event.to_provider == "openai:tts-1"
         assert event.reason == {"stall": "stall", "500": "server_error"}.get(fault, "connection")
@@ -234,7 +244,7 @@ async def test_tts_failover(toxi: ToxiproxyServer, phase: str, fault: str) -> No
         assert spoken == SENTENCES[len(SENTENCES) - len(spoken) :] and spoken
         if phase == "before":
             assert spoken == SENTENCES
-        seconds = sum(f.samples_per_channel for f in frames) / 22050
+        seconds = sum(f.samples_per_channel for f in frames) / rate
         reference = sum(EspeakEngine().synthesize(s).duration for s in SENTENCES)
         assert seconds > 0.9 * reference
         assert outsider.requests == []

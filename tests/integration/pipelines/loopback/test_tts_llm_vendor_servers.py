@@ -1,0 +1,104 @@
+"""The Speechify, Cartesia and Anthropic plugins (and the platform LLM) against their local
+wire servers, each built by the worker's own factory: text in, audio or tokens out through
+each plugin's own code, the speaking rate reaching the server, injected faults raising."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+import pytest_asyncio
+from livekit import rtc
+from livekit.agents import APIConnectOptions, APIError, utils
+
+from pipelines.audio import Audio, int16_to_float, rms_dbfs
+from pipelines.engines import EspeakEngine
+from pipelines.loopback import Knobs, SpeechifyServer
+from pipelines.providers import ProviderSpec, build
+
+pytestmark = pytest.mark.integration
+
+SENTENCE = "Hello there, how are you today?"
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def http() -> AsyncIterator[None]:
+    async with utils.http_context.open():
+        yield
+
+
+def frames_audio(collected: list[rtc.AudioFrame]) -> Audio:
+    pcm = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in collected])
+    return Audio(int16_to_float(pcm), collected[0].sample_rate)
+
+
+# Speechify
+
+
+def speechify(
+    server: SpeechifyServer, *, rate: float | None = None, model: str = "simba-3.2"
+) -> Any:
+    return build(
+        ProviderSpec(
+            "tts",
+            "speechify",
+            model,
+            base_url=server.url,
+            api_key="sk-test",
+            voice="en-us",
+            speaking_rate=rate,
+        )
+    )
+
+
+async def test_speechify_stream_round_trip_at_a_speaking_rate(http: None) -> None:
+    reference = EspeakEngine().synthesize(SENTENCE).duration
+    async with SpeechifyServer() as server:
+        tts = speechify(server, rate=1.5)
+        stream = tts.stream()
+        stream.push_text(SENTENCE + " I am fine.")
+        stream.end_input()
+        collected = [ev.frame async for ev in stream]
+        await tts.aclose()
+        audio = frames_audio(collected)
+        assert audio.sample_rate == 24000 and rms_dbfs(audio.samples) > -30
+        records = server.records("/v1/audio/stream/with-timestamps")
+        # one request per sentence, each SSML at +50%, the key never logged
+        assert [r.text for r in records] == [SENTENCE, "I am fine."]
+        assert all(r.body["input"].startswith('<speak><prosody rate="+50%">') for r in records)
+        assert records[0].body["voice_id"] == "en-us" and records[0].body["model"] == "simba-3.2"
+        assert records[0].headers["Authorization"] == "<redacted>"
+    # the rate is spoken: 1.5x is clearly shorter than the voice's own pace
+    alone = EspeakEngine().synthesize("I am fine.").duration
+    assert audio.duration < 0.85 * (reference + alone)
+
+
+async def test_speechify_synthesize_and_legacy_model(http: None) -> None:
+    async with SpeechifyServer() as server:
+        streamed = speechify(server)
+        legacy = speechify(server, model="simba-english")
+        a = frames_audio([ev.frame async for ev in streamed.synthesize("Good morning.")])
+        b = frames_audio([ev.frame async for ev in legacy.synthesize("Good morning.")])
+        await streamed.aclose()
+        await legacy.aclose()
+        assert 0.4 < a.duration < 3 and abs(a.duration - b.duration) < 0.1
+        paths = [r.path for r in server.requests if r.path != "/health"]
+        assert paths == ["/v1/audio/stream/with-timestamps", "/v1/audio/speech"]
+        assert server.requests[-1].body["input"] == "Good morning."  # no rate: plain text
+
+
+@pytest.mark.parametrize("knobs", [Knobs(fail_with_status=500), Knobs(close_after=1)])
+async def test_speechify_faults_raise_api_errors(http: None, knobs: Knobs) -> None:
+    async with SpeechifyServer(knobs=knobs) as server:
+        tts = speechify(server)
+        stream = tts.stream(conn_options=APIConnectOptions(max_retry=0, timeout=2.0))
+        stream.push_text("This sentence is long enough to need several audio chunks.")
+        stream.end_input()
+        with pytest.raises(APIError):
+            async for _ in stream:
+                pass
+        await tts.aclose()
+        faults = {r.fault for r in server.records("/v1/audio/stream")}
+        assert faults == {"fail_with_status" if knobs.fail_with_status else "close"}

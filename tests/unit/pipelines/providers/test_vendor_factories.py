@@ -1,0 +1,41 @@
+"""The factories of the Speechify, Cartesia and Anthropic plugins and the platform LLM,
+and how each takes a speaking rate."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.loopback.vendors.speechify import prosody_rate, read_input
+from pipelines.providers import ProviderSpec, build
+from pipelines.providers.speechify_tts import SpeechifyTTS, prosody_ssml
+
+
+def test_prosody_ssml_is_a_relative_rate_with_escaped_text() -> None:
+    assert prosody_ssml("A & B", 1.2) == '<speak><prosody rate="+20%">A &amp; B</prosody></speak>'
+    assert prosody_ssml("slow", 0.75) == '<speak><prosody rate="-25%">slow</prosody></speak>'
+    assert prosody_ssml("<speak>x</speak>", 1.5) == "<speak>x</speak>"
+
+
+def test_the_local_server_reads_back_what_the_plugin_sends() -> None:
+    assert read_input(prosody_ssml("A & B", 1.2)) == ("A & B", pytest.approx(1.2))
+    assert read_input("plain <b> text") == ("plain <b> text", 1.0)
+    assert prosody_rate("x-slow") == 0.5 and prosody_rate("150%") == 1.5
+    with pytest.raises(ValueError, match="prosody rate 'quick'"):
+        prosody_rate("quick")
+
+
+async def test_speechify_tts_takes_voice_and_rate() -> None:
+    plugin = build(
+        ProviderSpec(
+            "tts", "speechify", "simba-3.2", api_key="k", voice="oliver", speaking_rate=1.3
+        )
+    )
+    assert isinstance(plugin, SpeechifyTTS)
+    assert plugin._opts.voice_id == "oliver" and plugin.speaking_rate == 1.3
+    tokens = plugin._tokenizer.tokenize("Hello there. How are you?")
+    assert tokens and all(t.startswith('<speak><prosody rate="+30%">') for t in tokens)
+    await plugin.aclose()
+    plain = build(ProviderSpec("tts", "speechify", "simba-3.2", api_key="k", speaking_rate=1.0))
+    assert plain.speaking_rate is None
+    assert plain._tokenizer.tokenize("Hello there.") == ["Hello there."]
+    await plain.aclose()
