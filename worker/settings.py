@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     """Speechify key (TTS); without it Speechify TTS entries are left out of every chain."""
     speechify_base_url: str | None = None
     """Speechify API base (``https://api.speechify.ai``) for a proxy or a local server."""
+    speechify_llm_base_url: str | None = None
+    """OpenAI-compatible API base (``.../v1``) of the platform LLM (``speechify:kimi-k2.6``);
+    it has no public default, so without it that entry is left out of every chain."""
+    speechify_llm_api_key: SecretStr | None = None
+    """Key of the platform LLM endpoint; unset: ``SPEECHIFY_API_KEY``."""
+    default_llm: str | None = "speechify:kimi-k2.6"
+    """LLM (``vendor:model``) leading the chain when the agent names none, as the platform's
+    default does at dispatch; when this worker cannot use it the chain is ranked as usual."""
     local_llm_base_url: str = "http://127.0.0.1:8088/v1"
     """OpenAI-compatible llama.cpp server of the offline stack."""
     offline_providers: bool = True

@@ -136,6 +136,17 @@ def _openai_llm(spec: ProviderSpec) -> llm.LLM[Any]:
     )
 
 
+def _speechify_llm(spec: ProviderSpec) -> llm.LLM[Any]:
+    """The platform LLM (Speechify's Kimi K2.6): an OpenAI-compatible endpoint with no
+    public default URL, so it must be given one."""
+    if not spec.base_url:
+        raise ConfigError(
+            "the speechify LLM needs its OpenAI-compatible base URL (SPEECHIFY_LLM_BASE_URL)",
+            field="providers.llm",
+        )
+    return _openai_llm(spec)
+
+
 def _local_tts(spec: ProviderSpec) -> tts.TTS[Any]:
     from pipelines.engines import DEFAULT_VOICE, resolve_voice
     from pipelines.providers.local_tts import EspeakTTS
@@ -197,6 +208,7 @@ FACTORIES: dict[tuple[str, str], Callable[[ProviderSpec], Any]] = {
     ("llm", "local"): _openai_llm,
     ("llm", "custom"): _openai_llm,
     ("llm", "openai"): _openai_llm,
+    ("llm", "speechify"): _speechify_llm,
     ("tts", "local"): _local_tts,
     ("tts", "elevenlabs"): _elevenlabs_tts,
     ("tts", "openai"): _openai_tts,

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from livekit import rtc
-from livekit.agents import APIConnectOptions, APIError, utils
+from livekit.agents import APIConnectOptions, APIError, llm, utils
 
 from pipelines.audio import Audio, int16_to_float, rms_dbfs
 from pipelines.engines import EspeakEngine
-from pipelines.loopback import Knobs, SpeechifyServer
+from pipelines.loopback import Knobs, OpenAIServer, SpeechifyServer
 from pipelines.providers import ProviderSpec, build
 
 pytestmark = pytest.mark.integration
@@ -32,6 +32,17 @@ async def http() -> AsyncIterator[None]:
 def frames_audio(collected: list[rtc.AudioFrame]) -> Audio:
     pcm = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in collected])
     return Audio(int16_to_float(pcm), collected[0].sample_rate)
+
+
+async def reply(model: Any, question: str) -> str:
+    ctx = llm.ChatContext.empty()
+    ctx.add_message(role="user", content=question)
+    text = ""
+    async with model.chat(chat_ctx=ctx) as stream:
+        async for chunk in stream:
+            if chunk.delta and chunk.delta.content:
+                text += chunk.delta.content
+    return text
 
 
 # Speechify
@@ -102,3 +113,21 @@ async def test_speechify_faults_raise_api_errors(http: None, knobs: Knobs) -> No
         await tts.aclose()
         faults = {r.fault for r in server.records("/v1/audio/stream")}
         assert faults == {"fail_with_status" if knobs.fail_with_status else "close"}
+
+
+# the platform LLM (speechify:kimi-k2.6): an OpenAI-compatible endpoint of its own
+
+
+async def test_platform_llm_round_trip(http: None) -> None:
+    async with OpenAIServer(reply="Kimi here.") as server:
+        model = build(
+            ProviderSpec(
+                "llm", "speechify", "kimi-k2.6", base_url=f"{server.url}/v1", api_key="sk-p"
+            )
+        )
+        text = await reply(model, "Who are you?")
+        await model.aclose()
+    assert text == "Kimi here."
+    (request,) = server.records("/v1/chat/completions")
+    assert request.body["model"] == "kimi-k2.6" and request.body["stream"] is True
+    assert request.headers["Authorization"] == "<redacted>"

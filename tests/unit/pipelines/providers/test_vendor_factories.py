@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from pipelines.errors import ConfigError
 from pipelines.loopback.vendors.speechify import prosody_rate, read_input
-from pipelines.providers import ProviderSpec, build
+from pipelines.providers import ChatCompletionsLLM, ProviderSpec, build
 from pipelines.providers.speechify_tts import SpeechifyTTS, prosody_ssml
 
 
@@ -39,3 +40,12 @@ async def test_speechify_tts_takes_voice_and_rate() -> None:
     assert plain.speaking_rate is None
     assert plain._tokenizer.tokenize("Hello there.") == ["Hello there."]
     await plain.aclose()
+
+
+def test_the_platform_llm_needs_its_base_url() -> None:
+    with pytest.raises(ConfigError, match="SPEECHIFY_LLM_BASE_URL"):
+        build(ProviderSpec("llm", "speechify", "kimi-k2.6", api_key="k"))
+    kimi = build(
+        ProviderSpec("llm", "speechify", "kimi-k2.6", api_key="k", base_url="http://127.0.0.1:1/v1")
+    )
+    assert isinstance(kimi, ChatCompletionsLLM) and kimi.model == "kimi-k2.6"
