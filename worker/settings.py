@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     default_llm: str | None = "speechify:kimi-k2.6"
     """LLM (``vendor:model``) leading the chain when the agent names none, as the platform's
     default does at dispatch; when this worker cannot use it the chain is ranked as usual."""
+    anthropic_api_key: SecretStr | None = None
+    """Anthropic key; without it Anthropic entries are left out of every chain."""
+    anthropic_base_url: str | None = None
+    """Anthropic API base (``https://api.anthropic.com``) for a proxy or a local server."""
     local_llm_base_url: str = "http://127.0.0.1:8088/v1"
     """OpenAI-compatible llama.cpp server of the offline stack."""
     offline_providers: bool = True

@@ -7,6 +7,7 @@ rather than a place under test tooling.
 
 from pipelines.loopback.base import Knobs, WireServer
 from pipelines.loopback.streaming import EnergySegmenter, SpeechServer
+from pipelines.loopback.vendors.anthropic import AnthropicServer
 from pipelines.loopback.vendors.assemblyai import AssemblyAIServer
 from pipelines.loopback.vendors.baseten import BasetenServer
 from pipelines.loopback.vendors.deepgram import DeepgramServer
@@ -15,6 +16,7 @@ from pipelines.loopback.vendors.openai_compat import OpenAIServer, ScriptedReply
 from pipelines.loopback.vendors.speechify import SpeechifyServer
 
 __all__ = [
+    "AnthropicServer",
     "AssemblyAIServer",
     "BasetenServer",
     "DeepgramServer",

@@ -37,7 +37,7 @@ TTS_SERVERS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines.loopback", description=__doc__)
-    parser.add_argument("vendor", choices=[*STT_SERVERS, *TTS_SERVERS, "openai"])
+    parser.add_argument("vendor", choices=[*STT_SERVERS, *TTS_SERVERS, "openai", "anthropic"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--log", type=Path, help="write the request log here as JSON on exit")
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     el.add_argument(
         "--voice-map", action="append", default=[], metavar="ID=VOICE", help="repeatable"
     )
-    oa = parser.add_argument_group("openai")
+    oa = parser.add_argument_group("openai, anthropic")
     oa.add_argument("--reply", help="scripted chat reply")
     oa.add_argument("--upstream", help="relay chat to this OpenAI-compatible base URL")
     oa.add_argument("--upstream-model")
@@ -100,6 +100,16 @@ def build_server(args: argparse.Namespace) -> WireServer:
         return tts_server
     from pipelines.loopback.vendors.openai_compat import DEFAULT_REPLY, OpenAIServer
 
+    if args.vendor == "anthropic":
+        from pipelines.loopback.vendors.anthropic import AnthropicServer
+
+        return AnthropicServer(
+            reply=args.reply if args.reply is not None else DEFAULT_REPLY,
+            upstream=args.upstream,
+            upstream_model=args.upstream_model,
+            models=tuple(args.model) or ("claude-haiku-4-5",),
+            **common,
+        )
     return OpenAIServer(
         reply=args.reply if args.reply is not None else DEFAULT_REPLY,
         upstream=args.upstream,

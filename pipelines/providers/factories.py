@@ -147,6 +147,20 @@ def _speechify_llm(spec: ProviderSpec) -> llm.LLM[Any]:
     return _openai_llm(spec)
 
 
+def _anthropic_llm(spec: ProviderSpec) -> llm.LLM[Any]:
+    from livekit.plugins import anthropic
+
+    return anthropic.LLM(
+        **_kw(
+            model=spec.model,
+            api_key=spec.api_key,
+            base_url=spec.base_url,
+            temperature=spec.temperature,
+            max_tokens=spec.max_tokens,
+        )
+    )
+
+
 def _local_tts(spec: ProviderSpec) -> tts.TTS[Any]:
     from pipelines.engines import DEFAULT_VOICE, resolve_voice
     from pipelines.providers.local_tts import EspeakTTS
@@ -209,6 +223,7 @@ FACTORIES: dict[tuple[str, str], Callable[[ProviderSpec], Any]] = {
     ("llm", "custom"): _openai_llm,
     ("llm", "openai"): _openai_llm,
     ("llm", "speechify"): _speechify_llm,
+    ("llm", "anthropic"): _anthropic_llm,
     ("tts", "local"): _local_tts,
     ("tts", "elevenlabs"): _elevenlabs_tts,
     ("tts", "openai"): _openai_tts,

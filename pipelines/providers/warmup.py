@@ -105,7 +105,13 @@ Exchange = Callable[[Any], Awaitable[None]]
 def _servers() -> list[tuple[Any, list[tuple[str, str, Exchange]]]]:
     """Each local vendor server, with the (layer, model, exchange) of every plugin this
     worker builds for that vendor."""
-    from pipelines.loopback import DeepgramServer, ElevenLabsServer, OpenAIServer, SpeechifyServer
+    from pipelines.loopback import (
+        AnthropicServer,
+        DeepgramServer,
+        ElevenLabsServer,
+        OpenAIServer,
+        SpeechifyServer,
+    )
 
     return [
         (DeepgramServer(_Word(), min_endpointing_ms=100), [("stt", "nova-3", _stt)]),
@@ -115,6 +121,7 @@ def _servers() -> list[tuple[Any, list[tuple[str, str, Exchange]]]]:
         ),
         (ElevenLabsServer(_Click()), [("tts", "eleven_flash_v2_5", _tts)]),
         (SpeechifyServer(_Click()), [("tts", "simba-3.2", _tts)]),
+        (AnthropicServer(reply="Hi."), [("llm", "claude-haiku-4-5", _llm)]),
     ]
 
 
@@ -124,6 +131,7 @@ def _base_url(vendor: str, url: str) -> str:
         "openai": f"{url}/v1",
         "elevenlabs": f"{url}/v1",
         "speechify": url,
+        "anthropic": url,
     }[vendor]
 
 

@@ -4,6 +4,7 @@ each plugin's own code, the speaking rate reaching the server, injected faults r
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,14 @@ from livekit.agents import APIConnectOptions, APIError, llm, utils
 
 from pipelines.audio import Audio, int16_to_float, rms_dbfs
 from pipelines.engines import EspeakEngine
-from pipelines.loopback import Knobs, OpenAIServer, SpeechifyServer
+from pipelines.loopback import (
+    AnthropicServer,
+    Knobs,
+    OpenAIServer,
+    ScriptedReply,
+    SpeechifyServer,
+    ToolCall,
+)
 from pipelines.providers import ProviderSpec, build
 
 pytestmark = pytest.mark.integration
@@ -131,3 +139,74 @@ async def test_platform_llm_round_trip(http: None) -> None:
     (request,) = server.records("/v1/chat/completions")
     assert request.body["model"] == "kimi-k2.6" and request.body["stream"] is True
     assert request.headers["Authorization"] == "<redacted>"
+
+
+# Anthropic: the Messages API
+
+
+def claude(server: AnthropicServer) -> Any:
+    return build(
+        ProviderSpec("llm", "anthropic", "claude-haiku-4-5", base_url=server.url, api_key="sk-ant")
+    )
+
+
+async def test_anthropic_streams_text_and_a_tool_call(http: None) -> None:
+    script = ScriptedReply(
+        text="Let me look.", tool_calls=(ToolCall("lookup_order", {"order_id": "A-17"}),)
+    )
+    async with AnthropicServer(reply=script) as server:
+        model = claude(server)
+
+        @llm.function_tool
+        async def lookup_order(order_id: str) -> str:
+            """Looks an order up."""
+            return "shipped"
+
+        ctx = llm.ChatContext.empty()
+        ctx.add_message(role="system", content="You are terse.")
+        ctx.add_message(role="user", content="Where is my order?")
+        text, calls, usage = "", [], None
+        async with model.chat(chat_ctx=ctx, tools=[lookup_order]) as stream:
+            async for chunk in stream:
+                if chunk.delta and chunk.delta.content:
+                    text += chunk.delta.content
+                if chunk.delta and chunk.delta.tool_calls:
+                    calls += chunk.delta.tool_calls
+                usage = chunk.usage or usage
+        await model.aclose()
+    assert text == "Let me look."
+    (call,) = calls
+    assert call.name == "lookup_order" and json.loads(call.arguments) == {"order_id": "A-17"}
+    assert usage is not None and usage.completion_tokens > 0
+    (request,) = server.records("/v1/messages")
+    assert request.body["model"] == "claude-haiku-4-5" and request.body["stream"] is True
+    assert request.body["system"][0]["text"] == "You are terse."
+    assert [t["name"] for t in request.body["tools"]] == ["lookup_order"]
+    assert request.headers["X-Api-Key"] == "<redacted>"
+
+
+async def test_anthropic_backed_by_the_offline_llm(http: None, llama_base_url: str) -> None:
+    async with AnthropicServer(upstream=llama_base_url) as server:
+        model = claude(server)
+        text = await reply(model, "Say hello.")
+        await model.aclose()
+    assert text.strip()
+    (request,) = server.records("/v1/messages")
+    assert request.status == 200 and request.messages_sent > 3
+
+
+@pytest.mark.parametrize("knobs", [Knobs(fail_with_status=529), Knobs(close_after=3)])
+async def test_anthropic_faults_raise_api_errors(http: None, knobs: Knobs) -> None:
+    async with AnthropicServer(knobs=knobs) as server:
+        model = claude(server)
+        ctx = llm.ChatContext.empty()
+        ctx.add_message(role="user", content="Hi")
+        with pytest.raises(APIError):
+            async with model.chat(
+                chat_ctx=ctx, conn_options=APIConnectOptions(max_retry=0, timeout=2.0)
+            ) as stream:
+                async for _ in stream:
+                    pass
+        await model.aclose()
+    (request,) = server.records("/v1/messages")
+    assert request.fault == ("fail_with_status" if knobs.fail_with_status else "close")

@@ -27,7 +27,14 @@ from livekit.agents import llm, stt, tts, utils
 from pipelines.audio import float_to_int16, resample
 from pipelines.engines import EspeakEngine
 from pipelines.errors import ProviderError
-from pipelines.loopback import ElevenLabsServer, Knobs, OpenAIServer, SpeechifyServer, WireServer
+from pipelines.loopback import (
+    AnthropicServer,
+    ElevenLabsServer,
+    Knobs,
+    OpenAIServer,
+    SpeechifyServer,
+    WireServer,
+)
 from pipelines.loopback.synthesis import SynthesisServer
 from pipelines.providers import ProviderSpec
 from pipelines.providers.failover import (
@@ -102,20 +109,29 @@ def continuing(body: dict[str, Any]) -> str:
     return REPLY
 
 
+LLM_PRIMARIES: dict[str, tuple[type[OpenAIServer] | type[AnthropicServer], str]] = {
+    "openai": (OpenAIServer, "/v1"),
+    "anthropic": (AnthropicServer, ""),
+}
+"""vendor -> (its local server, base URL path)."""
+
+
+@pytest.mark.parametrize("vendor", list(LLM_PRIMARIES))
 @pytest.mark.parametrize(("phase", "fault"), CASES)
-async def test_llm_failover(toxi: ToxiproxyServer, phase: str, fault: str) -> None:
+async def test_llm_failover(toxi: ToxiproxyServer, phase: str, fault: str, vendor: str) -> None:
+    server_type, path = LLM_PRIMARIES[vendor]
     knobs = Knobs(first_response_delay=0.05, response_delay=0.05)
     async with (
-        OpenAIServer(reply=REPLY, knobs=knobs) as primary,
+        server_type(reply=REPLY, knobs=knobs) as primary,
         OpenAIServer(reply=continuing) as fallback,
-        OpenAIServer(reply="not allowed") as outsider,
+        server_type(reply="not allowed") as outsider,
     ):
         proxy = await toxi.proxy("llm", primary.url)
         events: list[SwitchEvent] = []
         model = layers(
             {
                 "llm": [
-                    ProviderSpec("llm", "openai", "a", base_url=f"{proxy.url}/v1", api_key="k"),
+                    ProviderSpec("llm", vendor, "a", base_url=f"{proxy.url}{path}", api_key="k"),
                     ProviderSpec("llm", "custom", "b", base_url=f"{fallback.url}/v1"),
                 ]
             },
@@ -136,7 +152,7 @@ async def test_llm_failover(toxi: ToxiproxyServer, phase: str, fault: str) -> No
         await model.aclose()
         assert text == REPLY
         (event,) = events
-        assert (event.from_provider, event.to_provider) == ("openai:a", "custom:b")
+        assert (event.from_provider, event.to_provider) == (f"{vendor}:a", "custom:b")
         assert event.reason == {"stall": "stall", "500": "server_error"}.get(fault, "connection")
         limit = DEADLINES.llm + 0.5 if fault == "stall" else 0.5
         assert event.switch_seconds < limit

@@ -57,5 +57,6 @@ def test_rehearsal_runs_every_vendor_plugin(caplog: pytest.LogCaptureFixture) ->
         "elevenlabs:tts",
         "openai:tts",
         "speechify:tts",
+        "anthropic:llm",
     }
     assert any("warm-up audio" in r.getMessage() for r in caplog.records)

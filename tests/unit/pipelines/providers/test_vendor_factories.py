@@ -49,3 +49,20 @@ def test_the_platform_llm_needs_its_base_url() -> None:
         ProviderSpec("llm", "speechify", "kimi-k2.6", api_key="k", base_url="http://127.0.0.1:1/v1")
     )
     assert isinstance(kimi, ChatCompletionsLLM) and kimi.model == "kimi-k2.6"
+
+
+async def test_anthropic_llm_takes_model_and_sampling() -> None:
+    claude = build(
+        ProviderSpec(
+            "llm",
+            "anthropic",
+            "claude-haiku-4-5",
+            api_key="k",
+            base_url="http://127.0.0.1:1",
+            temperature=0.3,
+            max_tokens=99,
+        )
+    )
+    assert claude.model == "claude-haiku-4-5" and claude.provider == "127.0.0.1:1"
+    assert claude._opts.temperature == 0.3 and claude._opts.max_tokens == 99
+    await claude.aclose()
