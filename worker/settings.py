@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     default_llm: str | None = "speechify:kimi-k2.6"
     """LLM (``vendor:model``) leading the chain when the agent names none, as the platform's
     default does at dispatch; when this worker cannot use it the chain is ranked as usual."""
+    cartesia_api_key: SecretStr | None = None
+    """Cartesia key; without it Cartesia entries are left out of every chain."""
+    cartesia_base_url: str | None = None
+    """Cartesia API base (``https://api.cartesia.ai``) for a proxy or a local server."""
     anthropic_api_key: SecretStr | None = None
     """Anthropic key; without it Anthropic entries are left out of every chain."""
     anthropic_base_url: str | None = None

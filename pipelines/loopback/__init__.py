@@ -10,6 +10,7 @@ from pipelines.loopback.streaming import EnergySegmenter, SpeechServer
 from pipelines.loopback.vendors.anthropic import AnthropicServer
 from pipelines.loopback.vendors.assemblyai import AssemblyAIServer
 from pipelines.loopback.vendors.baseten import BasetenServer
+from pipelines.loopback.vendors.cartesia import CartesiaServer
 from pipelines.loopback.vendors.deepgram import DeepgramServer
 from pipelines.loopback.vendors.elevenlabs import ElevenLabsServer
 from pipelines.loopback.vendors.openai_compat import OpenAIServer, ScriptedReply, ToolCall
@@ -19,6 +20,7 @@ __all__ = [
     "AnthropicServer",
     "AssemblyAIServer",
     "BasetenServer",
+    "CartesiaServer",
     "DeepgramServer",
     "ElevenLabsServer",
     "EnergySegmenter",

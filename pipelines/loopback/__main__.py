@@ -31,6 +31,7 @@ STT_SERVERS = {
 TTS_SERVERS = {
     "elevenlabs": ("pipelines.loopback.vendors.elevenlabs", "ElevenLabsServer"),
     "speechify": ("pipelines.loopback.vendors.speechify", "SpeechifyServer"),
+    "cartesia": ("pipelines.loopback.vendors.cartesia", "CartesiaServer"),
 }
 """The text-to-speech servers (imported on demand; same options)."""
 

@@ -3,7 +3,13 @@ client, the local engines' LiveKit adapters, catalog routing, the per-process wa
 mid-call failover (``pipelines.providers.failover``).
 """
 
-from pipelines.providers.factories import ProviderSpec, build, shared_ssl_context, supports
+from pipelines.providers.factories import (
+    ProviderSpec,
+    build,
+    shared_ssl_context,
+    speaking_rate_knob,
+    supports,
+)
 from pipelines.providers.local_stt import PocketsphinxSTT
 from pipelines.providers.local_tts import EspeakTTS
 from pipelines.providers.openai_llm import ChatCompletionsLLM, ChatOptions, ChunkParser, sse_events
@@ -24,6 +30,7 @@ __all__ = [
     "parse_entry",
     "route",
     "shared_ssl_context",
+    "speaking_rate_knob",
     "sse_events",
     "supports",
     "warm_vendor_plugins",

@@ -215,6 +215,35 @@ def _speechify_tts(spec: ProviderSpec) -> tts.TTS[Any]:
     )
 
 
+CARTESIA_SAMPLE_RATE = 24000
+
+
+def _cartesia_tts(spec: ProviderSpec) -> tts.TTS[Any]:
+    from livekit.plugins import cartesia
+
+    return cartesia.TTS(
+        **_kw(
+            model=spec.model,
+            voice=spec.voice,
+            api_key=spec.api_key,
+            base_url=spec.base_url,
+            language=spec.language.split("-")[0],
+            speed=spec.speaking_rate if speaking_rate_knob("cartesia", spec.model) else None,
+            sample_rate=CARTESIA_SAMPLE_RATE,
+        )
+    )
+
+
+def speaking_rate_knob(vendor: str, model: str) -> bool:
+    """Whether this worker hands a speaking rate to the vendor's TTS: ElevenLabs
+    (``voice_settings.speed``), OpenAI (``speed``), Speechify (SSML prosody), espeak, and
+    Cartesia's sonic-3 models (``generation_config.speed``; at the plugin's API version
+    older models take none)."""
+    if vendor == "cartesia":
+        return model.startswith("sonic-3")
+    return vendor in ("elevenlabs", "openai", "speechify", "local")
+
+
 FACTORIES: dict[tuple[str, str], Callable[[ProviderSpec], Any]] = {
     ("stt", "local"): _local_stt,
     ("stt", "deepgram"): _deepgram_stt,
@@ -228,6 +257,7 @@ FACTORIES: dict[tuple[str, str], Callable[[ProviderSpec], Any]] = {
     ("tts", "elevenlabs"): _elevenlabs_tts,
     ("tts", "openai"): _openai_tts,
     ("tts", "speechify"): _speechify_tts,
+    ("tts", "cartesia"): _cartesia_tts,
 }
 """(layer, vendor) pairs this worker can build."""
 

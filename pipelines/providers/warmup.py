@@ -107,6 +107,7 @@ def _servers() -> list[tuple[Any, list[tuple[str, str, Exchange]]]]:
     worker builds for that vendor."""
     from pipelines.loopback import (
         AnthropicServer,
+        CartesiaServer,
         DeepgramServer,
         ElevenLabsServer,
         OpenAIServer,
@@ -122,6 +123,7 @@ def _servers() -> list[tuple[Any, list[tuple[str, str, Exchange]]]]:
         (ElevenLabsServer(_Click()), [("tts", "eleven_flash_v2_5", _tts)]),
         (SpeechifyServer(_Click()), [("tts", "simba-3.2", _tts)]),
         (AnthropicServer(reply="Hi."), [("llm", "claude-haiku-4-5", _llm)]),
+        (CartesiaServer(_Click()), [("tts", "sonic-3", _tts)]),
     ]
 
 
@@ -132,6 +134,7 @@ def _base_url(vendor: str, url: str) -> str:
         "elevenlabs": f"{url}/v1",
         "speechify": url,
         "anthropic": url,
+        "cartesia": url,
     }[vendor]
 
 

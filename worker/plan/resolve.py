@@ -65,6 +65,7 @@ VENDOR_CREDENTIALS = {
     "elevenlabs": "eleven_api_key",
     "speechify": "speechify_api_key",
     "anthropic": "anthropic_api_key",
+    "cartesia": "cartesia_api_key",
 }
 """Vendors this worker has a factory for, and the setting holding their key."""
 LAYER_SETTINGS = {("llm", "speechify"): ("speechify_llm_api_key", "speechify_llm_base_url")}

@@ -18,6 +18,7 @@ from pipelines.audio import Audio, int16_to_float, rms_dbfs
 from pipelines.engines import EspeakEngine
 from pipelines.loopback import (
     AnthropicServer,
+    CartesiaServer,
     Knobs,
     OpenAIServer,
     ScriptedReply,
@@ -210,3 +211,66 @@ async def test_anthropic_faults_raise_api_errors(http: None, knobs: Knobs) -> No
         await model.aclose()
     (request,) = server.records("/v1/messages")
     assert request.fault == ("fail_with_status" if knobs.fail_with_status else "close")
+
+
+# Cartesia
+
+
+def cartesia(server: CartesiaServer, *, rate: float | None = None, model: str = "sonic-3") -> Any:
+    return build(
+        ProviderSpec(
+            "tts",
+            "cartesia",
+            model,
+            base_url=server.url,
+            api_key="sk-cart",
+            voice="en-us",
+            speaking_rate=rate,
+        )
+    )
+
+
+async def test_cartesia_websocket_contexts_at_a_speaking_rate(http: None) -> None:
+    async with CartesiaServer() as server:
+        tts = cartesia(server, rate=1.5)
+        durations = []
+        for _ in range(2):  # two replies: one pooled socket, one context each
+            stream = tts.stream()
+            stream.push_text(SENTENCE + " I am fine.")
+            stream.end_input()
+            audio = frames_audio([ev.frame async for ev in stream])
+            assert audio.sample_rate == 24000 and rms_dbfs(audio.samples) > -30
+            durations.append(audio.duration)
+        await tts.aclose()
+        (record,) = server.records("/tts/websocket")
+        assert record.query["cartesia_version"] and record.headers["X-API-Key"] == "<redacted>"
+        assert record.text.split() == (SENTENCE + " I am fine.").split() * 2
+        assert record.control.count("continue=false") == 2
+    reference = EspeakEngine().synthesize(SENTENCE + " I am fine.").duration
+    assert all(d < 0.85 * reference for d in durations)
+
+
+async def test_cartesia_bytes_and_no_speed_on_older_models(http: None) -> None:
+    async with CartesiaServer() as server:
+        tts = cartesia(server, rate=1.5, model="sonic-2")
+        audio = frames_audio([ev.frame async for ev in tts.synthesize("Good morning.")])
+        await tts.aclose()
+        assert 0.4 < audio.duration < 3
+        (record,) = server.records("/tts/bytes")
+        assert record.body["model_id"] == "sonic-2" and record.text == "Good morning."
+        assert "generation_config" not in record.body  # the plan says so (no rate knob)
+
+
+@pytest.mark.parametrize("knobs", [Knobs(fail_with_status=500), Knobs(close_after=1)])
+async def test_cartesia_faults_raise_api_errors(http: None, knobs: Knobs) -> None:
+    async with CartesiaServer(knobs=knobs) as server:
+        tts = cartesia(server)
+        stream = tts.stream(conn_options=APIConnectOptions(max_retry=0, timeout=2.0))
+        stream.push_text("This sentence is long enough to need several audio chunks.")
+        stream.end_input()
+        with pytest.raises(APIError):
+            async for _ in stream:
+                pass
+        await tts.aclose()
+        faults = {r.fault for r in server.records("/tts/websocket")}
+        assert faults == {"fail_with_status" if knobs.fail_with_status else "close"}

@@ -29,6 +29,7 @@ from pipelines.engines import EspeakEngine
 from pipelines.errors import ProviderError
 from pipelines.loopback import (
     AnthropicServer,
+    CartesiaServer,
     ElevenLabsServer,
     Knobs,
     OpenAIServer,
@@ -197,6 +198,7 @@ async def test_llm_all_providers_down_raises_provider_error(toxi: ToxiproxyServe
 TTS_PRIMARIES: dict[str, tuple[type[SynthesisServer], str, str, int]] = {
     "elevenlabs": (ElevenLabsServer, "flash", "/v1", 22050),
     "speechify": (SpeechifyServer, "simba-3.2", "", 24000),
+    "cartesia": (CartesiaServer, "sonic-3", "", 24000),
 }
 """vendor -> (its local server, model, base URL path, output sample rate)."""
 

@@ -58,5 +58,6 @@ def test_rehearsal_runs_every_vendor_plugin(caplog: pytest.LogCaptureFixture) ->
         "openai:tts",
         "speechify:tts",
         "anthropic:llm",
+        "cartesia:tts",
     }
     assert any("warm-up audio" in r.getMessage() for r in caplog.records)

@@ -7,7 +7,7 @@ import pytest
 
 from pipelines.errors import ConfigError
 from pipelines.loopback.vendors.speechify import prosody_rate, read_input
-from pipelines.providers import ChatCompletionsLLM, ProviderSpec, build
+from pipelines.providers import ChatCompletionsLLM, ProviderSpec, build, speaking_rate_knob
 from pipelines.providers.speechify_tts import SpeechifyTTS, prosody_ssml
 
 
@@ -66,3 +66,15 @@ async def test_anthropic_llm_takes_model_and_sampling() -> None:
     assert claude.model == "claude-haiku-4-5" and claude.provider == "127.0.0.1:1"
     assert claude._opts.temperature == 0.3 and claude._opts.max_tokens == 99
     await claude.aclose()
+
+
+async def test_cartesia_speed_only_where_the_plugin_sends_it() -> None:
+    three = build(ProviderSpec("tts", "cartesia", "sonic-3", api_key="k", speaking_rate=1.2))
+    two = build(ProviderSpec("tts", "cartesia", "sonic-2", api_key="k", speaking_rate=1.2))
+    assert three._opts.speed == 1.2 and two._opts.speed is None
+    assert three.sample_rate == 24000
+    assert speaking_rate_knob("cartesia", "sonic-3")
+    assert not speaking_rate_knob("cartesia", "sonic-2")
+    assert all(speaking_rate_knob(v, "m") for v in ("elevenlabs", "openai", "speechify", "local"))
+    await three.aclose()
+    await two.aclose()
