@@ -43,7 +43,7 @@ class Settings(BaseSettings):
 
     # Control plane
     control_plane_url: str = DEFAULT_CONTROL_PLANE
-    """``https://...`` API base, or ``file://DIR`` with agents/, providers.json."""
+    """``https://...`` API base, or ``file://DIR`` with agents/, providers.json, voices.json."""
     control_plane_api_key: SecretStr | None = None
     """Bearer key for the control-plane API."""
     control_plane_connect_timeout: float = Field(2.0, gt=0)

@@ -9,16 +9,19 @@ from pipelines.providers.factories import (
     shared_ssl_context,
     speaking_rate_knob,
     supports,
+    vendor_speaking_rate,
 )
 from pipelines.providers.local_stt import PocketsphinxSTT
 from pipelines.providers.local_tts import EspeakTTS
 from pipelines.providers.openai_llm import ChatCompletionsLLM, ChatOptions, ChunkParser, sse_events
 from pipelines.providers.routing import Catalog, CatalogEntry, Route, parse_entry, route
+from pipelines.providers.voices import CatalogVoice, VoiceCatalog
 from pipelines.providers.warmup import warm_vendor_plugins
 
 __all__ = [
     "Catalog",
     "CatalogEntry",
+    "CatalogVoice",
     "ChatCompletionsLLM",
     "ChatOptions",
     "ChunkParser",
@@ -26,6 +29,7 @@ __all__ = [
     "PocketsphinxSTT",
     "ProviderSpec",
     "Route",
+    "VoiceCatalog",
     "build",
     "parse_entry",
     "route",
@@ -33,5 +37,6 @@ __all__ = [
     "speaking_rate_knob",
     "sse_events",
     "supports",
+    "vendor_speaking_rate",
     "warm_vendor_plugins",
 ]

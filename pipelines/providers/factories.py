@@ -178,6 +178,10 @@ def _local_tts(spec: ProviderSpec) -> tts.TTS[Any]:
 def _elevenlabs_tts(spec: ProviderSpec) -> tts.TTS[Any]:
     from livekit.plugins import elevenlabs
 
+    speed = vendor_speaking_rate("elevenlabs", spec.model, spec.speaking_rate)
+    # a request's voice_settings replace the voice's stored ones: ElevenLabs' defaults
+    # for the rest (stability 0.5, similarity 0.75)
+    settings = elevenlabs.VoiceSettings(0.5, 0.75, speed=speed) if speed is not None else None
     return elevenlabs.TTS(
         **_kw(
             model=spec.model,
@@ -185,6 +189,7 @@ def _elevenlabs_tts(spec: ProviderSpec) -> tts.TTS[Any]:
             api_key=spec.api_key,
             base_url=spec.base_url,
             encoding="pcm_22050",
+            voice_settings=settings,
         )
     )
 
@@ -198,7 +203,7 @@ def _openai_tts(spec: ProviderSpec) -> tts.TTS[Any]:
             **_kw(
                 model=spec.model,
                 voice=spec.voice,
-                speed=spec.speaking_rate,
+                speed=vendor_speaking_rate("openai", spec.model, spec.speaking_rate),
                 response_format="pcm",
             ),
             client=_openai_client(spec),
@@ -228,7 +233,7 @@ def _cartesia_tts(spec: ProviderSpec) -> tts.TTS[Any]:
             api_key=spec.api_key,
             base_url=spec.base_url,
             language=spec.language.split("-")[0],
-            speed=spec.speaking_rate if speaking_rate_knob("cartesia", spec.model) else None,
+            speed=vendor_speaking_rate("cartesia", spec.model, spec.speaking_rate),
             sample_rate=CARTESIA_SAMPLE_RATE,
         )
     )
@@ -242,6 +247,19 @@ def speaking_rate_knob(vendor: str, model: str) -> bool:
     if vendor == "cartesia":
         return model.startswith("sonic-3")
     return vendor in ("elevenlabs", "openai", "speechify", "local")
+
+
+SPEAKING_RATE_RANGES = {"elevenlabs": (0.7, 1.2), "cartesia": (0.6, 2.0), "openai": (0.25, 4.0)}
+"""The speeds each vendor's API accepts (outside them it answers 400)."""
+
+
+def vendor_speaking_rate(vendor: str, model: str, rate: float | None) -> float | None:
+    """The rate the vendor's TTS is given for ``rate``: within its range, ``None`` when
+    it has no knob (or no rate was asked)."""
+    if rate is None or not speaking_rate_knob(vendor, model):
+        return None
+    low, high = SPEAKING_RATE_RANGES.get(vendor, (0.0, float("inf")))
+    return min(max(rate, low), high)
 
 
 FACTORIES: dict[tuple[str, str], Callable[[ProviderSpec], Any]] = {

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from pipelines.audio import preset_names, stretch_rate
 from pipelines.errors import ConfigError, RoutingError
-from pipelines.providers import Catalog, CatalogEntry, Route, route
+from pipelines.providers import Catalog, CatalogEntry, Route, VoiceCatalog, route
 from pipelines.types import AMD_CATEGORIES, LAYERS, AMDCategory, Layer
 from worker.config import (
     AgentConfig,
@@ -36,6 +36,7 @@ from worker.plan.model import (
     Timeouts,
     Webhook,
 )
+from worker.plan.voices import assign_voices, speaking_rate_notes
 from worker.settings import Settings
 
 DEFAULT_RESPONSE_DELAY = 0.5
@@ -165,8 +166,10 @@ def resolve(
     dispatch: Dispatch,
     catalog: Catalog,
     settings: Settings,
+    voices: VoiceCatalog | None = None,
 ) -> SessionPlan:
-    """Merges the per-call dispatch into the agent and decides everything about the call.
+    """Merges the per-call dispatch into the agent and decides everything about the call;
+    ``voices`` (the voice catalog) says which TTS serves the agent's voice.
 
     Raises ``ConfigError`` (bad values) or ``RoutingError`` (a layer cannot be served).
     """
@@ -204,6 +207,14 @@ def resolve(
         providers[layer] = tuple(_choice(e, agent.optimize_for, agent, settings) for e in r.chain)
         excluded[layer] = r.excluded
         warnings += [f"{layer}: left out {pid} ({why})" for pid, why in r.excluded]
+    providers["tts"], voice_notes = assign_voices(
+        providers["tts"],
+        agent.voice_id,
+        voices,
+        language=agent.language,
+        pinned=_pin("tts", agent) is not None,
+    )
+    warnings += voice_notes
 
     values = call_context(agent, dispatch)
     prompt, unknown_p = fill_placeholders(agent.prompt, values)
@@ -315,6 +326,9 @@ def resolve(
         else settings.default_inactivity_timeout
     )
     speaking_rate = agent.tts_speaking_rate
+    warnings += speaking_rate_notes(
+        providers["tts"], None if speaking_rate == 1.0 else speaking_rate
+    )
     return SessionPlan(
         agent_id=agent.id or dispatch.agent_id,
         agent_name=agent.name,

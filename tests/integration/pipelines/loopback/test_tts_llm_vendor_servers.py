@@ -19,6 +19,7 @@ from pipelines.engines import EspeakEngine
 from pipelines.loopback import (
     AnthropicServer,
     CartesiaServer,
+    ElevenLabsServer,
     Knobs,
     OpenAIServer,
     ScriptedReply,
@@ -274,3 +275,29 @@ async def test_cartesia_faults_raise_api_errors(http: None, knobs: Knobs) -> Non
         await tts.aclose()
         faults = {r.fault for r in server.records("/tts/websocket")}
         assert faults == {"fail_with_status" if knobs.fail_with_status else "close"}
+
+
+# ElevenLabs: the speaking rate as voice_settings.speed
+
+
+async def test_elevenlabs_speaks_at_the_speaking_rate(http: None) -> None:
+    async with ElevenLabsServer() as server:
+        durations = []
+        for rate in (None, 1.2):
+            tts = build(
+                ProviderSpec(
+                    "tts",
+                    "elevenlabs",
+                    "eleven_flash_v2_5",
+                    base_url=f"{server.url}/v1",
+                    api_key="k",
+                    voice="en-us",
+                    speaking_rate=rate,
+                )
+            )
+            stream = tts.stream()
+            stream.push_text(SENTENCE)
+            stream.end_input()
+            durations.append(frames_audio([ev.frame async for ev in stream]).duration)
+            await tts.aclose()
+    assert durations[1] < 0.92 * durations[0]

@@ -4,10 +4,17 @@ and how each takes a speaking rate."""
 from __future__ import annotations
 
 import pytest
+from livekit.plugins.elevenlabs import VoiceSettings
 
 from pipelines.errors import ConfigError
 from pipelines.loopback.vendors.speechify import prosody_rate, read_input
-from pipelines.providers import ChatCompletionsLLM, ProviderSpec, build, speaking_rate_knob
+from pipelines.providers import (
+    ChatCompletionsLLM,
+    ProviderSpec,
+    build,
+    speaking_rate_knob,
+    vendor_speaking_rate,
+)
 from pipelines.providers.speechify_tts import SpeechifyTTS, prosody_ssml
 
 
@@ -78,3 +85,18 @@ async def test_cartesia_speed_only_where_the_plugin_sends_it() -> None:
     assert all(speaking_rate_knob(v, "m") for v in ("elevenlabs", "openai", "speechify", "local"))
     await three.aclose()
     await two.aclose()
+
+
+async def test_speaking_rate_reaches_elevenlabs_and_openai_within_their_ranges() -> None:
+    eleven = build(
+        ProviderSpec("tts", "elevenlabs", "eleven_flash_v2_5", api_key="k", speaking_rate=1.5)
+    )
+    assert eleven._opts.voice_settings.speed == 1.2  # ElevenLabs accepts 0.7-1.2
+    plain = build(ProviderSpec("tts", "elevenlabs", "eleven_flash_v2_5", api_key="k"))
+    assert not isinstance(plain._opts.voice_settings, VoiceSettings)  # the voice's own
+    openai = build(ProviderSpec("tts", "openai", "tts-1", api_key="k", speaking_rate=1.5))
+    assert openai._opts.speed == 1.5
+    assert vendor_speaking_rate("cartesia", "sonic-3", 3.0) == 2.0
+    assert vendor_speaking_rate("cartesia", "sonic-2", 1.5) is None
+    for plugin in (eleven, plain, openai):
+        await plugin.aclose()
