@@ -43,7 +43,7 @@ class Settings(BaseSettings):
 
     # Control plane
     control_plane_url: str = DEFAULT_CONTROL_PLANE
-    """``https://...`` API base, or ``file://DIR`` with agents/, providers.json."""
+    """``https://...`` API base, or ``file://DIR`` with agents/, providers.json, voices.json."""
     control_plane_api_key: SecretStr | None = None
     """Bearer key for the control-plane API."""
     control_plane_connect_timeout: float = Field(2.0, gt=0)
@@ -66,6 +66,26 @@ class Settings(BaseSettings):
     """ElevenLabs key; without it ElevenLabs entries are left out of every chain."""
     eleven_base_url: str | None = None
     """ElevenLabs API base (``.../v1``)."""
+    speechify_api_key: SecretStr | None = None
+    """Speechify key (TTS); without it Speechify TTS entries are left out of every chain."""
+    speechify_base_url: str | None = None
+    """Speechify API base (``https://api.speechify.ai``) for a proxy or a local server."""
+    speechify_llm_base_url: str | None = None
+    """OpenAI-compatible API base (``.../v1``) of the platform LLM (``speechify:kimi-k2.6``);
+    it has no public default, so without it that entry is left out of every chain."""
+    speechify_llm_api_key: SecretStr | None = None
+    """Key of the platform LLM endpoint; unset: ``SPEECHIFY_API_KEY``."""
+    default_llm: str | None = "speechify:kimi-k2.6"
+    """LLM (``vendor:model``) leading the chain when the agent names none, as the platform's
+    default does at dispatch; when this worker cannot use it the chain is ranked as usual."""
+    cartesia_api_key: SecretStr | None = None
+    """Cartesia key; without it Cartesia entries are left out of every chain."""
+    cartesia_base_url: str | None = None
+    """Cartesia API base (``https://api.cartesia.ai``) for a proxy or a local server."""
+    anthropic_api_key: SecretStr | None = None
+    """Anthropic key; without it Anthropic entries are left out of every chain."""
+    anthropic_base_url: str | None = None
+    """Anthropic API base (``https://api.anthropic.com``) for a proxy or a local server."""
     local_llm_base_url: str = "http://127.0.0.1:8088/v1"
     """OpenAI-compatible llama.cpp server of the offline stack."""
     offline_providers: bool = True

@@ -7,15 +7,20 @@ rather than a place under test tooling.
 
 from pipelines.loopback.base import Knobs, WireServer
 from pipelines.loopback.streaming import EnergySegmenter, SpeechServer
+from pipelines.loopback.vendors.anthropic import AnthropicServer
 from pipelines.loopback.vendors.assemblyai import AssemblyAIServer
 from pipelines.loopback.vendors.baseten import BasetenServer
+from pipelines.loopback.vendors.cartesia import CartesiaServer
 from pipelines.loopback.vendors.deepgram import DeepgramServer
 from pipelines.loopback.vendors.elevenlabs import ElevenLabsServer
 from pipelines.loopback.vendors.openai_compat import OpenAIServer, ScriptedReply, ToolCall
+from pipelines.loopback.vendors.speechify import SpeechifyServer
 
 __all__ = [
+    "AnthropicServer",
     "AssemblyAIServer",
     "BasetenServer",
+    "CartesiaServer",
     "DeepgramServer",
     "ElevenLabsServer",
     "EnergySegmenter",
@@ -23,6 +28,7 @@ __all__ = [
     "OpenAIServer",
     "ScriptedReply",
     "SpeechServer",
+    "SpeechifyServer",
     "ToolCall",
     "WireServer",
 ]

@@ -28,11 +28,17 @@ STT_SERVERS = {
     "assemblyai": ("pipelines.loopback.vendors.assemblyai", "AssemblyAIServer"),
 }
 """The speech-to-text servers (imported on demand)."""
+TTS_SERVERS = {
+    "elevenlabs": ("pipelines.loopback.vendors.elevenlabs", "ElevenLabsServer"),
+    "speechify": ("pipelines.loopback.vendors.speechify", "SpeechifyServer"),
+    "cartesia": ("pipelines.loopback.vendors.cartesia", "CartesiaServer"),
+}
+"""The text-to-speech servers (imported on demand; same options)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines.loopback", description=__doc__)
-    parser.add_argument("vendor", choices=[*STT_SERVERS, "elevenlabs", "openai"])
+    parser.add_argument("vendor", choices=[*STT_SERVERS, *TTS_SERVERS, "openai", "anthropic"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--log", type=Path, help="write the request log here as JSON on exit")
@@ -49,12 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dg.add_argument("--interim-interval", type=float, default=1.0, metavar="S")
     dg.add_argument("--preload", action="store_true", help="load the STT engine before listening")
-    el = parser.add_argument_group("elevenlabs")
+    el = parser.add_argument_group("text to speech (" + ", ".join(TTS_SERVERS) + ")")
     el.add_argument("--chunk-ms", type=int, default=200)
     el.add_argument(
         "--voice-map", action="append", default=[], metavar="ID=VOICE", help="repeatable"
     )
-    oa = parser.add_argument_group("openai")
+    oa = parser.add_argument_group("openai, anthropic")
     oa.add_argument("--reply", help="scripted chat reply")
     oa.add_argument("--upstream", help="relay chat to this OpenAI-compatible base URL")
     oa.add_argument("--upstream-model")
@@ -83,18 +89,28 @@ def build_server(args: argparse.Namespace) -> WireServer:
         if args.preload:
             server.preload()
         return server
-    if args.vendor == "elevenlabs":
-        from pipelines.loopback.vendors.elevenlabs import ElevenLabsServer
-
+    if args.vendor in TTS_SERVERS:
+        module, name = TTS_SERVERS[args.vendor]
         pairs = [item.partition("=") for item in args.voice_map]
         bad = [item for item, (_, sep, _) in zip(args.voice_map, pairs, strict=True) if not sep]
         if bad:
             raise ValueError(f"--voice-map {bad[0]!r}: expected ID=VOICE")
-        return ElevenLabsServer(
+        tts_server: WireServer = getattr(importlib.import_module(module), name)(
             voice_map={k: v for k, _, v in pairs}, chunk_ms=args.chunk_ms, **common
         )
+        return tts_server
     from pipelines.loopback.vendors.openai_compat import DEFAULT_REPLY, OpenAIServer
 
+    if args.vendor == "anthropic":
+        from pipelines.loopback.vendors.anthropic import AnthropicServer
+
+        return AnthropicServer(
+            reply=args.reply if args.reply is not None else DEFAULT_REPLY,
+            upstream=args.upstream,
+            upstream_model=args.upstream_model,
+            models=tuple(args.model) or ("claude-haiku-4-5",),
+            **common,
+        )
     return OpenAIServer(
         reply=args.reply if args.reply is not None else DEFAULT_REPLY,
         upstream=args.upstream,

@@ -136,6 +136,31 @@ def _openai_llm(spec: ProviderSpec) -> llm.LLM[Any]:
     )
 
 
+def _speechify_llm(spec: ProviderSpec) -> llm.LLM[Any]:
+    """The platform LLM (Speechify's Kimi K2.6): an OpenAI-compatible endpoint with no
+    public default URL, so it must be given one."""
+    if not spec.base_url:
+        raise ConfigError(
+            "the speechify LLM needs its OpenAI-compatible base URL (SPEECHIFY_LLM_BASE_URL)",
+            field="providers.llm",
+        )
+    return _openai_llm(spec)
+
+
+def _anthropic_llm(spec: ProviderSpec) -> llm.LLM[Any]:
+    from livekit.plugins import anthropic
+
+    return anthropic.LLM(
+        **_kw(
+            model=spec.model,
+            api_key=spec.api_key,
+            base_url=spec.base_url,
+            temperature=spec.temperature,
+            max_tokens=spec.max_tokens,
+        )
+    )
+
+
 def _local_tts(spec: ProviderSpec) -> tts.TTS[Any]:
     from pipelines.engines import DEFAULT_VOICE, resolve_voice
     from pipelines.providers.local_tts import EspeakTTS
@@ -153,6 +178,10 @@ def _local_tts(spec: ProviderSpec) -> tts.TTS[Any]:
 def _elevenlabs_tts(spec: ProviderSpec) -> tts.TTS[Any]:
     from livekit.plugins import elevenlabs
 
+    speed = vendor_speaking_rate("elevenlabs", spec.model, spec.speaking_rate)
+    # a request's voice_settings replace the voice's stored ones: ElevenLabs' defaults
+    # for the rest (stability 0.5, similarity 0.75)
+    settings = elevenlabs.VoiceSettings(0.5, 0.75, speed=speed) if speed is not None else None
     return elevenlabs.TTS(
         **_kw(
             model=spec.model,
@@ -160,6 +189,7 @@ def _elevenlabs_tts(spec: ProviderSpec) -> tts.TTS[Any]:
             api_key=spec.api_key,
             base_url=spec.base_url,
             encoding="pcm_22050",
+            voice_settings=settings,
         )
     )
 
@@ -173,12 +203,63 @@ def _openai_tts(spec: ProviderSpec) -> tts.TTS[Any]:
             **_kw(
                 model=spec.model,
                 voice=spec.voice,
-                speed=spec.speaking_rate,
+                speed=vendor_speaking_rate("openai", spec.model, spec.speaking_rate),
                 response_format="pcm",
             ),
             client=_openai_client(spec),
         )
     )
+
+
+def _speechify_tts(spec: ProviderSpec) -> tts.TTS[Any]:
+    from pipelines.providers.speechify_tts import SpeechifyTTS
+
+    return SpeechifyTTS(
+        speaking_rate=spec.speaking_rate,
+        **_kw(model=spec.model, voice_id=spec.voice, api_key=spec.api_key, base_url=spec.base_url),
+    )
+
+
+CARTESIA_SAMPLE_RATE = 24000
+
+
+def _cartesia_tts(spec: ProviderSpec) -> tts.TTS[Any]:
+    from livekit.plugins import cartesia
+
+    return cartesia.TTS(
+        **_kw(
+            model=spec.model,
+            voice=spec.voice,
+            api_key=spec.api_key,
+            base_url=spec.base_url,
+            language=spec.language.split("-")[0],
+            speed=vendor_speaking_rate("cartesia", spec.model, spec.speaking_rate),
+            sample_rate=CARTESIA_SAMPLE_RATE,
+        )
+    )
+
+
+def speaking_rate_knob(vendor: str, model: str) -> bool:
+    """Whether this worker hands a speaking rate to the vendor's TTS: ElevenLabs
+    (``voice_settings.speed``), OpenAI (``speed``), Speechify (SSML prosody), espeak, and
+    Cartesia's sonic-3 models (``generation_config.speed``; at the plugin's API version
+    older models take none)."""
+    if vendor == "cartesia":
+        return model.startswith("sonic-3")
+    return vendor in ("elevenlabs", "openai", "speechify", "local")
+
+
+SPEAKING_RATE_RANGES = {"elevenlabs": (0.7, 1.2), "cartesia": (0.6, 2.0), "openai": (0.25, 4.0)}
+"""The speeds each vendor's API accepts (outside them it answers 400)."""
+
+
+def vendor_speaking_rate(vendor: str, model: str, rate: float | None) -> float | None:
+    """The rate the vendor's TTS is given for ``rate``: within its range, ``None`` when
+    it has no knob (or no rate was asked)."""
+    if rate is None or not speaking_rate_knob(vendor, model):
+        return None
+    low, high = SPEAKING_RATE_RANGES.get(vendor, (0.0, float("inf")))
+    return min(max(rate, low), high)
 
 
 FACTORIES: dict[tuple[str, str], Callable[[ProviderSpec], Any]] = {
@@ -188,9 +269,13 @@ FACTORIES: dict[tuple[str, str], Callable[[ProviderSpec], Any]] = {
     ("llm", "local"): _openai_llm,
     ("llm", "custom"): _openai_llm,
     ("llm", "openai"): _openai_llm,
+    ("llm", "speechify"): _speechify_llm,
+    ("llm", "anthropic"): _anthropic_llm,
     ("tts", "local"): _local_tts,
     ("tts", "elevenlabs"): _elevenlabs_tts,
     ("tts", "openai"): _openai_tts,
+    ("tts", "speechify"): _speechify_tts,
+    ("tts", "cartesia"): _cartesia_tts,
 }
 """(layer, vendor) pairs this worker can build."""
 

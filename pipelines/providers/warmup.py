@@ -105,7 +105,14 @@ Exchange = Callable[[Any], Awaitable[None]]
 def _servers() -> list[tuple[Any, list[tuple[str, str, Exchange]]]]:
     """Each local vendor server, with the (layer, model, exchange) of every plugin this
     worker builds for that vendor."""
-    from pipelines.loopback import DeepgramServer, ElevenLabsServer, OpenAIServer
+    from pipelines.loopback import (
+        AnthropicServer,
+        CartesiaServer,
+        DeepgramServer,
+        ElevenLabsServer,
+        OpenAIServer,
+        SpeechifyServer,
+    )
 
     return [
         (DeepgramServer(_Word(), min_endpointing_ms=100), [("stt", "nova-3", _stt)]),
@@ -114,6 +121,9 @@ def _servers() -> list[tuple[Any, list[tuple[str, str, Exchange]]]]:
             [("stt", "whisper-1", _stt), ("llm", "gpt-4o-mini", _llm), ("tts", "tts-1", _tts)],
         ),
         (ElevenLabsServer(_Click()), [("tts", "eleven_flash_v2_5", _tts)]),
+        (SpeechifyServer(_Click()), [("tts", "simba-3.2", _tts)]),
+        (AnthropicServer(reply="Hi."), [("llm", "claude-haiku-4-5", _llm)]),
+        (CartesiaServer(_Click()), [("tts", "sonic-3", _tts)]),
     ]
 
 
@@ -122,6 +132,9 @@ def _base_url(vendor: str, url: str) -> str:
         "deepgram": f"{url}/v1/listen",
         "openai": f"{url}/v1",
         "elevenlabs": f"{url}/v1",
+        "speechify": url,
+        "anthropic": url,
+        "cartesia": url,
     }[vendor]
 
 

@@ -52,7 +52,7 @@ def provider_spec(layer: str, choice: ProviderChoice, plan: SessionPlan) -> Prov
         base_url=choice.base_url,
         api_key=choice.api_key.get_secret_value() if choice.api_key else None,
         language=plan.language,
-        voice=plan.speech.voice,
+        voice=choice.voice if layer == "tts" else plan.speech.voice,
         speaking_rate=plan.speech.speaking_rate,
         temperature=plan.llm.temperature,
         max_tokens=plan.llm.max_tokens,

@@ -52,6 +52,10 @@ class ControlPlane(Protocol):
 
     async def get_providers(self) -> dict[str, Any]: ...
 
+    async def get_voices(self) -> Any:
+        """The voice catalog: a JSON list of voices, or an object wrapping one."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -150,6 +154,9 @@ class HttpControlPlane:
         result: dict[str, Any] = await self._get_json("/v1/providers/known", (dict,), None)
         return result
 
+    async def get_voices(self) -> Any:
+        return await self._get_json("/v1/voices", (list, dict), None)
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
@@ -210,7 +217,8 @@ class HttpControlPlane:
 
 
 class FileControlPlane:
-    """A directory holding ``agents/{id}.json``, ``agents/{id}.tools.json``, ``providers.json``.
+    """A directory holding ``agents/{id}.json``, ``agents/{id}.tools.json``, ``providers.json``
+    and ``voices.json`` (optional).
 
     Reads are synchronous: the files are a few kilobytes and read once per session.
     """
@@ -241,6 +249,12 @@ class FileControlPlane:
             raise ControlPlaneError(f"provider catalog {path} does not exist")
         result: dict[str, Any] = _expect(value, (dict,), str(path))
         return result
+
+    async def get_voices(self) -> Any:
+        """``voices.json``; none there: an empty catalog (every slug is then unknown)."""
+        path = self.directory / "voices.json"
+        value = self._read(path)
+        return [] if value is None else _expect(value, (list, dict), str(path))
 
     async def aclose(self) -> None:
         return None
@@ -301,6 +315,9 @@ class CachingControlPlane:
     async def fetch_providers(self) -> Fetched[dict[str, Any]]:
         return await self._fetch(("providers", ""), self.inner.get_providers)
 
+    async def fetch_voices(self) -> Fetched[Any]:
+        return await self._fetch(("voices", ""), self.inner.get_voices)
+
     async def get_agent(self, agent_id: str) -> dict[str, Any]:
         return (await self.fetch_agent(agent_id)).value
 
@@ -309,6 +326,9 @@ class CachingControlPlane:
 
     async def get_providers(self) -> dict[str, Any]:
         return (await self.fetch_providers()).value
+
+    async def get_voices(self) -> Any:
+        return (await self.fetch_voices()).value
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import ConfigError
-from pipelines.providers import Catalog
+from pipelines.errors import ConfigError, ControlPlaneError
+from pipelines.providers import Catalog, VoiceCatalog
 from worker.config import (
     AgentConfig,
     CachingControlPlane,
@@ -60,6 +61,16 @@ def read_json_file(path: Path) -> Any:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
 
 
+async def fetch_voices(control_plane: CachingControlPlane) -> tuple[VoiceCatalog | None, str]:
+    """The voice catalog, or ``None`` and why: a call goes on without it (its slug is then
+    sent as is to every TTS)."""
+    try:
+        fetched = await control_plane.fetch_voices()
+        return VoiceCatalog.from_json(fetched.value, source="voices"), ""
+    except (ControlPlaneError, ConfigError) as exc:
+        return None, f"tts: voice catalog unavailable ({exc})"
+
+
 async def load_call(
     control_plane: CachingControlPlane,
     dispatch: Dispatch,
@@ -96,7 +107,10 @@ async def load_call(
         dispatch, pre_call_note = await pre_call(agent, dispatch)
     providers = await control_plane.fetch_providers()
     catalog = Catalog.from_json(providers.value, source="providers")
-    plan = resolve(agent, tools, dispatch, catalog, settings)
+    voices, voices_down = await fetch_voices(control_plane)
+    plan = resolve(agent, tools, dispatch, catalog, settings, voices)
+    if voices_down:
+        plan = dataclasses.replace(plan, warnings=(*plan.warnings, voices_down))
     return LoadedCall(
         plan=plan,
         stale_config=stale or providers.stale,

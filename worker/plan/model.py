@@ -28,6 +28,8 @@ class ProviderChoice:
     base_url: str | None = None
     api_key: SecretStr | None = field(default=None, repr=False)
     """Credential for this provider; serialised only as ``api_key_set``."""
+    voice: str | None = None
+    """TTS: the vendor's own id of the voice it speaks (``worker.plan.voices``)."""
 
 
 @dataclass(frozen=True, slots=True)

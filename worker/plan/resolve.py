@@ -8,13 +8,14 @@ turns it into LiveKit objects.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pydantic import SecretStr
 
 from pipelines.audio import preset_names, stretch_rate
-from pipelines.errors import ConfigError
-from pipelines.providers import Catalog, CatalogEntry, Route, route
+from pipelines.errors import ConfigError, RoutingError
+from pipelines.providers import Catalog, CatalogEntry, Route, VoiceCatalog, route
 from pipelines.types import AMD_CATEGORIES, LAYERS, AMDCategory, Layer
 from worker.config import (
     AgentConfig,
@@ -35,6 +36,7 @@ from worker.plan.model import (
     Timeouts,
     Webhook,
 )
+from worker.plan.voices import assign_voices, speaking_rate_notes
 from worker.settings import Settings
 
 DEFAULT_RESPONSE_DELAY = 0.5
@@ -62,13 +64,26 @@ VENDOR_CREDENTIALS = {
     "deepgram": "deepgram_api_key",
     "openai": "openai_api_key",
     "elevenlabs": "eleven_api_key",
+    "speechify": "speechify_api_key",
+    "anthropic": "anthropic_api_key",
+    "cartesia": "cartesia_api_key",
 }
 """Vendors this worker has a factory for, and the setting holding their key."""
+LAYER_SETTINGS = {("llm", "speechify"): ("speechify_llm_api_key", "speechify_llm_base_url")}
+"""(layer, vendor) pairs with a key and base URL of their own (key unset: the vendor's):
+the platform LLM is an OpenAI-compatible endpoint with no public default URL, so an
+entry without its URL is left out."""
 
 
 def _setting_secret(settings: Settings, name: str) -> SecretStr | None:
     value = getattr(settings, name)
     return value if isinstance(value, SecretStr) and value.get_secret_value() else None
+
+
+def _credential(settings: Settings, entry: CatalogEntry) -> SecretStr | None:
+    own_key, _ = LAYER_SETTINGS.get((entry.layer, entry.vendor), (None, None))
+    own = _setting_secret(settings, own_key) if own_key else None
+    return own or _setting_secret(settings, VENDOR_CREDENTIALS[entry.vendor])
 
 
 def _unusable(settings: Settings, agent: AgentConfig) -> Any:
@@ -81,8 +96,11 @@ def _unusable(settings: Settings, agent: AgentConfig) -> Any:
         key = VENDOR_CREDENTIALS.get(entry.vendor)
         if key is None:
             return f"no {entry.vendor} integration in this worker"
-        if _setting_secret(settings, key) is None:
-            return f"{key.upper()} is not configured"
+        own_key, own_url = LAYER_SETTINGS.get((entry.layer, entry.vendor), (None, None))
+        if _credential(settings, entry) is None:
+            return f"{(own_key or key).upper()} is not configured"
+        if own_url and not getattr(settings, own_url):
+            return f"{own_url.upper()} is not configured"
         return None
 
     return check
@@ -99,8 +117,9 @@ def _choice(
         base_url = settings.local_llm_base_url
     elif entry.vendor in VENDOR_CREDENTIALS:
         prefix = "eleven" if entry.vendor == "elevenlabs" else entry.vendor
-        base_url = getattr(settings, f"{prefix}_base_url")
-        api_key = _setting_secret(settings, VENDOR_CREDENTIALS[entry.vendor])
+        _, own_url = LAYER_SETTINGS.get((entry.layer, entry.vendor), (None, None))
+        base_url = getattr(settings, own_url or f"{prefix}_base_url")
+        api_key = _credential(settings, entry)
     return ProviderChoice(
         id=entry.id,
         vendor=entry.vendor,
@@ -147,8 +166,10 @@ def resolve(
     dispatch: Dispatch,
     catalog: Catalog,
     settings: Settings,
+    voices: VoiceCatalog | None = None,
 ) -> SessionPlan:
-    """Merges the per-call dispatch into the agent and decides everything about the call.
+    """Merges the per-call dispatch into the agent and decides everything about the call;
+    ``voices`` (the voice catalog) says which TTS serves the agent's voice.
 
     Raises ``ConfigError`` (bad values) or ``RoutingError`` (a layer cannot be served).
     """
@@ -159,18 +180,41 @@ def resolve(
     excluded: dict[Layer, tuple[tuple[str, str], ...]] = {}
     check = _unusable(settings, agent)
     for layer in LAYERS:
-        r: Route = route(
+        ranking = functools.partial(
+            route,
             layer,
             catalog,
             allowlist=agent.allowed_providers.for_layer(layer),
             optimize_for=agent.optimize_for,
             language=agent.language,
-            pin=_pin(layer, agent),
             unusable=check,
         )
+        pin = _pin(layer, agent)
+        r: Route | None = None
+        default_down: RoutingError | None = None
+        if layer == "llm" and pin is None and settings.default_llm:
+            # 001: an agent naming no LLM gets the platform default (DEFAULT_LLM) when
+            # this worker can serve it; else the usual ranking
+            try:
+                r = ranking(pin=settings.default_llm)
+            except RoutingError as exc:
+                default_down = exc
+        r = r or ranking(pin=pin)
+        if default_down is not None and not any(
+            pid == settings.default_llm for pid, _ in r.excluded
+        ):
+            warnings.append(f"llm: default {settings.default_llm} not used ({default_down})")
         providers[layer] = tuple(_choice(e, agent.optimize_for, agent, settings) for e in r.chain)
         excluded[layer] = r.excluded
         warnings += [f"{layer}: left out {pid} ({why})" for pid, why in r.excluded]
+    providers["tts"], voice_notes = assign_voices(
+        providers["tts"],
+        agent.voice_id,
+        voices,
+        language=agent.language,
+        pinned=_pin("tts", agent) is not None,
+    )
+    warnings += voice_notes
 
     values = call_context(agent, dispatch)
     prompt, unknown_p = fill_placeholders(agent.prompt, values)
@@ -282,6 +326,9 @@ def resolve(
         else settings.default_inactivity_timeout
     )
     speaking_rate = agent.tts_speaking_rate
+    warnings += speaking_rate_notes(
+        providers["tts"], None if speaking_rate == 1.0 else speaking_rate
+    )
     return SessionPlan(
         agent_id=agent.id or dispatch.agent_id,
         agent_name=agent.name,

@@ -23,16 +23,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from pipelines.audio import Audio
-from pipelines.loopback.base import (
-    RECORD,
-    Knobs,
-    RequestRecord,
-    TextToSpeech,
-    WireServer,
-    WsOutbox,
-    pcm16,
-)
+from pipelines.loopback.base import RECORD, RequestRecord, WsOutbox, pcm16
+from pipelines.loopback.synthesis import SynthesisServer
 
 PCM_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
@@ -75,36 +67,10 @@ class _Job:
     final: bool
 
 
-class ElevenLabsServer(WireServer):
+class ElevenLabsServer(SynthesisServer):
     """ElevenLabs TTS backed by an offline TTS engine."""
 
     vendor = "elevenlabs"
-
-    def __init__(
-        self,
-        engine: TextToSpeech | None = None,
-        *,
-        voice_map: dict[str, str] | None = None,
-        chunk_ms: int = 200,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        knobs: Knobs | None = None,
-    ) -> None:
-        """``voice_map`` maps ElevenLabs voice ids to engine voices; an unmapped id is
-        tried as an engine voice, then falls back to the engine's default voice.
-        ``chunk_ms`` is the audio length of one response message."""
-        super().__init__(host=host, port=port, knobs=knobs)
-        self._engine = engine
-        self.voice_map = dict(voice_map or {})
-        self.chunk_ms = chunk_ms
-
-    @property
-    def engine(self) -> TextToSpeech:
-        if self._engine is None:
-            from pipelines.engines import EspeakEngine
-
-            self._engine = EspeakEngine()
-        return self._engine
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -116,20 +82,6 @@ class ElevenLabsServer(WireServer):
 
     def error_body(self, status: int) -> dict[str, Any]:
         return {"detail": {"status": "injected_failure", "message": f"injected failure {status}"}}
-
-    async def synthesize(self, text: str, voice_id: str, speed: float) -> Audio:
-        voice = self.voice_map.get(voice_id, voice_id)
-        try:
-            return await asyncio.to_thread(
-                self.engine.synthesize, text, voice=voice, speaking_rate=speed
-            )
-        except ValueError:
-            # not an engine voice (a real ElevenLabs id): speak with the default voice
-            return await asyncio.to_thread(self.engine.synthesize, text, speaking_rate=speed)
-
-    def chunks(self, pcm: bytes, rate: int) -> list[bytes]:
-        size = max(2, rate * self.chunk_ms // 1000 * 2)
-        return [pcm[i : i + size] for i in range(0, len(pcm), size)]
 
     async def _voices(self, request: web.Request) -> web.StreamResponse:
         ids = sorted(set(self.voice_map) | {"local"})

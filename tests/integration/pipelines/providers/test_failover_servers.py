@@ -27,7 +27,16 @@ from livekit.agents import llm, stt, tts, utils
 from pipelines.audio import float_to_int16, resample
 from pipelines.engines import EspeakEngine
 from pipelines.errors import ProviderError
-from pipelines.loopback import ElevenLabsServer, Knobs, OpenAIServer, WireServer
+from pipelines.loopback import (
+    AnthropicServer,
+    CartesiaServer,
+    ElevenLabsServer,
+    Knobs,
+    OpenAIServer,
+    SpeechifyServer,
+    WireServer,
+)
+from pipelines.loopback.synthesis import SynthesisServer
 from pipelines.providers import ProviderSpec
 from pipelines.providers.failover import (
     CONTINUE_INSTRUCTION,
@@ -101,20 +110,29 @@ def continuing(body: dict[str, Any]) -> str:
     return REPLY
 
 
+LLM_PRIMARIES: dict[str, tuple[type[OpenAIServer] | type[AnthropicServer], str]] = {
+    "openai": (OpenAIServer, "/v1"),
+    "anthropic": (AnthropicServer, ""),
+}
+"""vendor -> (its local server, base URL path)."""
+
+
+@pytest.mark.parametrize("vendor", list(LLM_PRIMARIES))
 @pytest.mark.parametrize(("phase", "fault"), CASES)
-async def test_llm_failover(toxi: ToxiproxyServer, phase: str, fault: str) -> None:
+async def test_llm_failover(toxi: ToxiproxyServer, phase: str, fault: str, vendor: str) -> None:
+    server_type, path = LLM_PRIMARIES[vendor]
     knobs = Knobs(first_response_delay=0.05, response_delay=0.05)
     async with (
-        OpenAIServer(reply=REPLY, knobs=knobs) as primary,
+        server_type(reply=REPLY, knobs=knobs) as primary,
         OpenAIServer(reply=continuing) as fallback,
-        OpenAIServer(reply="not allowed") as outsider,
+        server_type(reply="not allowed") as outsider,
     ):
         proxy = await toxi.proxy("llm", primary.url)
         events: list[SwitchEvent] = []
         model = layers(
             {
                 "llm": [
-                    ProviderSpec("llm", "openai", "a", base_url=f"{proxy.url}/v1", api_key="k"),
+                    ProviderSpec("llm", vendor, "a", base_url=f"{proxy.url}{path}", api_key="k"),
                     ProviderSpec("llm", "custom", "b", base_url=f"{fallback.url}/v1"),
                 ]
             },
@@ -135,7 +153,7 @@ async def test_llm_failover(toxi: ToxiproxyServer, phase: str, fault: str) -> No
         await model.aclose()
         assert text == REPLY
         (event,) = events
-        assert (event.from_provider, event.to_provider) == ("openai:a", "custom:b")
+        assert (event.from_provider, event.to_provider) == (f"{vendor}:a", "custom:b")
         assert event.reason == {"stall": "stall", "500": "server_error"}.get(fault, "connection")
         limit = DEADLINES.llm + 0.5 if fault == "stall" else 0.5
         assert event.switch_seconds < limit
@@ -177,12 +195,22 @@ async def test_llm_all_providers_down_raises_provider_error(toxi: ToxiproxyServe
 # TTS
 
 
+TTS_PRIMARIES: dict[str, tuple[type[SynthesisServer], str, str, int]] = {
+    "elevenlabs": (ElevenLabsServer, "flash", "/v1", 22050),
+    "speechify": (SpeechifyServer, "simba-3.2", "", 24000),
+    "cartesia": (CartesiaServer, "sonic-3", "", 24000),
+}
+"""vendor -> (its local server, model, base URL path, output sample rate)."""
+
+
+@pytest.mark.parametrize("vendor", list(TTS_PRIMARIES))
 @pytest.mark.parametrize(("phase", "fault"), CASES)
-async def test_tts_failover(toxi: ToxiproxyServer, phase: str, fault: str) -> None:
+async def test_tts_failover(toxi: ToxiproxyServer, phase: str, fault: str, vendor: str) -> None:
+    server_type, model_name, path, rate = TTS_PRIMARIES[vendor]
     async with (
-        ElevenLabsServer(knobs=Knobs(response_delay=0.1)) as primary,
+        server_type(knobs=Knobs(response_delay=0.1)) as primary,
         OpenAIServer() as fallback,
-        ElevenLabsServer() as outsider,
+        server_type() as outsider,
     ):
         proxy = await toxi.proxy("tts", primary.url)
         events: list[SwitchEvent] = []
@@ -191,9 +219,9 @@ async def test_tts_failover(toxi: ToxiproxyServer, phase: str, fault: str) -> No
                 "tts": [
                     ProviderSpec(
                         "tts",
-                        "elevenlabs",
-                        "flash",
-                        base_url=f"{proxy.url}/v1",
+                        vendor,
+                        model_name,
+                        base_url=f"{proxy.url}{path}",
                         api_key="k",
                         voice="en-us",
                     ),
@@ -210,7 +238,7 @@ async def test_tts_failover(toxi: ToxiproxyServer, phase: str, fault: str) -> No
             events,
             HealthRegistry(),
         )["tts"]
-        assert isinstance(model, tts.TTS) and model.sample_rate == 22050
+        assert isinstance(model, tts.TTS) and model.sample_rate == rate
         if phase == "before":
             await FAULTS[fault](proxy, primary)
         stream = model.stream()
@@ -225,7 +253,7 @@ async def test_tts_failover(toxi: ToxiproxyServer, phase: str, fault: str) -> No
                     await FAULTS[fault](proxy, primary)
         await stream.aclose()
         await model.aclose()
-        assert {f.sample_rate for f in frames} == {22050}
+        assert {f.sample_rate for f in frames} == {rate}
         (event,) = events
         assert event.to_provider == "openai:tts-1"
         assert event.reason == {"stall": "stall", "500": "server_error"}.get(fault, "connection")
@@ -234,7 +262,7 @@ async def test_tts_failover(toxi: ToxiproxyServer, phase: str, fault: str) -> No
         assert spoken == SENTENCES[len(SENTENCES) - len(spoken) :] and spoken
         if phase == "before":
             assert spoken == SENTENCES
-        seconds = sum(f.samples_per_channel for f in frames) / 22050
+        seconds = sum(f.samples_per_channel for f in frames) / rate
         reference = sum(EspeakEngine().synthesize(s).duration for s in SENTENCES)
         assert seconds > 0.9 * reference
         assert outsider.requests == []

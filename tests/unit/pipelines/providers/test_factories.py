@@ -56,5 +56,8 @@ def test_rehearsal_runs_every_vendor_plugin(caplog: pytest.LogCaptureFixture) ->
         "openai:llm",
         "elevenlabs:tts",
         "openai:tts",
+        "speechify:tts",
+        "anthropic:llm",
+        "cartesia:tts",
     }
     assert any("warm-up audio" in r.getMessage() for r in caplog.records)

@@ -441,3 +441,14 @@ def test_open_rejects_bad_urls_naming_the_setting(url: str) -> None:
     """Rule: any other scheme (or a missing directory) is a ConfigError naming CONTROL_PLANE_URL."""
     with pytest.raises(ConfigError, match="CONTROL_PLANE_URL"):
         open_control_plane(url, SecretStr(KEY))
+
+
+async def test_voice_catalog_from_either_source(cpdir: Path) -> None:
+    """001: 'Voice slug from the VMS catalog (see GET /v1/voices)'; voices.json on file://,
+    an empty catalog when that file is absent."""
+    assert await FileControlPlane(cpdir).get_voices() == []
+    (cpdir / "voices.json").write_text('{"voices": [{"slug": "oliver", "provider": "speechify"}]}')
+    assert (await FileControlPlane(cpdir).get_voices())["voices"][0]["slug"] == "oliver"
+    rec = Recorder(ok([{"slug": "oliver", "provider": "speechify"}]))
+    assert await client(rec).get_voices() == [{"slug": "oliver", "provider": "speechify"}]
+    assert [r.url.path for r in rec.requests] == ["/v1/voices"]

@@ -366,3 +366,35 @@ def test_plan_json_shows_secrets_only_as_set_flags(plan: Any) -> None:
     assert data["providers"]["llm"][0]["api_key_set"] is True
     assert data["webhooks"]["post_call"]["secret_set"] is True
     assert data["webhook_secret_set"] is True
+
+
+def test_platform_default_llm_leads_when_configured(plan: Any) -> None:
+    """001: 'Leave empty ... to use the platform default (today: Speechify Kimi K2.6)'."""
+    keys = {"speechify_llm_base_url": "http://127.0.0.1:9/v1", "speechify_api_key": "sf-key"}
+    p = plan({}, openai_api_key="k", **keys)
+    assert chain(p, "llm")[0] == "speechify:kimi-k2.6"
+    head = p.providers["llm"][0]
+    assert head.base_url == "http://127.0.0.1:9/v1"
+    assert head.api_key is not None and head.api_key.get_secret_value() == "sf-key"
+    # its own key wins over the TTS one
+    p = plan({}, speechify_llm_api_key="llm-key", **keys)
+    key = p.providers["llm"][0].api_key
+    assert key is not None and key.get_secret_value() == "llm-key"
+    # an agent naming its LLM is not overridden; DEFAULT_LLM unset: the usual ranking
+    assert chain(plan({"llm_model": "gpt-4.1"}, openai_api_key="k", **keys), "llm")[0] == (
+        "openai:gpt-4.1"
+    )
+    p = plan({}, openai_api_key="k", default_llm=None, **keys)
+    assert chain(p, "llm")[0] == "openai:gpt-4o-mini"
+
+
+def test_platform_default_llm_without_its_url_is_left_out_and_said(plan: Any) -> None:
+    p = plan({}, speechify_api_key="sf-key")
+    assert "speechify:kimi-k2.6" not in chain(p, "llm")
+    assert (
+        "llm: left out speechify:kimi-k2.6 (SPEECHIFY_LLM_BASE_URL is not configured)" in p.warnings
+    )
+    # outside the allowed set: the ranking never names it, so the plan says why
+    p = plan({"stackPreferences": {"allowedProviders": {"llm": ["local"]}}})
+    (note,) = [w for w in p.warnings if w.startswith("llm: default")]
+    assert "outside the allowed providers" in note
