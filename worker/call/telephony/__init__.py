@@ -2,6 +2,7 @@
 from ``sip.callStatus`` and the disconnect reason, hanging up (the phone sees a BYE), DTMF
 both ways, transfers and inbound calls."""
 
+from worker.call.telephony.leg import SIPCall
 from worker.call.telephony.status import (
     DEFAULT_RINGING_TIMEOUT,
     CallPhase,
@@ -15,5 +16,6 @@ __all__: list[str] = [
     "CallPhase",
     "CallStatusMachine",
     "Outcome",
+    "SIPCall",
     "StatusChange",
 ]
