@@ -24,7 +24,7 @@ from livekit.agents import Agent, AgentSession, JobContext
 from pipelines.errors import VoiceWorkerError
 from worker.call.lifecycle import CallLifecycle, pre_call_hook, webhook_sender
 from worker.call.recording import finish_recording
-from worker.call.session import assemble_call, start_call
+from worker.call.session import Call, assemble_call, start_call
 from worker.call.survival import (
     Fenced,
     awaits_answer,
@@ -35,6 +35,7 @@ from worker.call.survival import (
     resume_report,
     resumed_plan,
 )
+from worker.call.telephony import SIPCall
 from worker.call.tools import room_dtmf, sip_transfer
 from worker.config import CachingControlPlane, parse_dispatch
 from worker.metrics import default_metrics
@@ -103,6 +104,13 @@ def _caller_transfer(ctx: JobContext) -> Callable[[str], Awaitable[None]]:
     return transfer
 
 
+def _amd_summary(call: Call) -> dict[str, Any] | None:
+    verdict = call.router.verdict if call.router is not None else None
+    if call.router is None or verdict is None:
+        return None
+    return {**verdict.to_json(), "action": call.router.amd.actions[verdict.category]}
+
+
 async def entrypoint(ctx: JobContext) -> None:
     settings = Settings()
     extra = {"room": ctx.room.name, "job_id": ctx.job.id}
@@ -153,6 +161,21 @@ async def entrypoint(ctx: JobContext) -> None:
     history = None if checkpoint is None else chat_history(checkpoint["report"]["transcript"])
     call = assemble_call(plan, life, ctx.room, tools, history=history)
     sender = webhook_sender(settings, life.metrics)
+    phone = SIPCall(
+        ctx.room,
+        life,
+        sender,
+        lkapi=ctx.api,
+        ringing_timeout=dispatch.telephony.ringing_timeout,
+        inbound=plan.direction == "inbound",
+        numbers=(dispatch.dialed_number, dispatch.caller_number),
+    )
+    phone.start(call.session)
+
+    def fenced() -> None:
+        phone.leave_line_up()  # the caller is the new job's now
+        ctx.shutdown(reason="call taken over by another worker")
+
     guard = None
     if store is not None:
         try:
@@ -167,10 +190,11 @@ async def entrypoint(ctx: JobContext) -> None:
                     "room": ctx.room.name,
                     "agent_name": ctx.job.agent_name,
                 },
-                on_fenced=lambda: ctx.shutdown(reason="call taken over by another worker"),
+                on_fenced=fenced,
             )
         except Fenced as exc:
             logger.warning("not taking the call: %s", exc)
+            phone.leave_line_up()
             ctx.shutdown(reason="call already taken over")
             return
     if guard is not None:
@@ -188,6 +212,7 @@ async def entrypoint(ctx: JobContext) -> None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(life.hangup(GOODBYE, reason=f"worker {reason}"), 1.0)
                 await asyncio.wait_for(call.closed.wait(), 8.0)
+        await phone.aclose(amd=_amd_summary(call))
         if call.recording is not None:
             await finish_recording(call.recording, life, sender)
         await life.finish(sender, reason=None if call.closed.is_set() else f"worker {reason}")
@@ -202,11 +227,19 @@ async def entrypoint(ctx: JobContext) -> None:
     await start_call(call, ctx.room)
     if checkpoint is not None and awaits_answer(checkpoint["report"]["transcript"]):
         call.session.generate_reply()  # the turn the lost worker never answered
+    amd_task: asyncio.Task[None] | None = None
     if call.router is not None:
-        callee = await ctx.wait_for_participant()
-        amd_task = asyncio.create_task(call.router.run(call.session, callee))
+        router = call.router
+
+        async def route() -> None:
+            # A task, so a callee that leaves before answering cannot hold the job here.
+            await router.run(call.session, await ctx.wait_for_participant())
+
+        amd_task = asyncio.create_task(route())
         amd_task.add_done_callback(_log_failure)
     await call.closed.wait()
+    if amd_task is not None:
+        amd_task.cancel()
     offline_tts_allowed = any(c.vendor == "local" for c in plan.providers["tts"])
     if life.failed and life.end_reason and "tts:" in life.end_reason and offline_tts_allowed:
         logger.error("call ended by a provider failure: %s", life.failed)

@@ -170,6 +170,9 @@ class CallLifecycle:
         """Metrics of the caller turn the next agent reply answers."""
         self._usage: Sequence[ModelUsage] = ()
         """The session's usage per provider and model, as of its last update."""
+        self.final_status: Mapping[str, Any] | None = None
+        """The end's ``call.status`` (``status`` and ``status_event`` fields) when the call
+        knows better than ``ended`` (a phone call's SIP status); set before ``finish``."""
         self.failed: str | None = None
         """Why the session died of an error (all providers of a layer down), if it did."""
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -369,7 +372,9 @@ class CallLifecycle:
         hooks = self.plan.webhooks
         deliveries = []
         if "status" in hooks:
-            status = self.recorder.status_event("call.hangup", "ended")
+            status = self.recorder.status_event(
+                "call.hangup", **(self.final_status or {"status": "ended"})
+            )
             deliveries.append(
                 sender.send(
                     hooks["status"].url,

@@ -101,6 +101,32 @@ class RecordingInfo(_Model):
     bytes: int
 
 
+class PhoneInfo(_Model):
+    """The SIP leg of a phone call (reference ``002_*``): the numbers, livekit-sip's call
+    id, how the call ended with its SIP status, when it rang and was answered, and the AMD
+    verdict the worker acted on (outbound)."""
+
+    to_number: str | None = None
+    from_number: str | None = None
+    sip_call_id: str | None = None
+    """livekit-sip's ``sip.callID`` (``SCL_...``)."""
+    trunk_id: str | None = None
+    participant_identity: str | None = None
+    outcome: str | None = None
+    """``completed``, or why it never connected: ``busy``, ``declined``, ``no_answer``,
+    ``failed``, ``canceled``."""
+    sip_status_code: int | None = None
+    sip_status: str | None = None
+    failure_cause: str | None = None
+    dialed_at: datetime | None = None
+    ringing_at: datetime | None = None
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    amd: dict[str, Any] | None = None
+    """The verdict (category, confidence, reason, decided_at, beep_at, evidence), the
+    action taken and ``answered_to_verdict_seconds``."""
+
+
 class CallReport(_Model):
     type: Literal["call.report"] = "call.report"
     call_id: str
@@ -122,6 +148,8 @@ class CallReport(_Model):
     """Per provider (``deepgram``, ``openai:gpt-4o-mini``, ...)."""
     recording: RecordingInfo | None = None
     """Set when the call was recorded (the plan's ``save_audio_recording``)."""
+    phone: PhoneInfo | None = None
+    """Set on phone calls (a SIP participant in the room)."""
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     def to_payload(self) -> dict[str, Any]:
@@ -222,6 +250,7 @@ class CallRecorder:
         self._turns: list[TurnMetrics] = []
         self._usage: dict[str, dict[str, float]] = {}
         self._recording: RecordingInfo | None = None
+        self._phone: PhoneInfo | None = None
         self._report: CallReport | None = None
 
     @property
@@ -339,6 +368,10 @@ class CallRecorder:
         """Links the call's recording (``RecordingInfo`` fields) from the report."""
         self._recording = RecordingInfo.model_validate(self._redactor.value(dict(info)))
 
+    def set_phone(self, info: Mapping[str, Any]) -> None:
+        """The call's SIP leg (``PhoneInfo`` fields) for the report."""
+        self._phone = PhoneInfo.model_validate(self._redactor.value(dict(info)))
+
     def finish(self, end_reason: str, *, at: Timestamp | None = None) -> CallReport:
         """Freeze the report; later calls return the same report (the first reason wins)."""
         if self._report is None:
@@ -386,5 +419,6 @@ class CallRecorder:
                 for name, totals in self._usage.items()
             },
             recording=self._recording,
+            phone=self._phone,
             metadata=self._redactor.value(self._metadata),
         )

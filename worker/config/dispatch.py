@@ -103,6 +103,9 @@ class AMDOverride(Boundary):
 class Telephony(Boundary):
     region: str | None = None
     amd: AMDOverride | None = None
+    ringing_timeout: Annotated[float, Field(gt=0)] | None = None
+    """Seconds the platform let the phone ring (``CreateSIPParticipant``): an unexplained
+    end at it is a missed call, before it a decline."""
 
 
 class BackgroundAudio(Boundary):

@@ -10,6 +10,7 @@ the worker was dispatched to. Tests, ``replay --phone`` and the ``--sip`` benchm
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import secrets
@@ -25,6 +26,8 @@ from worker.dev.services.sip import LiveKitSIP
 
 CALLER_ID = "+15550100000"
 """The number outbound calls come from (the outbound trunk's number)."""
+AGENT_JOIN_TIMEOUT = 30.0
+"""Longest wait for the dispatched agent to join before dialling."""
 CALLEE_IDENTITY = "callee"
 """The SIP participant's identity in the room on outbound calls."""
 
@@ -75,6 +78,27 @@ class PlacedCall:
     dispatch_id: str
 
 
+async def _agent_joined(lkapi: api.LiveKitAPI, room_name: str, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    request = api.ListParticipantsRequest(room=room_name)
+    while True:
+        listed = await lkapi.room.list_participants(request)
+        if any(p.kind == api.ParticipantInfo.Kind.AGENT for p in listed.participants):
+            return
+        if loop.time() > deadline:
+            raise TimeoutError(f"no agent joined {room_name} within {timeout:.0f} s")
+        await asyncio.sleep(0.1)
+
+
+def _with_ringing_timeout(metadata: Mapping[str, Any], seconds: float) -> dict[str, Any]:
+    """The dispatch says how long the phone may ring, as the platform's does (the worker tells
+    a missed call from a declined one by it), unless the caller set it."""
+    telephony = dict(metadata.get("telephony") or {})
+    telephony.setdefault("ringingTimeout", int(seconds))
+    return {**metadata, "telephony": telephony}
+
+
 async def place_outbound_call(
     livekit: LiveKitEndpoint,
     *,
@@ -85,10 +109,13 @@ async def place_outbound_call(
     room_name: str | None = None,
     from_number: str = CALLER_ID,
     ringing_timeout: float = 20.0,
+    agent_join_timeout: float | None = AGENT_JOIN_TIMEOUT,
 ) -> PlacedCall:
     """Creates the room, dispatches ``agent_name`` with ``metadata`` (``direction:
     outbound``, ``to``/``from`` and the call's ``telephony`` are the caller's to set) and
-    dials ``to_user`` at ``phone_address`` (``host:port``) without waiting for the answer."""
+    dials ``to_user`` at ``phone_address`` (``host:port``) without waiting for the answer,
+    once the agent is in the room (``agent_join_timeout``; ``None`` dials at once): a phone
+    on loopback answers, or refuses, within milliseconds, and the agent must hear all of it."""
     room_name = room_name or f"call-{secrets.token_hex(4)}"
     lkapi = livekit.client()
     try:
@@ -102,9 +129,13 @@ async def place_outbound_call(
         await lkapi.room.create_room(api.CreateRoomRequest(name=room_name))
         dispatch = await lkapi.agent_dispatch.create_dispatch(
             api.CreateAgentDispatchRequest(
-                agent_name=agent_name, room=room_name, metadata=json.dumps(dict(metadata))
+                agent_name=agent_name,
+                room=room_name,
+                metadata=json.dumps(_with_ringing_timeout(metadata, ringing_timeout)),
             )
         )
+        if agent_join_timeout:
+            await _agent_joined(lkapi, room_name, agent_join_timeout)
         request = api.CreateSIPParticipantRequest(
             sip_trunk_id=trunk.sip_trunk_id,
             sip_call_to=to_user,

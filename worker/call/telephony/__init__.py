@@ -2,4 +2,20 @@
 from ``sip.callStatus`` and the disconnect reason, hanging up (the phone sees a BYE), DTMF
 both ways, transfers and inbound calls."""
 
-__all__: list[str] = []
+from worker.call.telephony.leg import SIPCall
+from worker.call.telephony.status import (
+    DEFAULT_RINGING_TIMEOUT,
+    CallPhase,
+    CallStatusMachine,
+    Outcome,
+    StatusChange,
+)
+
+__all__: list[str] = [
+    "DEFAULT_RINGING_TIMEOUT",
+    "CallPhase",
+    "CallStatusMachine",
+    "Outcome",
+    "SIPCall",
+    "StatusChange",
+]
