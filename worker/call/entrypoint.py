@@ -25,6 +25,7 @@ from pipelines.errors import VoiceWorkerError
 from worker.call.lifecycle import CallLifecycle, pre_call_hook, webhook_sender
 from worker.call.recording import finish_recording
 from worker.call.session import assemble_call, start_call
+from worker.call.telephony import CallerDigits, blind_transfer
 from worker.call.tools import room_dtmf, sip_transfer
 from worker.config import CachingControlPlane, parse_dispatch
 from worker.metrics import default_metrics
@@ -127,11 +128,16 @@ async def entrypoint(ctx: JobContext) -> None:
         logger.warning("plan: %s", warning)
 
     http = httpx.AsyncClient()
+    sender = webhook_sender(settings, life.metrics)
+    keys = CallerDigits(record_event=life.recorder.add_event)
     tools = life.function_tools(
-        http, transfer=_caller_transfer(ctx), publish_dtmf=room_dtmf(ctx.room)
+        http,
+        transfer=blind_transfer(life, sender, _caller_transfer(ctx)),
+        publish_dtmf=room_dtmf(ctx.room),
+        collect_digits=keys.collect,
     )
     call = assemble_call(plan, life, ctx.room, tools)
-    sender = webhook_sender(settings, life.metrics)
+    keys.attach(ctx.room, call.session, reply_gate=call.router.reply_gate if call.router else None)
 
     async def on_shutdown(reason: str) -> None:
         if not call.closed.is_set():

@@ -2,4 +2,24 @@
 from ``sip.callStatus`` and the disconnect reason, hanging up (the phone sees a BYE), DTMF
 both ways, transfers and inbound calls."""
 
-__all__: list[str] = []
+from worker.call.telephony.dtmf import (
+    COLLECT_TIMEOUT_SECONDS,
+    DTMF_CODES,
+    MAX_COLLECT_SECONDS,
+    MAX_DIGITS,
+    CallerDigits,
+    turn_text,
+)
+from worker.call.telephony.transfer import TRANSFERRED, TransferFailed, blind_transfer
+
+__all__ = [
+    "COLLECT_TIMEOUT_SECONDS",
+    "DTMF_CODES",
+    "MAX_COLLECT_SECONDS",
+    "MAX_DIGITS",
+    "TRANSFERRED",
+    "CallerDigits",
+    "TransferFailed",
+    "blind_transfer",
+    "turn_text",
+]
