@@ -252,7 +252,7 @@ def _builtin_handler(plan: ToolPlan, ctx: ToolCallContext) -> ToolCallable | Non
                 await transfer(to)
             except Exception as e:
                 _record(ctx, tool=plan.name, ok=False, to=to, error=str(e))
-                reason = f": {e}" if isinstance(e, TransferFailed) else ""
+                reason = f": {e.reason}" if isinstance(e, TransferFailed) and e.reason else ""
                 raise ToolError(f"The transfer did not go through{reason}.") from None
             _record(ctx, tool=plan.name, ok=True, to=to)
             raise StopResponse()

@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 TRANSFERRED = "transferred"
 """The call's ``end_reason`` after a transfer that went through."""
-_SIP_CODE = re.compile(r"\b([3-6]\d\d)\b")
+_SIP_CODE = re.compile(r"\b(?:code|SIP/2\.0|SIP status)\s+([3-6]\d\d)\b")
+"""A SIP code in an error's text (``SIP REFER failed with code 486``); not the HTTP status
+the API client adds (``status=408`` for livekit-sip's "call transfer failed")."""
 _SAYABLE = {
     403: "the transfer was refused",
     404: "that number does not exist",
@@ -39,11 +41,12 @@ _SAYABLE = {
 
 
 class TransferFailed(Exception):
-    """A transfer that did not go through; ``str()`` is the reason in words a caller may
-    hear (never the SIP stack's message)."""
+    """A transfer that did not go through. ``reason`` is why in words a caller may hear
+    (never the SIP stack's message), ``None`` when livekit-sip did not say."""
 
-    def __init__(self, reason: str, sip_status_code: int | None = None) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: str | None, sip_status_code: int | None = None) -> None:
+        super().__init__(reason or "the transfer did not go through")
+        self.reason = reason
         self.sip_status_code = sip_status_code
 
 
@@ -83,7 +86,7 @@ def blind_transfer(
             await refer(to)
         except Exception as exc:
             code = sip_status_code(exc)
-            reason = _SAYABLE.get(code or 0, "the transfer did not go through")
+            reason = _SAYABLE.get(code or 0)
             logger.warning("transfer to %s failed: %s", to, exc)
             life.recorder.add_event(
                 "transfer",

@@ -117,4 +117,4 @@ async def test_transfer_failed_without_a_code_says_so_plainly() -> None:
     with pytest.raises(TransferFailed) as failed:
         await transfer("sip:x@example.com")
     assert str(failed.value) == "the transfer did not go through"
-    assert failed.value.sip_status_code is None
+    assert failed.value.reason is None and failed.value.sip_status_code is None
