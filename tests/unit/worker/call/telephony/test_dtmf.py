@@ -169,3 +169,41 @@ async def test_send_dtmf_records_each_key_sent() -> None:
     await invoke(tool, {"digits": "3#"})
     events = [(e.type, e.data) for e in recorder.finish("x").events if e.type == "dtmf"]
     assert events == [("dtmf", {"direction": "sent", "digit": d}) for d in "3#"]
+
+
+class Emitter:
+    """The ``on``/``off``/``emit`` of LiveKit's room and session, and ``generate_reply``."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, list[Any]] = {}
+        self.replies: list[str] = []
+
+    def on(self, event: str, handler: Any) -> None:
+        self.handlers.setdefault(event, []).append(handler)
+
+    def off(self, event: str, handler: Any) -> None:
+        self.handlers[event].remove(handler)
+
+    def emit(self, event: str, arg: Any) -> None:
+        for handler in list(self.handlers.get(event, [])):
+            handler(arg)
+
+    def generate_reply(self, *, user_input: str) -> None:
+        self.replies.append(user_input)
+
+
+async def test_attached_keys_are_answered_once_the_reply_gate_opens() -> None:
+    from livekit import rtc
+
+    room, session, gate = Emitter(), Emitter(), asyncio.Event()
+    digits = CallerDigits(debounce_seconds=DEBOUNCE)
+    digits.attach(room, session, reply_gate=gate)  # type: ignore[arg-type]
+    room.emit("sip_dtmf_received", rtc.SipDTMF(code=1, digit="1"))
+    room.emit("sip_dtmf_received", rtc.SipDTMF(code=11, digit="#"))
+    assert session.replies == []  # AMD still listening: nobody is answered
+    gate.set()
+    room.emit("sip_dtmf_received", rtc.SipDTMF(code=2, digit="2"))
+    await asyncio.sleep(DEBOUNCE * 3)
+    assert session.replies == ["The caller pressed 2"]
+    session.emit("close", None)
+    assert room.handlers["sip_dtmf_received"] == []  # the room's listener is gone
