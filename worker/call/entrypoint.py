@@ -35,7 +35,7 @@ from worker.call.survival import (
     resume_report,
     resumed_plan,
 )
-from worker.call.telephony import SIPCall
+from worker.call.telephony import CallerDigits, SIPCall, blind_transfer
 from worker.call.tools import room_dtmf, sip_transfer
 from worker.config import CachingControlPlane, parse_dispatch
 from worker.metrics import default_metrics
@@ -155,12 +155,17 @@ async def entrypoint(ctx: JobContext) -> None:
         logger.warning("plan: %s", warning)
 
     http = httpx.AsyncClient()
+    sender = webhook_sender(settings, life.metrics)
+    keys = CallerDigits(record_event=life.recorder.add_event)
     tools = life.function_tools(
-        http, transfer=_caller_transfer(ctx), publish_dtmf=room_dtmf(ctx.room)
+        http,
+        transfer=blind_transfer(life, sender, _caller_transfer(ctx)),
+        publish_dtmf=room_dtmf(ctx.room),
+        collect_digits=keys.collect,
     )
     history = None if checkpoint is None else chat_history(checkpoint["report"]["transcript"])
     call = assemble_call(plan, life, ctx.room, tools, history=history)
-    sender = webhook_sender(settings, life.metrics)
+    keys.attach(ctx.room, call.session, reply_gate=call.router.reply_gate if call.router else None)
     phone = SIPCall(
         ctx.room,
         life,

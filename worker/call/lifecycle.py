@@ -188,6 +188,7 @@ class CallLifecycle:
         *,
         transfer: Callable[[str], Awaitable[None]] | None,
         publish_dtmf: Callable[[int, str], Awaitable[None]] | None,
+        collect_digits: Callable[..., Awaitable[tuple[str, str]]] | None = None,
     ) -> list[Any]:
         ctx = ToolCallContext(
             call_id=self.recorder.call_id,
@@ -196,6 +197,7 @@ class CallLifecycle:
             hangup=self.hangup,
             transfer=transfer,
             publish_dtmf=publish_dtmf,
+            collect_digits=collect_digits,
             record_event=self.recorder.add_event,
         )
         secret = self.plan.webhook_secret.get_secret_value() if self.plan.webhook_secret else None

@@ -8,7 +8,9 @@ back as ``ToolError`` so the agent can tell the caller, never as a crash.
 
 Built-ins act on the call through callbacks in :class:`ToolCallContext`, so they can be
 tested without a room: ``end_call`` (``hangup``), ``transfer_call`` (``transfer``, see
-:func:`sip_transfer`), ``send_dtmf`` (``publish_dtmf``, see :func:`room_dtmf`).
+:func:`sip_transfer`; the LLM picks among the configured destinations by label),
+``send_dtmf`` (``publish_dtmf``, see :func:`room_dtmf`), ``collect_digits``
+(``collect_digits``, see ``worker.call.telephony.CallerDigits``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ import httpx
 from livekit.agents.llm import RawFunctionTool, StopResponse, ToolError, function_tool
 
 from pipelines.errors import ConfigError
-from worker.config import BUILTINS, ToolPlan
+from worker.call.telephony import (
+    COLLECT_TIMEOUT_SECONDS,
+    DTMF_CODES,
+    MAX_COLLECT_SECONDS,
+    MAX_DIGITS,
+    TransferFailed,
+)
+from worker.config import BUILTINS, ToolPlan, pick_destination, transfer_destinations
 from worker.webhooks import post_signed
 
 if TYPE_CHECKING:
@@ -37,15 +46,6 @@ logger = logging.getLogger(__name__)
 MAX_REPLY_CHARS = 8000
 """Longer tool replies are cut: they go into the LLM context on every following turn."""
 DTMF_GAP_SECONDS = 0.3
-
-_DTMF_CODES = {str(d): d for d in range(10)} | {
-    "*": 10,
-    "#": 11,
-    "A": 12,
-    "B": 13,
-    "C": 14,
-    "D": 15,
-}
 
 
 class EventSink(Protocol):
@@ -69,6 +69,9 @@ class ToolCallContext:
     """``transfer(to)``: SIP-transfer the caller (see :func:`sip_transfer`); raises on failure."""
     publish_dtmf: Callable[[int, str], Awaitable[None]] | None = None
     """``publish_dtmf(code, digit)`` for one key (see :func:`room_dtmf`)."""
+    collect_digits: Callable[..., Awaitable[tuple[str, str]]] | None = None
+    """``collect_digits(max_digits=, terminator=, timeout=)`` -> ``(digits, why)``: the
+    caller's keys (``CallerDigits.collect``)."""
     record_event: EventSink | None = None
     dtmf_gap_seconds: float = DTMF_GAP_SECONDS
 
@@ -237,18 +240,27 @@ def _builtin_handler(plan: ToolPlan, ctx: ToolCallContext) -> ToolCallable | Non
         transfer = ctx.transfer
         if transfer is None:
             return None
-        to = str(plan.options["to"])
+        destinations = transfer_destinations(plan.options, where=plan.name)
 
         async def transfer_call(arguments: dict[str, Any]) -> Any:
+            chosen = pick_destination(destinations, arguments.get("destination"))
+            if chosen is None:
+                labels = ", ".join(d.label or d.to for d in destinations)
+                raise ToolError(f"destination must be one of: {labels}.")
+            to = chosen.uri
             try:
                 await transfer(to)
             except Exception as e:
                 _record(ctx, tool=plan.name, ok=False, to=to, error=str(e))
-                raise ToolError("The transfer did not go through.") from None
+                reason = f": {e.reason}" if isinstance(e, TransferFailed) and e.reason else ""
+                raise ToolError(f"The transfer did not go through{reason}.") from None
             _record(ctx, tool=plan.name, ok=True, to=to)
             raise StopResponse()
 
         return transfer_call
+
+    if plan.builtin == "collect_digits":
+        return _collect_digits_handler(plan, ctx)
 
     publish = ctx.publish_dtmf
     if publish is None:
@@ -256,17 +268,57 @@ def _builtin_handler(plan: ToolPlan, ctx: ToolCallContext) -> ToolCallable | Non
 
     async def send_dtmf(arguments: dict[str, Any]) -> Any:
         digits = str(arguments.get("digits", "")).upper()
-        if not digits or any(d not in _DTMF_CODES for d in digits):
+        if not digits or any(d not in DTMF_CODES for d in digits):
             raise ToolError("digits must be keys 0-9, *, #, A-D.")
         for i, digit in enumerate(digits):
             if i and ctx.dtmf_gap_seconds > 0:
                 await asyncio.sleep(ctx.dtmf_gap_seconds)
             try:
-                await publish(_DTMF_CODES[digit], digit)
+                await publish(DTMF_CODES[digit], digit)
             except Exception as e:
                 _record(ctx, tool=plan.name, ok=False, digits=digits, error=str(e))
                 raise ToolError(f"Pressing {digit} failed.") from None
+            if ctx.record_event is not None:
+                ctx.record_event("dtmf", direction="sent", digit=digit)
         _record(ctx, tool=plan.name, ok=True, digits=digits)
         return f"Pressed {digits}."
 
     return send_dtmf
+
+
+def _collect_digits_handler(plan: ToolPlan, ctx: ToolCallContext) -> ToolCallable | None:
+    collect = ctx.collect_digits
+    if collect is None:
+        return None
+
+    async def collect_digits(arguments: dict[str, Any]) -> Any:
+        # the tool's options pin what the LLM may otherwise choose
+        given = {**arguments, **plan.options}
+        max_digits = given.get("max_digits")
+        terminator = given.get("terminator")
+        timeout = given.get("timeout_seconds", COLLECT_TIMEOUT_SECONDS)
+        if max_digits is not None and (
+            isinstance(max_digits, bool)
+            or not isinstance(max_digits, int)
+            or not 0 < max_digits <= MAX_DIGITS
+        ):
+            raise ToolError(f"max_digits must be a whole number from 1 to {MAX_DIGITS}.")
+        if terminator is not None and terminator not in DTMF_CODES:
+            raise ToolError("terminator must be one key: 0-9, *, #, A-D.")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise ToolError("timeout_seconds must be a positive number.")
+        if max_digits is None and terminator is None:
+            terminator = "#"
+        digits, why = await collect(
+            max_digits=max_digits,
+            terminator=terminator,
+            timeout=min(float(timeout), MAX_COLLECT_SECONDS),
+        )
+        _record(ctx, tool=plan.name, ok=bool(digits), digits=digits, ended_by=why)
+        if not digits:
+            return "The caller typed nothing."
+        if why == "timeout":
+            return f"The caller typed {digits} and then stopped (timed out)."
+        return f"The caller typed {digits}."
+
+    return collect_digits

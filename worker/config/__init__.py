@@ -14,6 +14,7 @@ from worker.config.control_plane import (
 )
 from worker.config.dispatch import Dispatch, fill_placeholders, merge, parse_dispatch
 from worker.config.tools import BUILTINS, ToolPlan, parse_tools
+from worker.config.transfers import TransferDestination, pick_destination, transfer_destinations
 
 __all__ = [
     "BUILTINS",
@@ -25,6 +26,7 @@ __all__ = [
     "FileControlPlane",
     "HttpControlPlane",
     "ToolPlan",
+    "TransferDestination",
     "fill_placeholders",
     "merge",
     "open_control_plane",
@@ -32,5 +34,7 @@ __all__ = [
     "parse_dispatch",
     "parse_retry_after",
     "parse_tools",
+    "pick_destination",
     "snake",
+    "transfer_destinations",
 ]

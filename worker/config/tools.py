@@ -1,6 +1,6 @@
 """An agent's tools as the control plane serves them (``GET /v1/agents/{id}/tools``),
 validated into ``ToolPlan`` entries: webhook tools and the built-ins ``end_call``,
-``transfer_call`` and ``send_dtmf``. ``worker.call.tools`` runs them on a call.
+``transfer_call``, ``send_dtmf`` and ``collect_digits``. ``worker.call.tools`` runs them on a call.
 
 Tools are scoped to their agent (reference 000: the key is organization, agent, tool
 name): :func:`parse_tools` reads exactly one agent's answer.
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.errors import ConfigError
+from worker.config.transfers import transfer_destinations, transfer_parameters
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +30,12 @@ class ToolPlan:
     """Webhook that executes the tool; ``None`` for built-ins."""
     timeout_seconds: float = 10.0
     builtin: str | None = None
-    """``end_call``, ``transfer_call`` or ``send_dtmf`` for built-in tools."""
+    """``end_call``, ``transfer_call``, ``send_dtmf`` or ``collect_digits`` for built-ins."""
     options: dict[str, Any] = field(default_factory=dict)
     """Built-in specifics, e.g. ``{"to": "+1..."}`` for ``transfer_call``."""
 
 
-BUILTINS = ("end_call", "transfer_call", "send_dtmf")
+BUILTINS = ("end_call", "transfer_call", "send_dtmf", "collect_digits")
 MAX_TIMEOUT_SECONDS = 120.0
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _BUILTIN_DESCRIPTIONS = {
@@ -46,6 +47,10 @@ _BUILTIN_DESCRIPTIONS = {
         "Transfer the caller to a human. Tell the caller you are transferring them, then call this."
     ),
     "send_dtmf": "Press keys on the phone keypad (DTMF), e.g. to navigate a phone menu.",
+    "collect_digits": (
+        "Wait for the caller to type digits on their keypad (a PIN, an account number, a "
+        "menu choice) and get them. Ask the caller to type them first."
+    ),
 }
 
 _BUILTIN_PARAMETERS: dict[str, dict[str, Any]] = {
@@ -66,6 +71,28 @@ _BUILTIN_PARAMETERS: dict[str, dict[str, Any]] = {
             }
         },
         "required": ["digits"],
+    },
+    "collect_digits": {
+        "type": "object",
+        "properties": {
+            "max_digits": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 32,
+                "description": "Stop after this many digits.",
+            },
+            "terminator": {
+                "type": "string",
+                "enum": ["#", "*"],
+                "description": "Stop when the caller presses this key (not included).",
+            },
+            "timeout_seconds": {
+                "type": "number",
+                "minimum": 1,
+                "maximum": 60,
+                "description": "Give up waiting after this many seconds (default 10).",
+            },
+        },
     },
 }
 
@@ -177,13 +204,9 @@ def _parse_builtin(where: str, builtin: str, spec: Mapping[str, Any]) -> ToolPla
     for key in ("to", "goodbye"):
         if key in spec and key not in options:
             options[key] = spec[key]
+    parameters = _BUILTIN_PARAMETERS[builtin]
     if builtin == "transfer_call":
-        to = options.get("to")
-        if not isinstance(to, str) or not re.match(r"^(\+[1-9]\d{6,14}|sips?:\S+|tel:\S+)$", to):
-            raise ConfigError(
-                "transfer_call needs options.to: an E.164 number or a sip:/tel: URI",
-                field=f"{where}.options.to",
-            )
+        parameters = transfer_parameters(transfer_destinations(options, where=where))
     name = spec.get("name", builtin)
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ConfigError(f"{builtin}: invalid name {name!r}", field=f"{where}.name")
@@ -193,7 +216,7 @@ def _parse_builtin(where: str, builtin: str, spec: Mapping[str, Any]) -> ToolPla
     return ToolPlan(
         name=name,
         description=description,
-        parameters=_BUILTIN_PARAMETERS[builtin],
+        parameters=parameters,
         builtin=builtin,
         options=options,
     )

@@ -2,6 +2,14 @@
 from ``sip.callStatus`` and the disconnect reason, hanging up (the phone sees a BYE), DTMF
 both ways, transfers and inbound calls."""
 
+from worker.call.telephony.dtmf import (
+    COLLECT_TIMEOUT_SECONDS,
+    DTMF_CODES,
+    MAX_COLLECT_SECONDS,
+    MAX_DIGITS,
+    CallerDigits,
+    turn_text,
+)
 from worker.call.telephony.leg import SIPCall
 from worker.call.telephony.status import (
     DEFAULT_RINGING_TIMEOUT,
@@ -10,12 +18,22 @@ from worker.call.telephony.status import (
     Outcome,
     StatusChange,
 )
+from worker.call.telephony.transfer import TRANSFERRED, TransferFailed, blind_transfer
 
-__all__: list[str] = [
+__all__ = [
+    "COLLECT_TIMEOUT_SECONDS",
     "DEFAULT_RINGING_TIMEOUT",
+    "DTMF_CODES",
+    "MAX_COLLECT_SECONDS",
+    "MAX_DIGITS",
+    "TRANSFERRED",
     "CallPhase",
     "CallStatusMachine",
+    "CallerDigits",
     "Outcome",
     "SIPCall",
     "StatusChange",
+    "TransferFailed",
+    "blind_transfer",
+    "turn_text",
 ]
