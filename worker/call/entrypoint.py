@@ -25,6 +25,7 @@ from pipelines.errors import VoiceWorkerError
 from worker.call.lifecycle import CallLifecycle, pre_call_hook, webhook_sender
 from worker.call.recording import finish_recording
 from worker.call.session import assemble_call, start_call
+from worker.call.telephony import WarmTransferTool, room_joiner
 from worker.call.tools import room_dtmf, sip_transfer
 from worker.config import CachingControlPlane, parse_dispatch
 from worker.metrics import default_metrics
@@ -127,11 +128,13 @@ async def entrypoint(ctx: JobContext) -> None:
         logger.warning("plan: %s", warning)
 
     http = httpx.AsyncClient()
+    sender = webhook_sender(settings, life.metrics)
+    join = room_joiner(settings)
+    warm = WarmTransferTool(life, lkapi=ctx.api, room=ctx.room, sender=sender, join=join)
     tools = life.function_tools(
-        http, transfer=_caller_transfer(ctx), publish_dtmf=room_dtmf(ctx.room)
+        http, transfer=_caller_transfer(ctx), publish_dtmf=room_dtmf(ctx.room), warm_transfer=warm
     )
     call = assemble_call(plan, life, ctx.room, tools)
-    sender = webhook_sender(settings, life.metrics)
 
     async def on_shutdown(reason: str) -> None:
         if not call.closed.is_set():
@@ -154,6 +157,7 @@ async def entrypoint(ctx: JobContext) -> None:
         amd_task = asyncio.create_task(call.router.run(call.session, callee))
         amd_task.add_done_callback(_log_failure)
     await call.closed.wait()
+    await warm.until_bridge_ends()
     offline_tts_allowed = any(c.vendor == "local" for c in plan.providers["tts"])
     if life.failed and life.end_reason and "tts:" in life.end_reason and offline_tts_allowed:
         logger.error("call ended by a provider failure: %s", life.failed)

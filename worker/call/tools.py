@@ -25,7 +25,7 @@ import httpx
 from livekit.agents.llm import RawFunctionTool, StopResponse, ToolError, function_tool
 
 from pipelines.errors import ConfigError
-from worker.config import BUILTINS, ToolPlan
+from worker.config import BUILTINS, ToolPlan, WarmTransferOptions, parse_warm_transfer
 from worker.webhooks import post_signed
 
 if TYPE_CHECKING:
@@ -71,6 +71,9 @@ class ToolCallContext:
     """``publish_dtmf(code, digit)`` for one key (see :func:`room_dtmf`)."""
     record_event: EventSink | None = None
     dtmf_gap_seconds: float = DTMF_GAP_SECONDS
+    warm_transfer: Callable[[WarmTransferOptions, str], Awaitable[str | None]] | None = None
+    """``warm_transfer(options, summary)`` (``worker.call.telephony``): None once the caller
+    is bridged, else what the LLM is told (nobody took the call)."""
 
 
 def sip_transfer(
@@ -250,6 +253,9 @@ def _builtin_handler(plan: ToolPlan, ctx: ToolCallContext) -> ToolCallable | Non
 
         return transfer_call
 
+    if plan.builtin == "warm_transfer":
+        return _warm_transfer_handler(plan, ctx)
+
     publish = ctx.publish_dtmf
     if publish is None:
         return None
@@ -270,3 +276,25 @@ def _builtin_handler(plan: ToolPlan, ctx: ToolCallContext) -> ToolCallable | Non
         return f"Pressed {digits}."
 
     return send_dtmf
+
+
+def _warm_transfer_handler(plan: ToolPlan, ctx: ToolCallContext) -> ToolCallable | None:
+    warm = ctx.warm_transfer
+    if warm is None:
+        return None
+    options = parse_warm_transfer(plan.options, where=f"tool {plan.name!r}")
+
+    async def warm_transfer(arguments: dict[str, Any]) -> Any:
+        try:
+            outcome = await warm(options, str(arguments.get("summary") or ""))
+        except Exception as e:
+            logger.exception("warm transfer failed")
+            _record(ctx, tool=plan.name, ok=False, error=str(e))
+            raise ToolError("The transfer did not go through.") from None
+        _record(ctx, tool=plan.name, ok=True, bridged=outcome is None)
+        if outcome is None:
+            # bridged: the agent has left the call, nothing more to say
+            raise StopResponse()
+        return outcome
+
+    return warm_transfer

@@ -14,6 +14,7 @@ from worker.config.control_plane import (
 )
 from worker.config.dispatch import Dispatch, fill_placeholders, merge, parse_dispatch
 from worker.config.tools import BUILTINS, ToolPlan, parse_tools
+from worker.config.transfers import TransferDestination, WarmTransferOptions, parse_warm_transfer
 
 __all__ = [
     "BUILTINS",
@@ -25,6 +26,8 @@ __all__ = [
     "FileControlPlane",
     "HttpControlPlane",
     "ToolPlan",
+    "TransferDestination",
+    "WarmTransferOptions",
     "fill_placeholders",
     "merge",
     "open_control_plane",
@@ -32,5 +35,6 @@ __all__ = [
     "parse_dispatch",
     "parse_retry_after",
     "parse_tools",
+    "parse_warm_transfer",
     "snake",
 ]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.errors import ConfigError
+from worker.config.transfers import parse_warm_transfer
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +30,12 @@ class ToolPlan:
     """Webhook that executes the tool; ``None`` for built-ins."""
     timeout_seconds: float = 10.0
     builtin: str | None = None
-    """``end_call``, ``transfer_call`` or ``send_dtmf`` for built-in tools."""
+    """``end_call``, ``transfer_call``, ``send_dtmf`` or ``warm_transfer`` for built-ins."""
     options: dict[str, Any] = field(default_factory=dict)
     """Built-in specifics, e.g. ``{"to": "+1..."}`` for ``transfer_call``."""
 
 
-BUILTINS = ("end_call", "transfer_call", "send_dtmf")
+BUILTINS = ("end_call", "transfer_call", "send_dtmf", "warm_transfer")
 MAX_TIMEOUT_SECONDS = 120.0
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _BUILTIN_DESCRIPTIONS = {
@@ -46,6 +47,10 @@ _BUILTIN_DESCRIPTIONS = {
         "Transfer the caller to a human. Tell the caller you are transferring them, then call this."
     ),
     "send_dtmf": "Press keys on the phone keypad (DTMF), e.g. to navigate a phone menu.",
+    "warm_transfer": (
+        "Transfer the caller to a person, who is asked first: the caller waits on hold. "
+        "Tell the caller you are connecting them, then call this with a one-sentence summary."
+    ),
 }
 
 _BUILTIN_PARAMETERS: dict[str, dict[str, Any]] = {
@@ -66,6 +71,15 @@ _BUILTIN_PARAMETERS: dict[str, dict[str, Any]] = {
             }
         },
         "required": ["digits"],
+    },
+    "warm_transfer": {
+        "type": "object",
+        "properties": {
+            "summary": {
+                "type": "string",
+                "description": "One sentence for the person: who is calling and what they need.",
+            }
+        },
     },
 }
 
@@ -184,6 +198,8 @@ def _parse_builtin(where: str, builtin: str, spec: Mapping[str, Any]) -> ToolPla
                 "transfer_call needs options.to: an E.164 number or a sip:/tel: URI",
                 field=f"{where}.options.to",
             )
+    if builtin == "warm_transfer":
+        options = parse_warm_transfer(options, where=where).to_options()
     name = spec.get("name", builtin)
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ConfigError(f"{builtin}: invalid name {name!r}", field=f"{where}.name")
