@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+BRIDGE_JOIN_SECONDS = 5.0
 _move_supported: bool | None = None
 
 
@@ -142,6 +143,9 @@ class WarmTransferTool:
             ]
 
         started = time.monotonic()
+        # the bridged leg may not be in this room's view yet when the dial returns
+        while len(sip_parties()) < 2 and time.monotonic() - started < BRIDGE_JOIN_SECONDS:
+            await asyncio.sleep(every)
         while len(sip_parties()) >= 2 and self.room.isconnected():
             await asyncio.sleep(every)
         self.life.recorder.add_event(

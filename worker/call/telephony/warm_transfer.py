@@ -209,6 +209,10 @@ async def run_warm_transfer(
                 }.get(decision, Outcome.NO_REPLY)
         except DialFailed as e:
             outcome, code, reason = e.outcome, e.sip_status_code, e.sip_status
+        except Exception:
+            # e.g. the screening TTS failed: this destination is lost, the next may not be
+            logger.exception("warm transfer to %s failed", dest.label)
+            outcome = Outcome.FAILED
         finally:
             await leg.close()
         attempts.append(TransferAttempt(dest.label, outcome, code, reason, clock() - started))
@@ -244,6 +248,9 @@ def _sip_failure(exc: Exception) -> DialFailed:
     if isinstance(exc, api.ServerError):
         err = api.SipCallError.from_server_error(exc)
         code, status = err.sip_status_code, err.sip_status
+        if code is None and exc.code == "deadline_exceeded":
+            # livekit-sip gives up at the ringing timeout without a SIP response
+            return DialFailed(Outcome.NO_ANSWER)
     return DialFailed(outcome_for_sip(code), code, status)
 
 
@@ -295,7 +302,11 @@ class LiveKitDialer:
     async def __call__(self, dest: TransferDestination, index: int) -> ConsultationLeg:
         room_name = f"{self.caller_room}-consult-{index + 1}"
         identity = f"consult-{index + 1}"
-        room = await self.join(room_name, SCREENING_IDENTITY)
+        try:
+            room = await self.join(room_name, SCREENING_IDENTITY)
+        except Exception as exc:
+            logger.warning("consultation room %s: %r", room_name, exc)
+            raise DialFailed(Outcome.FAILED) from None
         leg = _LiveKitLeg(self, dest, room, identity)
         try:
             await self.dial_into(dest, room_name, identity)

@@ -116,6 +116,12 @@ async def test_every_decline_tries_the_next_then_takes_a_message() -> None:
         "D": FakeLeg(Decision.ACCEPT, bridge_error=DialFailed(Outcome.NO_ANSWER, 480)),
         "E": DialFailed(Outcome.FAILED),
     }
+
+    class BrokenLeg(FakeLeg):
+        async def screen(self, text: str) -> None:
+            raise RuntimeError("TTS down")
+
+    legs["F"] = BrokenLeg(Decision.ACCEPT)
     script = Script(**legs)
     result = await run_warm_transfer(options(*legs), "", dial=script.dial, stage=script.stage)
     assert result.bridged_to is None and result.fallback == "take_message"
@@ -125,8 +131,9 @@ async def test_every_decline_tries_the_next_then_takes_a_message() -> None:
         Outcome.HUNG_UP,
         Outcome.NO_ANSWER,
         Outcome.FAILED,
+        Outcome.FAILED,
     ]
-    assert [i for _, i in script.dialled] == [0, 1, 2, 3, 4]
+    assert [i for _, i in script.dialled] == [0, 1, 2, 3, 4, 5]
     assert all(leg.closed for leg in legs.values() if isinstance(leg, FakeLeg))
     assert script.names()[-1] == ("fallback", None)
     told = fallback_instruction(result)
@@ -251,6 +258,23 @@ async def test_a_busy_consultation_leg_fails_with_its_sip_status_and_cleans_up()
     assert req.wait_until_answered and req.sip_number == "+15550100000"
     assert req.ringing_timeout.seconds == 12
     assert rooms[0].disconnected and lk.calls == ["delete call-1-consult-1"]
+
+
+async def test_ringing_timeout_and_a_dead_room_are_failed_legs() -> None:
+    timeout = api.ServerError("deadline_exceeded", "context deadline exceeded", status=504)
+    lk, rooms = FakeLiveKit([timeout], None), []
+    dial = dialer(lk, rooms)
+    with pytest.raises(DialFailed) as err:
+        await dial(dial.options.destinations[0], 0)
+    assert err.value.outcome is Outcome.NO_ANSWER
+
+    async def unreachable(room_name: str, identity: str) -> Any:
+        raise ConnectionError("LiveKit down")
+
+    dial.join = unreachable
+    with pytest.raises(DialFailed) as err:
+        await dial(dial.options.destinations[0], 0)
+    assert err.value.outcome is Outcome.FAILED and len(lk.requests) == 1
 
 
 async def test_bridge_moves_the_leg_or_dials_the_destination_into_the_caller_room() -> None:
