@@ -1,6 +1,7 @@
 """An agent's tools as the control plane serves them (``GET /v1/agents/{id}/tools``),
 validated into ``ToolPlan`` entries: webhook tools and the built-ins ``end_call``,
-``transfer_call`` and ``send_dtmf``. ``worker.call.tools`` runs them on a call.
+``transfer_call``, ``send_dtmf`` and ``warm_transfer`` (its options:
+``worker.config.transfers``). ``worker.call.tools`` runs them on a call.
 
 Tools are scoped to their agent (reference 000: the key is organization, agent, tool
 name): :func:`parse_tools` reads exactly one agent's answer.
