@@ -35,7 +35,13 @@ from worker.call.survival import (
     resume_report,
     resumed_plan,
 )
-from worker.call.telephony import CallerDigits, SIPCall, blind_transfer
+from worker.call.telephony import (
+    CallerDigits,
+    SIPCall,
+    WarmTransferTool,
+    blind_transfer,
+    room_joiner,
+)
 from worker.call.tools import room_dtmf, sip_transfer
 from worker.config import CachingControlPlane, parse_dispatch
 from worker.metrics import default_metrics
@@ -157,11 +163,15 @@ async def entrypoint(ctx: JobContext) -> None:
     http = httpx.AsyncClient()
     sender = webhook_sender(settings, life.metrics)
     keys = CallerDigits(record_event=life.recorder.add_event)
+    warm = WarmTransferTool(
+        life, lkapi=ctx.api, room=ctx.room, sender=sender, join=room_joiner(settings)
+    )
     tools = life.function_tools(
         http,
         transfer=blind_transfer(life, sender, _caller_transfer(ctx)),
         publish_dtmf=room_dtmf(ctx.room),
         collect_digits=keys.collect,
+        warm_transfer=warm,
     )
     history = None if checkpoint is None else chat_history(checkpoint["report"]["transcript"])
     call = assemble_call(plan, life, ctx.room, tools, history=history)
@@ -245,6 +255,7 @@ async def entrypoint(ctx: JobContext) -> None:
     await call.closed.wait()
     if amd_task is not None:
         amd_task.cancel()
+    await warm.until_bridge_ends()
     offline_tts_allowed = any(c.vendor == "local" for c in plan.providers["tts"])
     if life.failed and life.end_reason and "tts:" in life.end_reason and offline_tts_allowed:
         logger.error("call ended by a provider failure: %s", life.failed)

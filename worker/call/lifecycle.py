@@ -28,7 +28,7 @@ from livekit.agents.voice.events import (
 from pipelines.providers.failover import LayerDown
 from worker.call.report import CallRecorder, save_report
 from worker.call.tools import ToolCallContext, build_function_tools
-from worker.config import AgentConfig, Dispatch, parse_dispatch
+from worker.config import AgentConfig, Dispatch, WarmTransferOptions, parse_dispatch
 from worker.metrics import WorkerMetrics, default_metrics
 from worker.plan import APOLOGY, GOODBYE, SessionPlan
 from worker.settings import Settings
@@ -189,6 +189,7 @@ class CallLifecycle:
         transfer: Callable[[str], Awaitable[None]] | None,
         publish_dtmf: Callable[[int, str], Awaitable[None]] | None,
         collect_digits: Callable[..., Awaitable[tuple[str, str]]] | None = None,
+        warm_transfer: Callable[[WarmTransferOptions, str], Awaitable[str | None]] | None = None,
     ) -> list[Any]:
         ctx = ToolCallContext(
             call_id=self.recorder.call_id,
@@ -199,6 +200,7 @@ class CallLifecycle:
             publish_dtmf=publish_dtmf,
             collect_digits=collect_digits,
             record_event=self.recorder.add_event,
+            warm_transfer=warm_transfer,
         )
         secret = self.plan.webhook_secret.get_secret_value() if self.plan.webhook_secret else None
         return build_function_tools(self.plan.tools, call_context=ctx, http=http, secret=secret)

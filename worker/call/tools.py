@@ -34,7 +34,14 @@ from worker.call.telephony import (
     MAX_DIGITS,
     TransferFailed,
 )
-from worker.config import BUILTINS, ToolPlan, pick_destination, transfer_destinations
+from worker.config import (
+    BUILTINS,
+    ToolPlan,
+    WarmTransferOptions,
+    parse_warm_transfer,
+    pick_destination,
+    transfer_destinations,
+)
 from worker.webhooks import post_signed
 
 if TYPE_CHECKING:
@@ -74,6 +81,9 @@ class ToolCallContext:
     caller's keys (``CallerDigits.collect``)."""
     record_event: EventSink | None = None
     dtmf_gap_seconds: float = DTMF_GAP_SECONDS
+    warm_transfer: Callable[[WarmTransferOptions, str], Awaitable[str | None]] | None = None
+    """``warm_transfer(options, summary)`` (``worker.call.telephony``): None once the caller
+    is bridged, else what the LLM is told (nobody took the call)."""
 
 
 def sip_transfer(
@@ -261,6 +271,8 @@ def _builtin_handler(plan: ToolPlan, ctx: ToolCallContext) -> ToolCallable | Non
 
     if plan.builtin == "collect_digits":
         return _collect_digits_handler(plan, ctx)
+    if plan.builtin == "warm_transfer":
+        return _warm_transfer_handler(plan, ctx)
 
     publish = ctx.publish_dtmf
     if publish is None:
@@ -322,3 +334,25 @@ def _collect_digits_handler(plan: ToolPlan, ctx: ToolCallContext) -> ToolCallabl
         return f"The caller typed {digits}."
 
     return collect_digits
+
+
+def _warm_transfer_handler(plan: ToolPlan, ctx: ToolCallContext) -> ToolCallable | None:
+    warm = ctx.warm_transfer
+    if warm is None:
+        return None
+    options = parse_warm_transfer(plan.options, where=f"tool {plan.name!r}")
+
+    async def warm_transfer(arguments: dict[str, Any]) -> Any:
+        try:
+            outcome = await warm(options, str(arguments.get("summary") or ""))
+        except Exception as e:
+            logger.exception("warm transfer failed")
+            _record(ctx, tool=plan.name, ok=False, error=str(e))
+            raise ToolError("The transfer did not go through.") from None
+        _record(ctx, tool=plan.name, ok=True, bridged=outcome is None)
+        if outcome is None:
+            # bridged: the agent has left the call, nothing more to say
+            raise StopResponse()
+        return outcome
+
+    return warm_transfer

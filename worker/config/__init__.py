@@ -14,7 +14,14 @@ from worker.config.control_plane import (
 )
 from worker.config.dispatch import Dispatch, fill_placeholders, merge, parse_dispatch
 from worker.config.tools import BUILTINS, ToolPlan, parse_tools
-from worker.config.transfers import TransferDestination, pick_destination, transfer_destinations
+from worker.config.transfers import (
+    TransferDestination,
+    WarmDestination,
+    WarmTransferOptions,
+    parse_warm_transfer,
+    pick_destination,
+    transfer_destinations,
+)
 
 __all__ = [
     "BUILTINS",
@@ -27,6 +34,8 @@ __all__ = [
     "HttpControlPlane",
     "ToolPlan",
     "TransferDestination",
+    "WarmDestination",
+    "WarmTransferOptions",
     "fill_placeholders",
     "merge",
     "open_control_plane",
@@ -34,6 +43,7 @@ __all__ = [
     "parse_dispatch",
     "parse_retry_after",
     "parse_tools",
+    "parse_warm_transfer",
     "pick_destination",
     "snake",
     "transfer_destinations",

@@ -1,6 +1,7 @@
 """An agent's tools as the control plane serves them (``GET /v1/agents/{id}/tools``),
 validated into ``ToolPlan`` entries: webhook tools and the built-ins ``end_call``,
-``transfer_call``, ``send_dtmf`` and ``collect_digits``. ``worker.call.tools`` runs them on a call.
+``transfer_call``, ``send_dtmf``, ``collect_digits`` and ``warm_transfer`` (the transfers'
+options: ``worker.config.transfers``). ``worker.call.tools`` runs them on a call.
 
 Tools are scoped to their agent (reference 000: the key is organization, agent, tool
 name): :func:`parse_tools` reads exactly one agent's answer.
@@ -14,7 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.errors import ConfigError
-from worker.config.transfers import transfer_destinations, transfer_parameters
+from worker.config.transfers import (
+    parse_warm_transfer,
+    transfer_destinations,
+    transfer_parameters,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +35,13 @@ class ToolPlan:
     """Webhook that executes the tool; ``None`` for built-ins."""
     timeout_seconds: float = 10.0
     builtin: str | None = None
-    """``end_call``, ``transfer_call``, ``send_dtmf`` or ``collect_digits`` for built-ins."""
+    """``end_call``, ``transfer_call``, ``send_dtmf``, ``collect_digits`` or ``warm_transfer``
+    for built-ins."""
     options: dict[str, Any] = field(default_factory=dict)
     """Built-in specifics, e.g. ``{"to": "+1..."}`` for ``transfer_call``."""
 
 
-BUILTINS = ("end_call", "transfer_call", "send_dtmf", "collect_digits")
+BUILTINS = ("end_call", "transfer_call", "send_dtmf", "collect_digits", "warm_transfer")
 MAX_TIMEOUT_SECONDS = 120.0
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _BUILTIN_DESCRIPTIONS = {
@@ -50,6 +56,10 @@ _BUILTIN_DESCRIPTIONS = {
     "collect_digits": (
         "Wait for the caller to type digits on their keypad (a PIN, an account number, a "
         "menu choice) and get them. Ask the caller to type them first."
+    ),
+    "warm_transfer": (
+        "Transfer the caller to a person, who is asked first: the caller waits on hold. "
+        "Tell the caller you are connecting them, then call this with a one-sentence summary."
     ),
 }
 
@@ -92,6 +102,15 @@ _BUILTIN_PARAMETERS: dict[str, dict[str, Any]] = {
                 "maximum": 60,
                 "description": "Give up waiting after this many seconds (default 10).",
             },
+        },
+    },
+    "warm_transfer": {
+        "type": "object",
+        "properties": {
+            "summary": {
+                "type": "string",
+                "description": "One sentence for the person: who is calling and what they need.",
+            }
         },
     },
 }
@@ -207,6 +226,8 @@ def _parse_builtin(where: str, builtin: str, spec: Mapping[str, Any]) -> ToolPla
     parameters = _BUILTIN_PARAMETERS[builtin]
     if builtin == "transfer_call":
         parameters = transfer_parameters(transfer_destinations(options, where=where))
+    if builtin == "warm_transfer":
+        options = parse_warm_transfer(options, where=where).to_options()
     name = spec.get("name", builtin)
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ConfigError(f"{builtin}: invalid name {name!r}", field=f"{where}.name")

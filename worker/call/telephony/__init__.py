@@ -10,6 +10,7 @@ from worker.call.telephony.dtmf import (
     CallerDigits,
     turn_text,
 )
+from worker.call.telephony.hold import CallerHold
 from worker.call.telephony.leg import SIPCall
 from worker.call.telephony.status import (
     DEFAULT_RINGING_TIMEOUT,
@@ -19,6 +20,19 @@ from worker.call.telephony.status import (
     StatusChange,
 )
 from worker.call.telephony.transfer import TRANSFERRED, TransferFailed, blind_transfer
+from worker.call.telephony.warm_session import WarmTransferTool, move_supported, room_joiner
+from worker.call.telephony.warm_transfer import (
+    ConsultationLeg,
+    Decision,
+    DialFailed,
+    LiveKitDialer,
+    TransferAttempt,
+    TransferOutcome,
+    WarmTransferResult,
+    outcome_for_sip,
+    run_warm_transfer,
+    screening_text,
+)
 
 __all__ = [
     "COLLECT_TIMEOUT_SECONDS",
@@ -30,10 +44,24 @@ __all__ = [
     "CallPhase",
     "CallStatusMachine",
     "CallerDigits",
+    "CallerHold",
+    "ConsultationLeg",
+    "Decision",
+    "DialFailed",
+    "LiveKitDialer",
     "Outcome",
     "SIPCall",
     "StatusChange",
+    "TransferAttempt",
     "TransferFailed",
+    "TransferOutcome",
+    "WarmTransferResult",
+    "WarmTransferTool",
     "blind_transfer",
+    "move_supported",
+    "outcome_for_sip",
+    "room_joiner",
+    "run_warm_transfer",
+    "screening_text",
     "turn_text",
 ]
