@@ -25,6 +25,7 @@ from pipelines.errors import VoiceWorkerError
 from worker.call.lifecycle import CallLifecycle, pre_call_hook, webhook_sender
 from worker.call.recording import finish_recording
 from worker.call.session import assemble_call, start_call
+from worker.call.telephony import fill_from_sip, inbound_caller, sip_call_info, until_answered
 from worker.call.tools import room_dtmf, sip_transfer
 from worker.config import CachingControlPlane, parse_dispatch
 from worker.metrics import default_metrics
@@ -99,6 +100,9 @@ async def entrypoint(ctx: JobContext) -> None:
     ctx.log_context_fields = extra
     try:
         dispatch = parse_dispatch(ctx.job.metadata, source="job metadata")
+        caller = await inbound_caller(ctx) if dispatch.direction == "inbound" else None
+        if caller is not None:
+            dispatch = fill_from_sip(dispatch, caller.attributes)
         extra["agent_id"] = dispatch.agent_id or ""
         ctx.log_context_fields = extra
         call_id = dispatch.call_id or ctx.job.id
@@ -123,6 +127,8 @@ async def entrypoint(ctx: JobContext) -> None:
         life.recorder.add_event("stale_config", age_seconds=round(loaded.stale_age_seconds))
     if loaded.pre_call:
         life.recorder.add_event("pre_call", outcome=loaded.pre_call)
+    if caller is not None:
+        life.recorder.update_metadata(sip_call_info(caller.attributes))
     for warning in plan.warnings:
         logger.warning("plan: %s", warning)
 
@@ -148,7 +154,8 @@ async def entrypoint(ctx: JobContext) -> None:
     ctx.add_shutdown_callback(on_shutdown)
     drain_watch = asyncio.create_task(end_on_drain(life))
     call.session.on("close", lambda _ev: drain_watch.cancel())
-    await start_call(call, ctx.room)
+    answered = None if caller is None else (lambda: until_answered(ctx.room, caller))
+    await start_call(call, ctx.room, answered=answered)
     if call.router is not None:
         callee = await ctx.wait_for_participant()
         amd_task = asyncio.create_task(call.router.run(call.session, callee))
