@@ -14,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pipelines.audio import Audio, detect_segments, read_wav, resample
+import numpy as np
+
+from pipelines.audio import Audio, detect_segments, read_wav, resample, write_wav
 from worker.dev.caller import AGENT_RATE, FRAME_MS, CallRecording, turn_metrics
 from worker.dev.phone_call import CALLER_ID, PhoneLeg, place_outbound_call, route_inbound
 from worker.dev.replay import (
@@ -55,6 +57,17 @@ def heard_recording(heard: Audio) -> CallRecording:
     return CallRecording(t0=0.0, agent_frames=frames)
 
 
+def answer_aligned(heard: Audio, sent: Audio | None) -> Audio:
+    """``heard`` with t=0 at the answer. The phone records each direction from its first
+    frame: what it sent from the answer (its WAV starts there), what it heard only from the
+    first audio decoded, a few hundred ms later and by a varying amount. Both recordings end
+    at the hangup, so the difference in length is the heard side's late start."""
+    if sent is None or sent.duration <= heard.duration:
+        return heard
+    lead = np.zeros(round((sent.duration - heard.duration) * heard.sample_rate), np.float32)
+    return Audio(np.concatenate([lead, heard.samples]), heard.sample_rate)
+
+
 def transcript_since(report: Mapping[str, Any], t0: float) -> list[dict[str, Any]]:
     """The report's transcript as replay writes it: caller/agent, seconds since ``t0``."""
     rows = []
@@ -70,6 +83,84 @@ def transcript_since(report: Mapping[str, Any], t0: float) -> list[dict[str, Any
             }
         )
     return sorted(rows, key=lambda e: e["at"])
+
+
+@dataclass
+class PhoneCallResult:
+    """One phone call as the phone had it; times on the phone's clock (0 at the answer)."""
+
+    placed_at: float
+    """``time.time()`` when the call was placed (dial or ``CreateSIPParticipant``)."""
+    answered_at: float
+    """``time.time()`` of the answer."""
+    call_seconds: float
+    """From the answer to the phone's hangup (or the other side's)."""
+    heard: Audio | None
+    """What the phone heard (8 kHz) from the answer on, None if it heard nothing."""
+    sip_log: str
+    """The phone's events, then livekit-sip's log lines since the call was placed."""
+    room: str | None = None
+    """The room of an outbound call (an inbound call's is named by the dispatch rule)."""
+
+
+async def run_phone_call(
+    livekit: LiveKitEndpoint,
+    sip: LiveKitSIP,
+    agent_name: str,
+    audio_path: Path,
+    metadata: Mapping[str, Any],
+    *,
+    direction: Direction,
+    tail_seconds: float,
+) -> PhoneCallResult:
+    """One call between a fresh baresip phone playing ``audio_path`` and the worker
+    registered as ``agent_name`` (``metadata`` is its dispatch), until the phone hangs up
+    (its WAV and ``tail_seconds`` of silence played) or is hung up on."""
+    log_start = len(sip.log_text())
+    phone = SIPPhone(user=PHONE_NUMBER, audio=audio_path, hold_seconds=tail_seconds)
+    await phone.astart()
+    try:
+        placed = time.time()
+        room = None
+        if direction == "outbound":
+            call = await place_outbound_call(
+                livekit,
+                agent_name=agent_name,
+                phone_address=phone.address,
+                to_user=phone.user,
+                metadata=metadata,
+                ringing_timeout=ANSWER_TIMEOUT,
+            )
+            room = call.room_name
+        else:
+            route = await route_inbound(
+                livekit, agent_name=agent_name, sip_address=sip.address, metadata=metadata
+            )
+            await asyncio.to_thread(phone.dial, route.uri)
+        answer = await asyncio.to_thread(phone.wait_for, "CALL_ESTABLISHED", ANSWER_TIMEOUT)
+        answered = time.time() - (time.monotonic() - answer.at)
+        limit = phone.speech_seconds + tail_seconds + HANGUP_MARGIN
+        closed = await asyncio.to_thread(phone.wait_for, "CALL_CLOSED", limit)
+        heard_path = phone.heard_wav()
+        sent = sorted(phone.recordings_dir.glob("*-enc.wav"))
+        heard = None
+        if heard_path is not None:
+            heard = answer_aligned(read_wav(heard_path), read_wav(sent[-1]) if sent else None)
+        events = "\n".join(f"{e.at - answer.at:8.3f} {e.type} {e.param}" for e in phone.events)
+        sip_log = (
+            f"# phone ({phone.uri}) events, seconds since the answer\n{events}\n"
+            f"# livekit-sip\n{sip.log_text()[log_start:]}"
+        )
+    finally:
+        await phone.astop()
+    return PhoneCallResult(
+        placed_at=placed,
+        answered_at=answered,
+        call_seconds=round(closed.at - answer.at, 3),
+        heard=heard,
+        sip_log=sip_log,
+        room=room,
+    )
 
 
 async def replay_phone_call(
@@ -89,22 +180,14 @@ async def replay_phone_call(
     settings = Settings()
     caller = read_wav(audio_path)
     out.mkdir(parents=True, exist_ok=True)
-    metadata = {**call_metadata(agent, dispatch), "direction": direction}
-    if direction == "outbound":
-        metadata.setdefault("to", PHONE_NUMBER)
-        metadata.setdefault("from", CALLER_ID)
+    metadata = phone_metadata(call_metadata(agent, dispatch), direction)
     plan = await resolve_first(metadata, settings)
     env = dict(extra_env or {})
     env.setdefault("REPORT_DIR", str(out / "reports"))
     async with contextlib.AsyncExitStack() as stack:
         await recordings_env(stack, plan, out, env)
         if livekit is None or sip is None:
-            leg = PhoneLeg()
-            await asyncio.to_thread(leg.__enter__)
-            stack.push_async_callback(asyncio.to_thread, leg.__exit__, None, None, None)
-            livekit, sip = leg.endpoint, leg.sip
-            assert sip is not None
-        log_start = len(sip.log_text())
+            livekit, sip = await phone_leg(stack)
         _, worker = await stack.enter_async_context(
             local_stack(
                 settings,
@@ -115,62 +198,59 @@ async def replay_phone_call(
                 endpoint=livekit,
             )
         )
-        phone = SIPPhone(user=PHONE_NUMBER, audio=audio_path, hold_seconds=tail_seconds)
-        await phone.astart()
-        stack.push_async_callback(phone.astop)
-        placed = time.time()
-        if direction == "outbound":
-            call = await place_outbound_call(
-                livekit,
-                agent_name=worker.agent_name,
-                phone_address=phone.address,
-                to_user=phone.user,
-                metadata=metadata,
-                ringing_timeout=ANSWER_TIMEOUT,
-            )
-            room = call.room_name
-        else:
-            route = await route_inbound(
-                livekit, agent_name=worker.agent_name, sip_address=sip.address, metadata=metadata
-            )
-            await asyncio.to_thread(phone.dial, route.uri)
-            room = None
-        answer = await asyncio.to_thread(phone.wait_for, "CALL_ESTABLISHED", ANSWER_TIMEOUT)
-        answered = time.time() - (time.monotonic() - answer.at)
-        limit = phone.speech_seconds + tail_seconds + HANGUP_MARGIN
-        closed = await asyncio.to_thread(phone.wait_for, "CALL_CLOSED", limit)
-        heard_path = phone.heard_wav()
-        if heard_path is not None:
-            shutil.copyfile(heard_path, out / "phone_heard.wav")
-        # the phone's own view of the call, then livekit-sip's (its log since the call began)
-        sip_log = sip.log_text()[log_start:]
-        events = "\n".join(f"{e.at - answer.at:8.3f} {e.type} {e.param}" for e in phone.events)
-        (out / "sip.log").write_text(
-            f"# phone ({phone.uri}) events, seconds since the answer\n{events}\n"
-            f"# livekit-sip\n{sip_log}"
+        call = await run_phone_call(
+            livekit,
+            sip,
+            worker.agent_name,
+            audio_path,
+            metadata,
+            direction=direction,
+            tail_seconds=tail_seconds,
         )
+    (out / "sip.log").write_text(call.sip_log)
+    if call.heard is not None:
+        write_wav(out / "phone_heard.wav", call.heard)
     report = latest_report(Path(env["REPORT_DIR"]))
     if report is not None:
         (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    transcript = transcript_since(report or {}, answered)
+    transcript = transcript_since(report or {}, call.answered_at)
     (out / "transcript.json").write_text(json.dumps(transcript, indent=2) + "\n")
-    heard = read_wav(out / "phone_heard.wav") if heard_path is not None else None
+    heard = call.heard
     turns = turn_metrics(heard_recording(heard), detect_segments(caller)) if heard else []
     metrics = {
-        "answer_seconds": round(answered - placed, 3),
-        "call_seconds": round(closed.at - answer.at, 3),
+        "answer_seconds": round(call.answered_at - call.placed_at, 3),
+        "call_seconds": call.call_seconds,
         "turns": turns,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return {
         "out": str(out),
         "direction": direction,
-        "room": (report or {}).get("room_name", room),
+        "room": (report or {}).get("room_name", call.room),
         "end_reason": (report or {}).get("end_reason"),
         "heard_seconds": round(heard.duration, 2) if heard else 0.0,
         "transcript": transcript,
         **metrics,
     }
+
+
+def phone_metadata(metadata: Mapping[str, Any], direction: Direction) -> dict[str, Any]:
+    """The dispatch of a phone call: its direction, and on an outbound call the numbers
+    the platform sets (``to`` the phone, ``from`` the trunk) unless given."""
+    out = {**metadata, "direction": direction}
+    if direction == "outbound":
+        out.setdefault("to", PHONE_NUMBER)
+        out.setdefault("from", CALLER_ID)
+    return out
+
+
+async def phone_leg(stack: contextlib.AsyncExitStack) -> tuple[LiveKitEndpoint, LiveKitSIP]:
+    """A ``PhoneLeg`` started off the event loop, stopped when ``stack`` closes."""
+    leg = PhoneLeg()
+    await asyncio.to_thread(leg.__enter__)
+    stack.push_async_callback(asyncio.to_thread, leg.__exit__, None, None, None)
+    assert leg.sip is not None
+    return leg.endpoint, leg.sip
 
 
 def summary_text(result: Mapping[str, Any]) -> str:

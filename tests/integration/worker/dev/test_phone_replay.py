@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from pipelines.audio import read_wav
+from pipelines.audio import Audio, read_wav, write_wav
 from pipelines.loopback import OpenAIServer
 from worker.dev.phone_replay import PHONE_NUMBER, replay_phone_call
 from worker.dev.services import LiveKitEndpoint
@@ -21,6 +22,9 @@ pytestmark = pytest.mark.integration
 
 HELLO = REPO_ROOT / "fixtures" / "audio" / "short_hello.wav"
 """4 s of lead-in, "Hello?" at 4.0-4.5 s, then quiet: 10.8 s."""
+LEAD = 4.0
+"""Seconds of silence added before it: the phone answers at once, and the agent's job may
+take a few seconds to join on a busy machine; "Hello?" comes after the greeting."""
 FIRST_MESSAGE = "Hi, this is the test line."
 ANSWER = "Thanks, that is all set."
 TAIL = 3.0
@@ -35,6 +39,10 @@ async def test_phone_replay_writes_the_call_as_the_phone_had_it(
 ) -> None:
     monkeypatch.setenv("LOCAL_LLM_BASE_URL", llama_base_url)
     out = tmp_path / "out"
+    hello = read_wav(HELLO)
+    caller = tmp_path / "caller.wav"
+    lead = np.zeros(round(LEAD * hello.sample_rate), np.float32)
+    write_wav(caller, Audio(np.concatenate([lead, hello.samples]), hello.sample_rate))
     async with OpenAIServer(reply=ANSWER) as llm:
         agent = tmp_path / "agent.json"
         agent.write_text(
@@ -54,7 +62,7 @@ async def test_phone_replay_writes_the_call_as_the_phone_had_it(
         )
         result = await replay_phone_call(
             str(agent),
-            HELLO,
+            caller,
             out,
             direction="outbound",
             tail_seconds=TAIL,
@@ -70,10 +78,10 @@ async def test_phone_replay_writes_the_call_as_the_phone_had_it(
     heard = read_wav(out / "phone_heard.wav")
     assert heard.sample_rate == 8000
     # the phone played the WAV from the answer, then TAIL seconds of silence, then hung up
-    assert abs(heard.duration - (read_wav(HELLO).duration + TAIL)) < 1.5, heard.duration
+    assert abs(heard.duration - (LEAD + hello.duration + TAIL)) < 1.5, heard.duration
     metrics = json.loads((out / "metrics.json").read_text())
     (turn,) = metrics["turns"]
-    assert 4.3 < turn["caller_end_of_speech"] < 4.8, turn
+    assert LEAD + 4.3 < turn["caller_end_of_speech"] < LEAD + 4.8, turn
     # heard at the phone: after "Hello?" ended, before the phone hung up
     assert 0.0 < turn["response_latency"] < heard.duration - turn["caller_end_of_speech"], turn
     assert metrics["answer_seconds"] >= 0
