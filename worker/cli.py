@@ -86,6 +86,8 @@ async def _replay(args: argparse.Namespace) -> int:
     from worker.dev import replay_call, summary_text
 
     out = Path(args.out)
+    if args.phone:
+        return await _replay_phone(args, out)
     result = await replay_call(
         args.agent,
         Path(args.audio),
@@ -98,6 +100,25 @@ async def _replay(args: argparse.Namespace) -> int:
     print(summary_text(result), file=sys.stderr)
     emit({"out": result["out"], "turns": result["turns"], "error": result["error"]})
     return EXIT_RUNTIME if result["error"] else EXIT_OK
+
+
+async def _replay_phone(args: argparse.Namespace, out: Path) -> int:
+    from worker.dev.phone_replay import replay_phone_call, summary_text
+
+    for flag, value in (("--livekit-url", args.livekit_url), ("--fault", args.fault)):
+        if value:
+            raise ConfigError(f"{flag}: not available with --phone (the call runs on its own leg)")
+    result = await replay_phone_call(
+        args.agent,
+        Path(args.phone),
+        out,
+        direction=args.direction,
+        dispatch=_json_arg(args.dispatch, "--dispatch"),
+        tail_seconds=args.tail,
+    )
+    print(summary_text(result), file=sys.stderr)
+    emit({k: result[k] for k in ("out", "direction", "end_reason", "answer_seconds", "turns")})
+    return EXIT_OK
 
 
 def _vad(args: argparse.Namespace) -> int:
@@ -183,16 +204,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "replay",
-        help="run one real call in a local LiveKit room from a WAV",
+        help="run one real call in a local LiveKit room (or over a phone line) from a WAV",
         description="Start a local LiveKit server (unless --livekit-url), "
         "the offline LLM if needed and a worker; dispatch the agent, play the "
         "WAV as the caller in real time and write DIR/agent.wav, "
         "DIR/transcript.json, DIR/metrics.json and the worker's DIR/report.json "
         "(a recorded call: its object in RECORDINGS_URL, else in DIR/bucket). "
-        "Exits 1 when the agent left before the call ended without a report of it.",
+        "Exits 1 when the agent left before the call ended without a report of it. "
+        "With --phone the whole call runs over a SIP leg (Redis, LiveKit, "
+        "livekit-sip and a baresip phone, G.711): outbound the agent calls the "
+        "phone, inbound the phone dials a number routed to the agent; the phone "
+        "plays WAV from the answer, then stays on the line in silence until the "
+        "call is hung up or --tail seconds pass, and DIR gets report.json, "
+        "phone_heard.wav (what the phone heard, t=0 at the answer), "
+        "transcript.json, metrics.json and sip.log.",
     )
     p.add_argument("--agent", required=True, help="agent id or path to an agent JSON file")
-    p.add_argument("--audio", required=True, help="caller recording (16-bit PCM WAV)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--audio", help="caller recording (16-bit PCM WAV), in a room")
+    source.add_argument(
+        "--phone", metavar="WAV", help="what the phone says (16-bit PCM WAV), over SIP"
+    )
+    p.add_argument(
+        "--direction",
+        choices=("outbound", "inbound"),
+        default="outbound",
+        help="with --phone: the agent calls the phone (outbound, default) or the phone "
+        "calls the agent (inbound)",
+    )
     p.add_argument("--out", default="out/replay", help="output directory (default out/replay)")
     p.add_argument("--dispatch", help="extra dispatch metadata: inline JSON or a JSON file")
     p.add_argument("--livekit-url", help="use this LiveKit server (LIVEKIT_API_KEY/SECRET)")
@@ -200,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tail",
         type=float,
         default=12.0,
-        help="seconds to keep listening after the WAV ends (default 12)",
+        help="seconds to keep listening after the WAV ends (default 12; with --phone: "
+        "the phone's silence on the line before it hangs up)",
     )
     p.add_argument(
         "--fault",

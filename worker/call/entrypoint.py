@@ -40,7 +40,11 @@ from worker.call.telephony import (
     SIPCall,
     WarmTransferTool,
     blind_transfer,
+    fill_from_sip,
+    inbound_caller,
     room_joiner,
+    sip_call_info,
+    until_answered,
 )
 from worker.call.tools import room_dtmf, sip_transfer
 from worker.config import CachingControlPlane, parse_dispatch
@@ -125,6 +129,9 @@ async def entrypoint(ctx: JobContext) -> None:
     store = call_store(settings)
     try:
         dispatch = parse_dispatch(ctx.job.metadata, source="job metadata")
+        caller = await inbound_caller(ctx) if dispatch.direction == "inbound" else None
+        if caller is not None:
+            dispatch = fill_from_sip(dispatch, caller.attributes)
         extra["agent_id"] = dispatch.agent_id or ""
         ctx.log_context_fields = extra
         call_id = recovery[0] if recovery else dispatch.call_id or ctx.job.id
@@ -157,6 +164,8 @@ async def entrypoint(ctx: JobContext) -> None:
         life.recorder.add_event("stale_config", age_seconds=round(loaded.stale_age_seconds))
     if loaded.pre_call:
         life.recorder.add_event("pre_call", outcome=loaded.pre_call)
+    if caller is not None:
+        life.recorder.update_metadata(sip_call_info(caller.attributes))
     for warning in plan.warnings:
         logger.warning("plan: %s", warning)
 
@@ -239,7 +248,8 @@ async def entrypoint(ctx: JobContext) -> None:
     ctx.add_shutdown_callback(on_shutdown)
     drain_watch = asyncio.create_task(end_on_drain(life))
     call.session.on("close", lambda _ev: drain_watch.cancel())
-    await start_call(call, ctx.room)
+    answered = None if caller is None else (lambda: until_answered(ctx.room, caller))
+    await start_call(call, ctx.room, answered=answered)
     if checkpoint is not None and awaits_answer(checkpoint["report"]["transcript"]):
         call.session.generate_reply()  # the turn the lost worker never answered
     amd_task: asyncio.Task[None] | None = None

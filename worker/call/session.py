@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -229,8 +229,11 @@ def assemble_call(
     return call
 
 
-async def start_call(call: Call, room: rtc.Room) -> None:
-    """Starts the session in the room and greets, unless AMD holds the greeting back."""
+async def start_call(
+    call: Call, room: rtc.Room, *, answered: Callable[[], Awaitable[bool]] | None = None
+) -> None:
+    """Starts the session in the room and greets, unless AMD holds the greeting back; a
+    phone call still ringing (``answered``) greets once answered, or not at all."""
     plan, session = call.plan, call.session
     if plan.noise_bed is not None:
         # Decoding a clip takes a while; once per process, and never on the event loop.
@@ -256,7 +259,7 @@ async def start_call(call: Call, room: rtc.Room) -> None:
         },
     )
     greet_now = call.router is None or call.router.reply_gate.is_set()
-    if plan.first_message and greet_now:
+    if plan.first_message and greet_now and (answered is None or await answered()):
         session.say(plan.first_message, allow_interruptions=plan.endpointing.allow_interruptions)
 
 

@@ -5,7 +5,9 @@ with the call's metadata, and a SIP participant dialling the callee through an o
 
 ``PhoneLeg`` starts the real parts once (Redis, a LiveKit server using it, livekit-sip);
 ``place_outbound_call`` dials a phone (``worker.dev.services.phone.SIPPhone``) into a room
-the worker was dispatched to. Tests, ``replay --phone`` and the ``--sip`` benchmarks use both.
+the worker was dispatched to; ``route_inbound`` is a phone number's routing (an inbound trunk
+and a dispatch rule sending its calls to the agent), so a phone can dial in. Tests,
+``replay --phone`` and the ``--sip`` benchmarks use them.
 """
 
 from __future__ import annotations
@@ -147,5 +149,64 @@ async def place_outbound_call(
         request.ringing_timeout.FromSeconds(int(ringing_timeout))
         await lkapi.sip.create_sip_participant(request)
         return PlacedCall(room_name, CALLEE_IDENTITY, trunk.sip_trunk_id, dispatch.id)
+    finally:
+        await lkapi.aclose()
+
+
+INBOUND_ROOM_PREFIX = "inbound-"
+"""Rooms of inbound calls: one per call, ``inbound-<random>``."""
+
+
+@dataclass(frozen=True)
+class InboundRoute:
+    number: str
+    """The number callers dial (the inbound trunk's)."""
+    uri: str
+    """What a phone dials to reach it: ``sip:<number>@<livekit-sip>``."""
+    trunk_id: str
+    rule_id: str
+
+
+async def route_inbound(
+    livekit: LiveKitEndpoint,
+    *,
+    agent_name: str,
+    sip_address: str,
+    metadata: Mapping[str, Any],
+    number: str | None = None,
+) -> InboundRoute:
+    """What the platform does for a phone number routed to an agent (reference ``002_*``):
+    an inbound trunk for ``number`` (fresh if None: trunks of one number would conflict)
+    and a dispatch rule putting each call in its own room with ``agent_name`` dispatched
+    with ``metadata`` (``direction: inbound`` and the agent are the caller's to set; the
+    numbers come from the SIP participant). ``sip_address`` is livekit-sip's ``host:port``."""
+    number = number or f"+1555{secrets.randbelow(10**7):07d}"
+    lkapi = livekit.client()
+    try:
+        trunk = await lkapi.sip.create_inbound_trunk(
+            api.CreateSIPInboundTrunkRequest(
+                trunk=api.SIPInboundTrunkInfo(name=f"in-{number}", numbers=[number])
+            )
+        )
+        rule = await lkapi.sip.create_dispatch_rule(
+            api.CreateSIPDispatchRuleRequest(
+                name=f"to-{agent_name}",
+                trunk_ids=[trunk.sip_trunk_id],
+                rule=api.SIPDispatchRule(
+                    dispatch_rule_individual=api.SIPDispatchRuleIndividual(
+                        room_prefix=INBOUND_ROOM_PREFIX
+                    )
+                ),
+                room_config=api.RoomConfiguration(
+                    agents=[
+                        api.RoomAgentDispatch(
+                            agent_name=agent_name, metadata=json.dumps(dict(metadata))
+                        )
+                    ]
+                ),
+            )
+        )
+        uri = f"sip:{number}@{sip_address}"
+        return InboundRoute(number, uri, trunk.sip_trunk_id, rule.sip_dispatch_rule_id)
     finally:
         await lkapi.aclose()

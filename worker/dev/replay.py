@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.audio import detect_segments, read_wav, write_wav
 from worker.dev.caller import CallRecording, run_caller, turn_metrics
@@ -32,6 +32,9 @@ from worker.dev.services import (
 )
 from worker.settings import Settings
 
+if TYPE_CHECKING:
+    from worker.plan import SessionPlan
+
 
 @contextlib.asynccontextmanager
 async def local_stack(
@@ -41,11 +44,14 @@ async def local_stack(
     need_llm: bool,
     workdir: Path,
     extra_env: Mapping[str, str] | None = None,
+    endpoint: LiveKitEndpoint | None = None,
 ) -> AsyncIterator[tuple[LiveKitEndpoint, WorkerProcess]]:
-    """LiveKit server (unless ``livekit_url``), llama.cpp (if needed and not running)
-    and one registered worker process."""
+    """LiveKit server (unless ``endpoint`` or ``livekit_url``), llama.cpp (if needed and
+    not running) and one registered worker process."""
     async with contextlib.AsyncExitStack() as stack:
-        if livekit_url:
+        if endpoint is not None:
+            livekit = endpoint
+        elif livekit_url:
             livekit = LiveKitEndpoint(
                 livekit_url,
                 settings.livekit_api_key,
@@ -85,36 +91,22 @@ async def replay_call(
 ) -> dict[str, Any]:
     """Runs one call and writes its artifacts; returns the summary. ``fault``
     (``LAYER:PROVIDER:KIND@SECONDS``) breaks that provider's connection mid-call."""
-    from worker.config import parse_dispatch
     from worker.dev.faults import armed, parse_fault, target, worker_overrides
-    from worker.plan import load_call, open_cached, read_json_file
 
     settings = Settings()
     spec = parse_fault(fault) if fault else None
     caller = read_wav(audio_path)
     out.mkdir(parents=True, exist_ok=True)
-    metadata: dict[str, Any] = dict(dispatch or {})
-    path = Path(agent)
-    if path.suffix == ".json" or path.exists():
-        metadata["agent"] = read_json_file(path)
-    else:
-        metadata["agentId"] = agent
-    cp = open_cached(settings)
-    try:  # Resolve here first: a bad config fails fast, before any server starts.
-        loaded = await load_call(cp, parse_dispatch(metadata), settings)
-    finally:
-        await cp.aclose()
-    need_llm = loaded.plan.providers["llm"][0].vendor in ("local", "custom")
+    metadata = call_metadata(agent, dispatch)
+    plan = await resolve_first(metadata, settings)
+    need_llm = needs_llm(plan)
     env = dict(extra_env or {})
     env.setdefault("REPORT_DIR", str(out / "reports"))
     async with contextlib.AsyncExitStack() as stack:
-        if loaded.plan.save_audio_recording and "RECORDINGS_URL" not in {**os.environ, **env}:
-            # the embedded default: a real S3 server whose objects land under out/bucket
-            bucket = await stack.enter_async_context(S3Server(out / "bucket"))
-            env.update(bucket.settings_env())
+        await recordings_env(stack, plan, out, env)
         injector = None
         if spec is not None:
-            choice = target(loaded.plan, spec)
+            choice = target(plan, spec)
             injector = await stack.enter_async_context(armed(spec, choice, settings))
             env.update(worker_overrides(choice, injector, metadata))
         livekit, worker = await stack.enter_async_context(
@@ -174,6 +166,45 @@ def call_error(
         f"the agent left the room {left:.1f} s into the call, before it ended "
         f"({caller_seconds:.1f} s of caller audio), and wrote no report"
     )
+
+
+def call_metadata(agent: str, dispatch: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The dispatch metadata of a replayed call: ``agent`` is an id or an agent JSON file."""
+    from worker.plan import read_json_file
+
+    metadata: dict[str, Any] = dict(dispatch or {})
+    path = Path(agent)
+    if path.suffix == ".json" or path.exists():
+        metadata["agent"] = read_json_file(path)
+    else:
+        metadata["agentId"] = agent
+    return metadata
+
+
+async def resolve_first(metadata: Mapping[str, Any], settings: Settings) -> SessionPlan:
+    """The call's plan, resolved before any server starts: a bad config fails fast."""
+    from worker.config import parse_dispatch
+    from worker.plan import load_call, open_cached
+
+    cp = open_cached(settings)
+    try:
+        return (await load_call(cp, parse_dispatch(metadata), settings)).plan
+    finally:
+        await cp.aclose()
+
+
+def needs_llm(plan: SessionPlan) -> bool:
+    return plan.providers["llm"][0].vendor in ("local", "custom")
+
+
+async def recordings_env(
+    stack: contextlib.AsyncExitStack, plan: SessionPlan, out: Path, env: dict[str, str]
+) -> None:
+    """A call the plan records and nothing configured to take it: the embedded default, a
+    real S3 server whose objects land under ``out/bucket`` (its settings go into ``env``)."""
+    if plan.save_audio_recording and "RECORDINGS_URL" not in {**os.environ, **env}:
+        bucket = await stack.enter_async_context(S3Server(out / "bucket"))
+        env.update(bucket.settings_env())
 
 
 def latest_report(directory: Path) -> dict[str, Any] | None:

@@ -11,6 +11,12 @@ from worker.call.telephony.dtmf import (
     turn_text,
 )
 from worker.call.telephony.hold import CallerHold
+from worker.call.telephony.inbound import (
+    fill_from_sip,
+    inbound_caller,
+    sip_call_info,
+    until_answered,
+)
 from worker.call.telephony.leg import SIPCall
 from worker.call.telephony.status import (
     DEFAULT_RINGING_TIMEOUT,
@@ -58,10 +64,14 @@ __all__ = [
     "WarmTransferResult",
     "WarmTransferTool",
     "blind_transfer",
+    "fill_from_sip",
+    "inbound_caller",
     "move_supported",
     "outcome_for_sip",
     "room_joiner",
     "run_warm_transfer",
     "screening_text",
+    "sip_call_info",
     "turn_text",
+    "until_answered",
 ]

@@ -126,7 +126,7 @@ Run = Callable[[argparse.Namespace, Path], Report | Coroutine[Any, Any, Report]]
 
 
 def _emit_summary(report: Report, json_path: Path, png: Path | None) -> None:
-    summary = {k: v for k, v in report.items() if k not in ("turns", "steps_detail")}
+    summary = {k: v for k, v in report.items() if k not in ("turns", "steps_detail", "rows")}
     summary["json"] = str(json_path)
     summary["png"] = str(png) if png else None
     json.dump(summary, sys.stdout, indent=2, default=str)
@@ -178,6 +178,11 @@ def _call_options(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def _latency(args: argparse.Namespace, out: Path) -> Coroutine[Any, Any, Report]:
+    if args.sip:
+        from worker.dev.bench.sip import bench_latency_sip
+
+        options = _call_options(args, out)
+        return bench_latency_sip(stack=args.stack, turns=args.turns, **options)
     return bench_latency(
         stack=args.stack,
         turns=args.turns,
@@ -203,12 +208,20 @@ def _audio(args: argparse.Namespace, out: Path) -> Report:
     return bench_audio(quick=args.quick)
 
 
-def _amd(args: argparse.Namespace, out: Path) -> Report:
+def _amd(args: argparse.Namespace, out: Path) -> Report | Coroutine[Any, Any, Report]:
     manifest = Path(args.manifest) if args.manifest else None
     if manifest is not None and not manifest.is_file():
         raise ValueError(f"{manifest}: no such manifest")
     from worker.dev.bench.amd import DEFAULT_MANIFEST, bench_amd
 
+    if args.sip:
+        from worker.dev.bench.sip import bench_amd_sip
+
+        return bench_amd_sip(
+            manifest or DEFAULT_MANIFEST, workdir=out / "work", limit=args.limit, stt=args.stt
+        )
+    if args.limit is not None:
+        raise ValueError("--limit: only with --sip")
     return bench_amd(manifest or DEFAULT_MANIFEST, stt=args.stt)
 
 
@@ -269,6 +282,12 @@ def add_bench_parser(
         action="store_true",
         help="record every call (save_audio_recording) into a local versitygw bucket",
     )
+    p.add_argument(
+        "--sip",
+        action="store_true",
+        help="every call a real outbound phone call (livekit-sip to a baresip phone, G.711), "
+        "one at a time, timed at the phone: caller end of speech to first agent audio heard",
+    )
     _outputs(p, "latency", calls=True)
 
     p = benchmark(
@@ -317,6 +336,17 @@ def add_bench_parser(
         choices=["moonshine+phrases", "moonshine", "phrases", "pocketsphinx", "reference", "none"],
         default="moonshine+phrases",
         help="transcript source (default moonshine+phrases: both offline recognisers)",
+    )
+    p.add_argument(
+        "--sip",
+        action="store_true",
+        help="also play every fixture from a baresip phone answering a real outbound call "
+        "(livekit-sip, G.711) and score the verdict the worker acted on, from its report",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        help="with --sip: this many fixtures, spread evenly over the manifest (default all)",
     )
     _outputs(p, "amd")
 

@@ -130,6 +130,20 @@ def bench_amd(
             }
         )
     elapsed = time.perf_counter() - started
+    return {
+        "stt": stt,
+        "stt_latency_assumed": "measured" if measured_latency else stt_latency,
+        "timeout_seconds": timeout_seconds,
+        **amd_figures(rows, timeout_seconds),
+        "bench_seconds": round(elapsed, 1),
+        "errors": [r for r in rows if not r["correct"]],
+    }
+
+
+def amd_figures(rows: list[dict[str, Any]], timeout_seconds: float) -> dict[str, Any]:
+    """The figures of verdicts ``rows`` (``label``, ``seed``, ``category``, ``correct``,
+    ``decided_at``, ``after_greeting_end``, ``beep_at``): accuracy overall, per half and
+    label, the confusion matrix, decision times after the greeting's end, the latency goals."""
 
     def accuracy(subset: list[dict[str, Any]]) -> float | None:
         return round(sum(r["correct"] for r in subset) / len(subset), 3) if subset else None
@@ -162,9 +176,6 @@ def bench_amd(
     humans = [r for r in rows if r["label"] == "human" and r["correct"]]
     machines = [r for r in rows if r["label"].startswith("machine") and r["correct"]]
     return {
-        "stt": stt,
-        "stt_latency_assumed": "measured" if measured_latency else stt_latency,
-        "timeout_seconds": timeout_seconds,
         "n": len(rows),
         "accuracy": accuracy(rows),
         "accuracy_by_half": {k: accuracy(v) for k, v in sorted(halves.items())},
@@ -177,8 +188,6 @@ def bench_amd(
         "goal_human_within_1s": accuracy([{"correct": on_time(r)} for r in humans]),
         "goal_machine_at_beep_or_1_5s": accuracy([{"correct": on_time(r)} for r in machines]),
         "max_decided_at": max((r["decided_at"] for r in rows), default=None),
-        "bench_seconds": round(elapsed, 1),
-        "errors": [r for r in rows if not r["correct"]],
     }
 
 

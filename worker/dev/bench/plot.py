@@ -26,6 +26,9 @@ LATENCY_SEGMENTS = (
 
 
 def _latency(report: Mapping[str, Any], fig: Figure) -> None:
+    if "stages_after_caller_end_of_speech" not in report:  # --sip: timed at the phone only
+        _generic({"benchmark": "latency --sip", **report["e2e_at_phone"]}, fig)
+        return
     ax = fig.add_subplot(1, 2, 1)
     stages = report["stages_after_caller_end_of_speech"]
     for col, q in enumerate(("p50_ms", "p95_ms")):
@@ -138,6 +141,7 @@ def _audio(report: Mapping[str, Any], fig: Figure) -> None:
 
 
 def _amd(report: Mapping[str, Any], fig: Figure) -> None:
+    report = report.get("sip", report)  # --sip: the verdicts over the phone leg
     per_label = report["per_label"]
     labels = list(per_label)
     ax = fig.add_subplot(1, 2, 1)

@@ -313,11 +313,14 @@ async def running_stack(
     response_delay: float,
     delays: FixedDelays,
     worker_env: Mapping[str, str] | None = None,
+    livekit: LiveKitEndpoint | None = None,
 ) -> AsyncIterator[Stack]:
-    """Starts what ``stack`` needs (LiveKit, fixed providers or llama.cpp, the worker)."""
+    """Starts what ``stack`` needs (LiveKit unless given, fixed providers or llama.cpp,
+    the worker)."""
     async with contextlib.AsyncExitStack() as es:
-        progress("starting LiveKit server")
-        livekit = (await es.enter_async_context(LiveKitServer())).endpoint
+        if livekit is None:
+            progress("starting LiveKit server")
+            livekit = (await es.enter_async_context(LiveKitServer())).endpoint
         env: dict[str, str] = {"LOG_JSON": "true", "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO")}
         llm_base_url = None
         if stack == "fixed":

@@ -1,0 +1,162 @@
+"""``bench amd --sip``: every AMD fixture played by a baresip phone that answers a real
+outbound call from the worker, through livekit-sip (G.711, 8 kHz). The verdict scored is the
+one the worker acted on (the report's ``amd`` event), with its decision time after the end
+of the greeting on the worker's clock, and for humans the first agent audio after it as the
+phone heard it. The file-level figures (``bench_amd`` on the same recordings) sit beside.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from pipelines.loopback import OpenAIServer
+from worker.dev.bench.amd import DEFAULT_MANIFEST, SttSource, amd_figures, bench_amd
+from worker.dev.bench.common import BenchError, progress
+from worker.dev.bench.sip.leg import report_for, sip_worker
+from worker.dev.phone_replay import heard_recording, phone_metadata, run_phone_call
+
+AMD_TIMEOUT = 8.0
+FIRST_MESSAGE = "Hi, this is Ava from Acme Dental. Is now a good time?"
+VOICEMAIL_MESSAGE = "Hi, this is Ava from Acme Dental. Please call us back at 555 0100."
+AFTER_TIMEOUT = 3.0
+"""Seconds the phone stays on the line past the AMD timeout (its verdict and action)."""
+
+
+def bench_agent(llm_url: str) -> dict[str, Any]:
+    """An outbound agent with AMD on (the default actions) on the offline STT and TTS; its
+    LLM is a scripted server, so nothing but AMD decides what happens."""
+    return {
+        "name": "AMD over SIP",
+        "systemPrompt": "You are Ava from Acme Dental. One short sentence.",
+        "firstMessage": FIRST_MESSAGE,
+        "llm_provider": "custom",
+        "llm_model": "scripted",
+        "llm_base_url": f"{llm_url}/v1",
+        "stackPreferences": {
+            "allowedProviders": {"stt": ["local"], "llm": ["custom"], "tts": ["local"]}
+        },
+        "inactivity_timeout_seconds": 60,
+        "amd": {
+            "mode": "agent",
+            "timeoutSeconds": AMD_TIMEOUT,
+            "voicemailMessage": VOICEMAIL_MESSAGE,
+        },
+    }
+
+
+def pick(entries: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+    """``limit`` entries spread evenly over the manifest (it is grouped by label), or all."""
+    if limit is None or limit >= len(entries):
+        return entries
+    if limit < 1:
+        raise ValueError("--limit must be at least 1")
+    step = len(entries) / limit
+    return [entries[math.floor(i * step)] for i in range(limit)]
+
+
+async def bench_amd_sip(
+    manifest: Path = DEFAULT_MANIFEST,
+    *,
+    workdir: Path,
+    limit: int | None = None,
+    stt: SttSource = "moonshine+phrases",
+) -> dict[str, Any]:
+    entries: list[dict[str, Any]] = json.loads(Path(manifest).read_text())
+    chosen = pick(entries, limit)
+    base = Path(manifest).parent
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    async with sip_worker(workdir) as leg, OpenAIServer(reply="Great, thank you.") as llm:
+        agent = bench_agent(llm.url)
+        for i, entry in enumerate(chosen):
+            call_id = f"amd-sip-{i:03d}"
+            metadata = phone_metadata({"agent": agent, "call_id": call_id}, "outbound")
+            path = base / entry["file"]
+            duration = _duration(path)
+            call = await run_phone_call(
+                leg.livekit,
+                leg.sip,
+                leg.worker.agent_name,
+                path,
+                metadata,
+                direction="outbound",
+                tail_seconds=max(1.0, AMD_TIMEOUT + AFTER_TIMEOUT - duration),
+            )
+            report = await report_for(leg.reports, call_id)
+            rows.append(_row(entry, report, call.heard))
+            r = rows[-1]
+            progress(
+                f"amd --sip: {i + 1}/{len(chosen)} {entry['file']}: {r['category']} "
+                f"({r['action']}) at {r['decided_at']} s"
+            )
+    elapsed = time.perf_counter() - started
+    if not rows:
+        raise BenchError("no AMD fixture played")
+    sip = amd_figures(rows, AMD_TIMEOUT)
+    human_audio = [
+        r["first_agent_audio_after_greeting_end"]
+        for r in rows
+        if r["label"] == "human" and r["first_agent_audio_after_greeting_end"] is not None
+    ]
+    sip["human_first_audio_after_greeting_end_median"] = (
+        round(statistics.median(human_audio), 3) if human_audio else None
+    )
+    sip["human_first_audio_within_1s"] = (
+        round(sum(v <= 1.0 for v in human_audio) / len(human_audio), 3) if human_audio else None
+    )
+    sip["no_verdict"] = sum(r["category"] == "none" for r in rows)
+    progress("amd --sip: the same recordings as files")
+    subset = workdir / "manifest.json"
+    subset.write_text(json.dumps([{**e, "file": str(base / e["file"])} for e in chosen]))
+    files = bench_amd(subset, stt=stt, timeout_seconds=AMD_TIMEOUT)
+    return {
+        "sip": {
+            "transport": "outbound call, livekit-sip v1.0.0 to baresip, G.711 8 kHz",
+            "timeout_seconds": AMD_TIMEOUT,
+            **sip,
+            "bench_seconds": round(elapsed, 1),
+            "errors": [r for r in rows if not r["correct"]],
+        },
+        "file": {k: v for k, v in files.items() if k != "errors"},
+        "limit": limit,
+        "n_manifest": len(entries),
+        "rows": rows,
+    }
+
+
+def _duration(path: Path) -> float:
+    from pipelines.audio import read_wav
+
+    return read_wav(path).duration
+
+
+def _row(entry: dict[str, Any], report: dict[str, Any], heard: Any) -> dict[str, Any]:
+    verdict = next((e["data"] for e in report.get("events", []) if e["type"] == "amd"), None)
+    greeting_end = entry.get("greeting_end")
+    decided_at = float(verdict["decided_at"]) if verdict else AMD_TIMEOUT + AFTER_TIMEOUT
+    first_audio = None
+    if heard is not None and greeting_end is not None:
+        onsets = heard_recording(heard).speech_onsets()
+        first_audio = next((round(t - greeting_end, 3) for t in onsets if t > greeting_end), None)
+    category = verdict["category"] if verdict else "none"
+    return {
+        "file": entry["file"],
+        "label": entry["label"],
+        "seed": entry.get("seed", 0),
+        "category": category,
+        "action": verdict.get("action") if verdict else None,
+        "correct": category == entry["label"],
+        "decided_at": decided_at,
+        "after_greeting_end": (
+            None if greeting_end is None or not verdict else round(decided_at - greeting_end, 3)
+        ),
+        "first_agent_audio_after_greeting_end": first_audio,
+        "beep_at": entry.get("beep_at"),
+        "reason": verdict.get("reason") if verdict else "no verdict in the report",
+        "end_reason": report.get("end_reason"),
+    }
