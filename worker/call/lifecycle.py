@@ -24,6 +24,7 @@ from livekit.agents.voice.events import (
     SessionUsageUpdatedEvent,
     UserStateChangedEvent,
 )
+from pydantic import SecretStr
 
 from pipelines.providers.failover import LayerDown
 from worker.call.report import CallRecorder, save_report
@@ -397,13 +398,8 @@ class CallLifecycle:
 
 
 def settings_secrets(settings: Settings) -> tuple[str, ...]:
-    values = [
-        settings.livekit_api_secret,
-        settings.control_plane_api_key,
-        settings.deepgram_api_key,
-        settings.openai_api_key,
-        settings.eleven_api_key,
-        settings.webhook_secret,
-        settings.recordings_secret_access_key,
-    ]
-    return tuple(v.get_secret_value() for v in values if v and v.get_secret_value())
+    # every secret setting, so a new vendor's key is redacted without a list to keep up
+    values = [getattr(settings, name) for name in type(settings).model_fields]
+    return tuple(
+        v.get_secret_value() for v in values if isinstance(v, SecretStr) and v.get_secret_value()
+    )

@@ -44,6 +44,9 @@ class Endpointing:
     """Caller speech (s) needed to interrupt, from ``interruption_threshold``."""
     turn_detection: str
     """``vad`` (webrtcvad endpointing) or ``stt`` (the STT's semantic end of turn)."""
+    end_of_turn_by: str | None = None
+    """With ``turn_detection: stt``, the STT whose end-of-turn events end the caller's turn;
+    ``response_delay_seconds`` does not apply to it (``min_delay`` is 0)."""
 
 
 @dataclass(frozen=True, slots=True)

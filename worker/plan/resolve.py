@@ -8,12 +8,14 @@ turns it into LiveKit objects.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from typing import Any
 
 from pydantic import SecretStr
 
 from pipelines.audio import preset_names, stretch_rate
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, RoutingError
 from pipelines.providers import Catalog, CatalogEntry, Route, route
 from pipelines.types import AMD_CATEGORIES, LAYERS, AMDCategory, Layer
 from worker.config import (
@@ -60,10 +62,20 @@ DEFAULT_AMD_ACTIONS: dict[AMDCategory, AMDAction] = {
 }
 VENDOR_CREDENTIALS = {
     "deepgram": "deepgram_api_key",
+    "baseten": "baseten_api_key",
+    "assemblyai": "assemblyai_api_key",
     "openai": "openai_api_key",
     "elevenlabs": "eleven_api_key",
 }
 """Vendors this worker has a factory for, and the setting holding their key."""
+NO_SHARED_ENDPOINT = frozenset({"baseten"})
+"""Vendors served per deployment: usable only with their ``<vendor>_base_url`` set."""
+DEFAULT_PINS: dict[Layer, str] = {"stt": "default_stt"}
+"""The setting naming a layer's worker default, which leads when the agent pins none."""
+END_OF_TURN_STTS = frozenset({"deepgram:flux"})
+"""STTs whose own end-of-turn events drive the turn (``turn_detection: stt``). Baseten's
+Whisper sends no end of speech, so its turns are ended by the VAD path (001's "Ignored on
+Flux + Whisper STT" would leave a Whisper turn that never ends)."""
 
 
 def _setting_secret(settings: Settings, name: str) -> SecretStr | None:
@@ -83,6 +95,8 @@ def _unusable(settings: Settings, agent: AgentConfig) -> Any:
             return f"no {entry.vendor} integration in this worker"
         if _setting_secret(settings, key) is None:
             return f"{key.upper()} is not configured"
+        if entry.vendor in NO_SHARED_ENDPOINT and not getattr(settings, f"{entry.vendor}_base_url"):
+            return f"{entry.vendor.upper()}_BASE_URL is not configured"
         return None
 
     return check
@@ -159,15 +173,24 @@ def resolve(
     excluded: dict[Layer, tuple[tuple[str, str], ...]] = {}
     check = _unusable(settings, agent)
     for layer in LAYERS:
-        r: Route = route(
+        ranking = functools.partial(
+            route,
             layer,
             catalog,
             allowlist=agent.allowed_providers.for_layer(layer),
             optimize_for=agent.optimize_for,
             language=agent.language,
-            pin=_pin(layer, agent),
             unusable=check,
         )
+        pin = _pin(layer, agent)
+        default = getattr(settings, DEFAULT_PINS[layer]) if layer in DEFAULT_PINS else None
+        r: Route | None = None
+        if pin is None and default:
+            # the worker's default leads when allowed and usable; else the usual ranking,
+            # whose exclusions say why it could not
+            with contextlib.suppress(RoutingError):
+                r = ranking(pin=default)
+        r = r or ranking(pin=pin)
         providers[layer] = tuple(_choice(e, agent.optimize_for, agent, settings) for e in r.chain)
         excluded[layer] = r.excluded
         warnings += [f"{layer}: left out {pid} ({why})" for pid, why in r.excluded]
@@ -195,7 +218,7 @@ def resolve(
         else DEFAULT_INTERRUPTION_THRESHOLD
     )
     stt_head = providers["stt"][0]
-    semantic = stt_head.model in ("flux", "whisper-v3")
+    semantic = stt_head.id in END_OF_TURN_STTS
     if semantic and agent.response_delay_seconds is not None:
         warnings.append(f"response_delay_seconds ignored: {stt_head.id} decides end of turn")
     endpointing = Endpointing(
@@ -203,7 +226,9 @@ def resolve(
         min_speech_duration=0.1,
         min_silence_duration=0.25,
         min_delay=(
-            agent.response_delay_seconds
+            0.0  # 001: the response delay is "Ignored on Flux"
+            if semantic
+            else agent.response_delay_seconds
             if agent.response_delay_seconds is not None
             else NAVIGATOR_RESPONSE_DELAY
             if navigator
@@ -213,6 +238,7 @@ def resolve(
         allow_interruptions=not navigator,
         min_interruption_duration=round(0.1 + 0.9 * threshold, 3),
         turn_detection="stt" if semantic else "vad",
+        end_of_turn_by=stt_head.id if semantic else None,
     )
 
     preset = agent.background_noise_preset

@@ -116,15 +116,76 @@ def test_per_call_allowlist_routes_only_that_layer(plan: Any) -> None:
 
 def test_mixed_model_and_vendor_allowlist_yields_only_those(plan: Any) -> None:
     """'["deepgram:nova-3", "assemblyai"] will fail over from Nova-3 to AssemblyAI' — the
-    chain is the allowed set this worker can use (AssemblyAI has no factory: left out)."""
-    p = plan(
-        {"stackPreferences": {"allowedProviders": {"stt": ["deepgram:nova-3", "assemblyai"]}}},
-        deepgram_api_key="k",
-    )
+    chain is the allowed set this worker can use (AssemblyAI without a key: left out)."""
+    agent = {"stackPreferences": {"allowedProviders": {"stt": ["deepgram:nova-3", "assemblyai"]}}}
+    p = plan(agent, deepgram_api_key="k")
     assert chain(p, "stt") == ["deepgram:nova-3"]
     assert p.excluded_providers["stt"] == (
-        ("assemblyai:universal-streaming", "no assemblyai integration in this worker"),
+        ("assemblyai:universal-streaming", "ASSEMBLYAI_API_KEY is not configured"),
     )
+    both = plan(agent, deepgram_api_key="k", assemblyai_api_key="k")
+    assert chain(both, "stt") == ["deepgram:nova-3", "assemblyai:universal-streaming"]
+
+
+STT_KEYS = {
+    "deepgram_api_key": "dg",
+    "assemblyai_api_key": "aai",
+    "baseten_api_key": "bt",
+    "baseten_base_url": "wss://model-x.api.baseten.co/environments/production/websocket",
+}
+
+
+def test_stt_left_to_the_worker_default_is_baseten_whisper(plan: Any) -> None:
+    """001: 'Omit to use the worker's default stack (today: whisper-v3)' — 'Baseten Whisper
+    Large V3' leads, though Deepgram ranks higher for latency; the rest of the allowed set
+    stays behind it; Whisper sends no end of speech, so the VAD ends its turns."""
+    p = plan({"response_delay_seconds": 0.8}, **STT_KEYS)
+    stt = chain(p, "stt")
+    assert stt[0] == "baseten:whisper-v3"
+    assert set(stt[1:]) >= {"deepgram:nova-3", "deepgram:flux", "assemblyai:universal-streaming"}
+    head = p.providers["stt"][0]
+    assert head.base_url == STT_KEYS["baseten_base_url"]
+    assert head.api_key is not None and head.api_key.get_secret_value() == "bt"
+    assert not [w for w in p.warnings if w.startswith("stt:") and "baseten" in w]
+    assert p.endpointing.turn_detection == "vad" and p.endpointing.min_delay == 0.8
+    assert p.endpointing.end_of_turn_by is None
+    assert "bt" not in json.dumps(plan_to_json(p))
+
+
+@pytest.mark.parametrize(
+    ("keys", "reason"),
+    [
+        ({}, "BASETEN_API_KEY is not configured"),
+        ({"baseten_api_key": "bt"}, "BASETEN_BASE_URL is not configured"),
+    ],
+)
+def test_unusable_default_stt_leaves_the_ranking_and_says_why(
+    plan: Any, keys: dict[str, str], reason: str
+) -> None:
+    p = plan({}, deepgram_api_key="dg", **keys)
+    assert chain(p, "stt")[0] == "deepgram:nova-3"
+    assert f"stt: left out baseten:whisper-v3 ({reason})" in p.warnings
+
+
+def test_default_stt_outside_the_allowlist_is_not_used(plan: Any) -> None:
+    """'Failover stays active within the allowed set' — the default is no exception."""
+    p = plan({"stackPreferences": {"allowedProviders": {"stt": ["assemblyai"]}}}, **STT_KEYS)
+    assert chain(p, "stt") == ["assemblyai:universal-streaming"]
+
+
+def test_default_stt_is_a_setting(plan: Any) -> None:
+    assert chain(plan({}, default_stt="assemblyai:universal-streaming", **STT_KEYS), "stt")[0] == (
+        "assemblyai:universal-streaming"
+    )
+    p = plan({}, default_stt="", **STT_KEYS)
+    assert chain(p, "stt")[0] == "deepgram:nova-3"  # latency ranking only
+
+
+def test_whisper_v3_override_pins_baseten_with_vad_turns(plan: Any) -> None:
+    """'Pick whisper-v3 to pin Whisper Large V3 explicitly': no longer 'no integration'."""
+    p = plan({"stt_override": "whisper-v3"}, **STT_KEYS)
+    assert chain(p, "stt")[0] == "baseten:whisper-v3"
+    assert p.endpointing.turn_detection == "vad"
 
 
 def test_optimize_for_quality_reorders(plan: Any) -> None:
@@ -138,11 +199,13 @@ def test_optimize_for_quality_reorders(plan: Any) -> None:
 
 def test_stt_override_pins_and_switches_to_semantic_turns(plan: Any) -> None:
     """'Pick ... flux to opt into Deepgram Flux's semantic end-of-turn detection'; response
-    delay is 'Ignored on Flux + Whisper STT, which use semantic turn detection instead.'"""
-    p = plan({"stt_override": "flux", "response_delay_seconds": 1.0}, deepgram_api_key="k")
+    delay is 'Ignored on Flux ... which use[s] semantic turn detection instead.'"""
+    p = plan({"stt_override": "flux", "response_delay_seconds": 1.0}, **STT_KEYS)
     assert chain(p, "stt")[0] == "deepgram:flux"
     assert p.endpointing.turn_detection == "stt"
-    assert any("response_delay_seconds ignored" in w for w in p.warnings)
+    assert p.endpointing.end_of_turn_by == "deepgram:flux"
+    assert p.endpointing.min_delay == 0.0
+    assert "response_delay_seconds ignored: deepgram:flux decides end of turn" in p.warnings
 
 
 def test_model_fields_pin(plan: Any) -> None:
