@@ -26,10 +26,17 @@ from livekit.agents.voice.events import (
 )
 from pydantic import SecretStr
 
+from pipelines.errors import ConfigError
 from pipelines.providers.failover import LayerDown
 from worker.call.report import CallRecorder, save_report
 from worker.call.tools import ToolCallContext, build_function_tools
-from worker.config import AgentConfig, Dispatch, parse_dispatch
+from worker.config import (
+    PRE_CALL_APPLIED,
+    PRE_CALL_IGNORED,
+    AgentConfig,
+    Dispatch,
+    override_dispatch,
+)
 from worker.metrics import WorkerMetrics, default_metrics
 from worker.plan import APOLOGY, GOODBYE, SessionPlan
 from worker.settings import Settings
@@ -100,18 +107,12 @@ def pre_call_hook(
             return dispatch, f"pre-call webhook failed: {type(exc).__name__}"
         if not isinstance(body, dict):
             return dispatch, "pre-call webhook reply is not a JSON object"
-        overrides = body.get("pipelineConfig") or body.get("pipeline_config") or body
-        if not isinstance(overrides, dict):
-            return dispatch, "pre-call webhook pipelineConfig is not a JSON object"
-        merged = dispatch.model_dump(by_alias=False, exclude_none=True)
-        metadata = {**dispatch.metadata, **(overrides.get("metadata") or {})}
         try:
-            new = parse_dispatch(
-                {**merged, **overrides, "metadata": metadata}, source="pre-call webhook reply"
-            )
-        except ValueError as exc:
-            return dispatch, f"pre-call webhook reply ignored: {exc}"
-        return new, "pre-call webhook overrides applied"
+            new = override_dispatch(dispatch, body)
+        except ConfigError as exc:
+            # 002: a bad reply is reported and ignored; the call goes on with its own config
+            return dispatch, f"{PRE_CALL_IGNORED}: {exc}"
+        return new, PRE_CALL_APPLIED
 
     return hook
 
