@@ -25,6 +25,7 @@ from worker.config import (
     fill_placeholders,
     merge,
     parse_tools,
+    snake,
 )
 from worker.plan.model import (
     AMDPlan,
@@ -135,12 +136,25 @@ def _pin(layer: Layer, agent: AgentConfig) -> str | None:
     return agent.tts_model
 
 
+CONTEXT_SYNONYMS = {
+    "callerNumber": ("from",),
+    "dialedNumber": ("to",),
+    "forwardedFromNumber": ("forwarded_from",),
+    "callId": ("session_id",),
+}
+"""Other spellings of call-context values in session metadata (the pre-call payload's)."""
+
+
+def _context_value(value: Any) -> bool:
+    return isinstance(value, str | int | float) and "{{" not in str(value)
+
+
 def call_context(agent: AgentConfig, dispatch: Dispatch) -> dict[str, Any]:
     """Values for ``{{variable}}`` placeholders."""
     values: dict[str, Any] = {
         k: v for k, v in agent.metadata.items() if isinstance(v, str | int | float)
     }
-    values.update(
+    given = dict(
         agentId=agent.id,
         agentName=agent.name,
         callId=dispatch.call_id,
@@ -149,6 +163,18 @@ def call_context(agent: AgentConfig, dispatch: Dispatch) -> dict[str, Any]:
         forwardedFromNumber=dispatch.forwarded_from_number,
         direction=dispatch.direction,
     )
+    # 002: "forwardedFromNumber in session metadata": a value the dispatch's own fields
+    # leave unset comes from the call's metadata, in any of its spellings, and an unset one
+    # never clobbers it
+    session = {snake(str(k)): v for k, v in agent.metadata.items() if _context_value(v)}
+    for name, value in given.items():
+        if value is None:
+            keys = (snake(name), *CONTEXT_SYNONYMS.get(name, ()))
+            value = next((session[k] for k in keys if k in session), None)
+        if value is not None:
+            values[name] = value
+        elif not _context_value(values.get(name)):
+            values.pop(name, None)  # a template's literal "{{name}}" is not a value
     values.update(dispatch.variables)
     # {{memory}} is never left as literal braces: empty unless memory is on and supplied.
     values["memory"] = (dispatch.memory or "") if agent.memory_enabled else ""

@@ -265,6 +265,49 @@ def test_call_context_fills_numbers_and_template_metadata(plan: Any) -> None:
     assert p.unresolved_placeholders == ()
 
 
+PROMPT_WITH_NUMBERS = (
+    "Forwarded from {{forwardedFromNumber}} by {{callerNumber}} to {{dialedNumber}}."
+)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"forwardedFromNumber": "+12015550111", "callerNumber": "+12015551234"},
+        {"forwarded_from_number": "+12015550111", "from": "+12015551234"},
+    ],
+)
+def test_numbers_only_in_session_metadata_fill_placeholders(
+    plan: Any, metadata: dict[str, str]
+) -> None:
+    """002: the forwarding source 'is exposed as: forwardedFromNumber in session metadata';
+    a placeholder whose number arrives only there is filled (it used to stay unfilled: the
+    unset dispatch field clobbered it), in the prompt and in template metadata alike."""
+    p = plan(
+        {"prompt": PROMPT_WITH_NUMBERS},
+        {
+            "to": "+12015550199",
+            "metadata": metadata,
+            "template": {
+                "forwardedFromNumber": "{{forwardedFromNumber}}",
+                "line": "{{dialedNumber}}",
+            },
+        },
+    )
+    assert p.prompt == "Forwarded from +12015550111 by +12015551234 to +12015550199."
+    assert p.metadata["line"] == "+12015550199"
+    assert p.unresolved_placeholders == ()
+
+
+def test_dispatch_numbers_win_and_missing_ones_are_reported(plan: Any) -> None:
+    p = plan(
+        {"prompt": "From {{callerNumber}}, forwarded by {{forwardedFromNumber}}."},
+        {"from": "+12015551234", "metadata": {"callerNumber": "+19999999999"}},
+    )
+    assert p.prompt == "From +12015551234, forwarded by {{forwardedFromNumber}}."
+    assert p.unresolved_placeholders == ("forwardedFromNumber",)
+
+
 @pytest.mark.parametrize(
     ("agent", "dispatch", "expected"),
     [
