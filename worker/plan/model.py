@@ -133,6 +133,9 @@ class SessionPlan:
     """Said after each ``timeouts.inactivity`` of caller silence; then a goodbye."""
     unresolved_placeholders: tuple[str, ...]
     warnings: tuple[str, ...]
+    offline_engines: Mapping[Layer, str] = field(default_factory=dict)
+    """Why the offline engines serve a layer's chain (the embedded default, or an allowlist
+    naming ``local``), per layer where they do."""
 
     @property
     def secrets(self) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from pipelines.audio import preset_names, stretch_rate
 from pipelines.errors import ConfigError, RoutingError
-from pipelines.providers import Catalog, CatalogEntry, Route, route
+from pipelines.providers import Catalog, CatalogEntry, Route, parse_entry, route
 from pipelines.types import AMD_CATEGORIES, LAYERS, AMDCategory, Layer
 from worker.config import (
     AgentConfig,
@@ -84,10 +84,31 @@ def _setting_secret(settings: Settings, name: str) -> SecretStr | None:
     return value if isinstance(value, SecretStr) and value.get_secret_value() else None
 
 
+OFFLINE_FOR_EMBEDDED_DEFAULT = "embedded default (file:// control plane)"
+OFFLINE_FOR_ALLOWLIST = "the allowlist names local"
+OFFLINE_NOT_ROUTED = (
+    "offline engines are routed only for the embedded default (file:// control plane) "
+    "or when the allowlist names local"
+)
+
+
+def offline_routing(settings: Settings, agent: AgentConfig, layer: Layer) -> str | None:
+    """Why the offline engines may serve ``layer``, or ``None``: a production chain never
+    fails over to the toy offline stack unless the agent asks for it (issue 14)."""
+    allowlist = agent.allowed_providers.for_layer(layer) or ()
+    if any(parse_entry(a, layer)[0] == "local" for a in allowlist):
+        return OFFLINE_FOR_ALLOWLIST
+    if settings.control_plane_url.startswith("file://"):
+        return OFFLINE_FOR_EMBEDDED_DEFAULT
+    return None
+
+
 def _unusable(settings: Settings, agent: AgentConfig) -> Any:
     def check(entry: CatalogEntry) -> str | None:
         if entry.vendor == "local":
-            return None if settings.offline_providers else "offline providers are disabled"
+            if not settings.offline_providers:
+                return "offline providers are disabled"
+            return None if offline_routing(settings, agent, entry.layer) else OFFLINE_NOT_ROUTED
         if entry.vendor == "custom":
             ok = agent.llm_provider == "custom" and agent.llm_base_url
             return None if ok else "custom needs llm_provider custom with llm_base_url"
@@ -377,4 +398,10 @@ def resolve(
         idle_reprompts=tuple(dispatch.idle_reprompts) or DEFAULT_IDLE_REPROMPTS,
         unresolved_placeholders=unresolved,
         warnings=tuple(warnings),
+        offline_engines={
+            layer: why
+            for layer in LAYERS
+            if any(c.vendor == "local" for c in providers[layer])
+            and (why := offline_routing(settings, agent, layer))
+        },
     )

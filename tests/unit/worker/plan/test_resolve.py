@@ -14,6 +14,7 @@ from pipelines.providers import Catalog
 from pipelines.types import Layer
 from worker.config import parse_agent, parse_dispatch
 from worker.plan import SessionPlan, plan_to_json, resolve
+from worker.plan.resolve import OFFLINE_NOT_ROUTED
 from worker.settings import REPO_ROOT, Settings
 
 MakeSettings = Callable[..., Settings]
@@ -99,6 +100,44 @@ def test_empty_layer_is_an_error_naming_the_layer(plan: Any) -> None:
 def test_offline_providers_can_be_disabled(plan: Any) -> None:
     with pytest.raises(RoutingError, match="offline providers are disabled"):
         plan({}, offline_providers=False)
+
+
+PRODUCTION = {
+    "control_plane_url": "https://api.speko.example",
+    "deepgram_api_key": "dg",
+    "openai_api_key": "oa",
+    "eleven_api_key": "el",
+}
+"""A worker on a production control plane, with vendor keys."""
+
+
+def test_production_chain_never_fails_over_to_the_offline_stack(plan: Any) -> None:
+    """Issue 14: 'the offline engines are routed only when the allowlist names local or the
+    embedded default is in use (file:// control plane), and the plan says which'."""
+    p = plan({}, **PRODUCTION)
+    assert "local:pocketsphinx" not in chain(p, "stt")
+    assert ("local:pocketsphinx", OFFLINE_NOT_ROUTED) in p.excluded_providers["stt"]
+    assert p.offline_engines == {}
+    with pytest.raises(RoutingError, match=r"^stt: no usable provider.*routed only for"):
+        plan({}, control_plane_url="https://api.speko.example")
+
+
+def test_allowlist_naming_local_routes_the_offline_stack_on_that_layer(plan: Any) -> None:
+    agent = {"stackPreferences": {"allowedProviders": {"stt": ["deepgram", "local"]}}}
+    p = plan(agent, **PRODUCTION)
+    assert chain(p, "stt")[-1] == "local:pocketsphinx"
+    assert p.offline_engines == {"stt": "the allowlist names local"}
+    assert not any(c.vendor == "local" for c in p.providers["tts"])
+
+
+def test_embedded_default_routes_the_offline_stack_and_says_so(plan: Any) -> None:
+    p = plan({})  # the settings' default: the file:// control plane in fixtures/
+    assert p.offline_engines == {
+        "stt": "embedded default (file:// control plane)",
+        "llm": "embedded default (file:// control plane)",
+        "tts": "embedded default (file:// control plane)",
+    }
+    assert plan_to_json(p)["offline_engines"]["stt"].startswith("embedded default")
 
 
 def test_unrankable_allowlist_entry_fails_the_plan(plan: Any) -> None:
