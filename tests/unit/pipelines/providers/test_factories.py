@@ -52,6 +52,8 @@ def test_rehearsal_runs_every_vendor_plugin(caplog: pytest.LogCaptureFixture) ->
     assert not [r for r in caplog.records if "failed" in r.getMessage()]
     assert set(took) == {
         "deepgram:stt",
+        "baseten:stt",
+        "assemblyai:stt",
         "openai:stt",
         "openai:llm",
         "elevenlabs:tts",
