@@ -77,6 +77,8 @@ END_OF_TURN_STTS = frozenset({"deepgram:flux"})
 """STTs whose own end-of-turn events drive the turn (``turn_detection: stt``). Baseten's
 Whisper sends no end of speech, so its turns are ended by the VAD path (001's "Ignored on
 Flux + Whisper STT" would leave a Whisper turn that never ends)."""
+NO_END_OF_SPEECH = frozenset({"baseten"})
+"""STT vendors whose plugin sends no end of speech at all."""
 
 
 def _setting_secret(settings: Settings, name: str) -> SecretStr | None:
@@ -268,6 +270,12 @@ def resolve(
     semantic = stt_head.id in END_OF_TURN_STTS
     if semantic and agent.response_delay_seconds is not None:
         warnings.append(f"response_delay_seconds ignored: {stt_head.id} decides end of turn")
+    mute = [c.id for c in providers["stt"] if c.vendor in NO_END_OF_SPEECH]
+    if semantic and mute:
+        warnings.append(
+            f"stt: turns end on {stt_head.id}'s end-of-turn events; {', '.join(mute)} "
+            "sends none, so a call failed over to it hears no end of turn"
+        )
     endpointing = Endpointing(
         vad_aggressiveness=3 if navigator else 2,
         min_speech_duration=0.1,

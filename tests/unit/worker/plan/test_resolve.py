@@ -245,6 +245,8 @@ def test_stt_override_pins_and_switches_to_semantic_turns(plan: Any) -> None:
     assert p.endpointing.end_of_turn_by == "deepgram:flux"
     assert p.endpointing.min_delay == 0.0
     assert "response_delay_seconds ignored: deepgram:flux decides end of turn" in p.warnings
+    # the allowed set keeps Baseten behind Flux; the plan says what that failover costs
+    assert any(w.startswith("stt: turns end on deepgram:flux") for w in p.warnings)
 
 
 def test_model_fields_pin(plan: Any) -> None:
