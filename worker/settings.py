@@ -57,7 +57,22 @@ class Settings(BaseSettings):
     deepgram_api_key: SecretStr | None = None
     """Deepgram key; without it Deepgram entries are left out of every chain."""
     deepgram_base_url: str | None = None
-    """Deepgram live URL (``.../v1/listen``) for a proxy or a local server."""
+    """Deepgram live URL (``.../v1/listen``) for a proxy or a local server; Flux is served
+    on the same host's ``/v2/listen``."""
+    baseten_api_key: SecretStr | None = None
+    """Baseten key; without it Baseten entries are left out of every chain."""
+    baseten_base_url: str | None = None
+    """WebSocket of the streaming Whisper deployment
+    (``wss://model-ID.api.baseten.co/environments/production/websocket``); Baseten has no
+    shared endpoint, so without it Baseten entries are left out too."""
+    assemblyai_api_key: SecretStr | None = None
+    """AssemblyAI key; without it AssemblyAI entries are left out of every chain."""
+    assemblyai_base_url: str | None = None
+    """AssemblyAI streaming base (``wss://streaming.assemblyai.com``; the EU one, a proxy)."""
+    default_stt: str | None = "baseten:whisper-v3"
+    """The worker's default STT stack (001: "today: whisper-v3"): leads the chain of an
+    agent without ``stt_override``/``stt_model`` when allowed and usable (else the ranking
+    decides and the plan says why); empty: ranking only."""
     openai_api_key: SecretStr | None = None
     """OpenAI key; without it OpenAI entries are left out of every chain."""
     openai_base_url: str | None = None

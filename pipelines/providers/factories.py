@@ -105,10 +105,72 @@ def _local_stt(spec: ProviderSpec) -> stt.STT[Any]:
 def _deepgram_stt(spec: ProviderSpec) -> stt.STT[Any]:
     from livekit.plugins import deepgram
 
+    if spec.model.startswith("flux"):
+        return _deepgram_flux_stt(spec)
     return deepgram.STT(
         **_kw(
             model=spec.model, language=spec.language, api_key=spec.api_key, base_url=spec.base_url
         )
+    )
+
+
+FLUX_MODELS = {"flux": "flux-general-en"}
+"""Catalog model -> Deepgram's v2 (Flux) model name; ``flux-...`` names pass through."""
+DEEPGRAM_FLUX_URL = "wss://api.deepgram.com/v2/listen"
+PARTIAL_INTERVAL = 0.5
+"""Seconds of speech between Baseten's partial transcripts (its default is 1.0): the
+failover clock owes an interim within ``stt_deadline`` of speech, and a partial every
+second leaves a healthy provider too little margin under the 1.5 s default."""
+
+
+def _flux_url(base_url: str | None) -> str:
+    """``DEEPGRAM_BASE_URL`` names the v1 live URL; Flux is served at ``/v2/listen`` of the
+    same host (as api.deepgram.com does)."""
+    if not base_url:
+        return DEEPGRAM_FLUX_URL
+    root = base_url.rstrip("/").removesuffix("/v1/listen").removesuffix("/v2/listen")
+    return f"{root}/v2/listen"
+
+
+def _deepgram_flux_stt(spec: ProviderSpec) -> stt.STT[Any]:
+    from livekit.plugins import deepgram
+
+    # STTv2: Flux's own StartOfTurn/EndOfTurn become START/END_OF_SPEECH events, which
+    # drive the turn when the plan says ``turn_detection: stt``.
+    return deepgram.STTv2(
+        **_kw(api_key=spec.api_key),
+        model=FLUX_MODELS.get(spec.model, spec.model),
+        base_url=_flux_url(spec.base_url),
+    )
+
+
+def _baseten_stt(spec: ProviderSpec) -> stt.STT[Any]:
+    from livekit.plugins import baseten
+
+    if not spec.base_url:
+        # the plugin would fall back to the process environment; a deployment is named
+        raise ConfigError(
+            "baseten needs the Whisper deployment's WebSocket URL", field="baseten_base_url"
+        )
+    return baseten.STT(
+        **_kw(api_key=spec.api_key),
+        model_endpoint=spec.base_url,
+        language=spec.language.split("-")[0],
+        partial_transcript_interval_s=PARTIAL_INTERVAL,
+    )
+
+
+def _assemblyai_stt(spec: ProviderSpec) -> stt.STT[Any]:
+    from livekit.plugins import assemblyai
+
+    # The catalog names the family; the plugin names its English and multilingual models.
+    model = spec.model
+    if model == "universal-streaming":
+        english = spec.language.split("-")[0].lower() == "en"
+        model = f"universal-streaming-{'english' if english else 'multilingual'}"
+    return assemblyai.STT(
+        **_kw(api_key=spec.api_key, base_url=spec.base_url),
+        model=model,  # type: ignore[arg-type]
     )
 
 
@@ -266,6 +328,8 @@ FACTORIES: dict[tuple[str, str], Callable[[ProviderSpec], Any]] = {
     ("stt", "local"): _local_stt,
     ("stt", "deepgram"): _deepgram_stt,
     ("stt", "openai"): _openai_stt,
+    ("stt", "baseten"): _baseten_stt,
+    ("stt", "assemblyai"): _assemblyai_stt,
     ("llm", "local"): _openai_llm,
     ("llm", "custom"): _openai_llm,
     ("llm", "openai"): _openai_llm,

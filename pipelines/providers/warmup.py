@@ -82,7 +82,7 @@ async def _stt(plugin: Any) -> None:
     from livekit.agents import stt
 
     tone = (np.sin(np.arange(1600) * 0.2) * 8000).astype(np.int16)
-    chunks = np.array_split(np.concatenate([tone, np.zeros(4800, np.int16)]), 20)
+    chunks = np.array_split(np.concatenate([tone, np.zeros(9600, np.int16)]), 20)
     frames = [rtc.AudioFrame(c.tobytes(), 16000, 1, len(c)) for c in chunks]
     if not plugin.capabilities.streaming:
         await plugin.recognize(frames)
@@ -107,6 +107,8 @@ def _servers() -> list[tuple[Any, list[tuple[str, str, Exchange]]]]:
     worker builds for that vendor."""
     from pipelines.loopback import (
         AnthropicServer,
+        AssemblyAIServer,
+        BasetenServer,
         CartesiaServer,
         DeepgramServer,
         ElevenLabsServer,
@@ -116,6 +118,11 @@ def _servers() -> list[tuple[Any, list[tuple[str, str, Exchange]]]]:
 
     return [
         (DeepgramServer(_Word(), min_endpointing_ms=100), [("stt", "nova-3", _stt)]),
+        (BasetenServer(_Word(), min_endpointing_ms=100), [("stt", "whisper-v3", _stt)]),
+        (
+            AssemblyAIServer(_Word(), min_endpointing_ms=100),
+            [("stt", "universal-streaming", _stt)],
+        ),
         (
             OpenAIServer(reply="Hi.", stt_engine=_Word(), tts_engine=_Click()),
             [("stt", "whisper-1", _stt), ("llm", "gpt-4o-mini", _llm), ("tts", "tts-1", _tts)],
@@ -130,6 +137,8 @@ def _servers() -> list[tuple[Any, list[tuple[str, str, Exchange]]]]:
 def _base_url(vendor: str, url: str) -> str:
     return {
         "deepgram": f"{url}/v1/listen",
+        "baseten": f"ws{url.removeprefix('http')}/environments/production/websocket",
+        "assemblyai": f"ws{url.removeprefix('http')}",
         "openai": f"{url}/v1",
         "elevenlabs": f"{url}/v1",
         "speechify": url,

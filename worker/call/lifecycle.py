@@ -24,11 +24,20 @@ from livekit.agents.voice.events import (
     SessionUsageUpdatedEvent,
     UserStateChangedEvent,
 )
+from pydantic import SecretStr
 
+from pipelines.errors import ConfigError
 from pipelines.providers.failover import LayerDown
 from worker.call.report import CallRecorder, save_report
 from worker.call.tools import ToolCallContext, build_function_tools
-from worker.config import AgentConfig, Dispatch, WarmTransferOptions, parse_dispatch
+from worker.config import (
+    PRE_CALL_APPLIED,
+    PRE_CALL_IGNORED,
+    AgentConfig,
+    Dispatch,
+    WarmTransferOptions,
+    override_dispatch,
+)
 from worker.metrics import WorkerMetrics, default_metrics
 from worker.plan import APOLOGY, GOODBYE, SessionPlan
 from worker.settings import Settings
@@ -99,18 +108,12 @@ def pre_call_hook(
             return dispatch, f"pre-call webhook failed: {type(exc).__name__}"
         if not isinstance(body, dict):
             return dispatch, "pre-call webhook reply is not a JSON object"
-        overrides = body.get("pipelineConfig") or body.get("pipeline_config") or body
-        if not isinstance(overrides, dict):
-            return dispatch, "pre-call webhook pipelineConfig is not a JSON object"
-        merged = dispatch.model_dump(by_alias=False, exclude_none=True)
-        metadata = {**dispatch.metadata, **(overrides.get("metadata") or {})}
         try:
-            new = parse_dispatch(
-                {**merged, **overrides, "metadata": metadata}, source="pre-call webhook reply"
-            )
-        except ValueError as exc:
-            return dispatch, f"pre-call webhook reply ignored: {exc}"
-        return new, "pre-call webhook overrides applied"
+            new = override_dispatch(dispatch, body)
+        except ConfigError as exc:
+            # 002: a bad reply is reported and ignored; the call goes on with its own config
+            return dispatch, f"{PRE_CALL_IGNORED}: {exc}"
+        return new, PRE_CALL_APPLIED
 
     return hook
 
@@ -406,14 +409,8 @@ class CallLifecycle:
 
 
 def settings_secrets(settings: Settings) -> tuple[str, ...]:
-    values = [
-        settings.livekit_api_secret,
-        settings.control_plane_api_key,
-        settings.deepgram_api_key,
-        settings.openai_api_key,
-        settings.eleven_api_key,
-        settings.webhook_secret,
-        settings.recordings_secret_access_key,
-        settings.redis_url,
-    ]
-    return tuple(v.get_secret_value() for v in values if v and v.get_secret_value())
+    # every secret setting, so a new vendor's key is redacted without a list to keep up
+    values = [getattr(settings, name) for name in type(settings).model_fields]
+    return tuple(
+        v.get_secret_value() for v in values if isinstance(v, SecretStr) and v.get_secret_value()
+    )

@@ -13,6 +13,7 @@ from worker.config.control_plane import (
     parse_retry_after,
 )
 from worker.config.dispatch import Dispatch, fill_placeholders, merge, parse_dispatch
+from worker.config.pre_call import PRE_CALL_APPLIED, PRE_CALL_IGNORED, override_dispatch
 from worker.config.tools import BUILTINS, ToolPlan, parse_tools
 from worker.config.transfers import (
     TransferDestination,
@@ -25,6 +26,8 @@ from worker.config.transfers import (
 
 __all__ = [
     "BUILTINS",
+    "PRE_CALL_APPLIED",
+    "PRE_CALL_IGNORED",
     "AMDAction",
     "AgentConfig",
     "CachingControlPlane",
@@ -39,6 +42,7 @@ __all__ = [
     "fill_placeholders",
     "merge",
     "open_control_plane",
+    "override_dispatch",
     "parse_agent",
     "parse_dispatch",
     "parse_retry_after",

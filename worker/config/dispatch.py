@@ -34,6 +34,7 @@ from worker.config.agent import (
     flat_amd_actions,
     flatten_synonyms,
     parse_agent,
+    snake,
 )
 
 
@@ -114,10 +115,37 @@ class BackgroundAudio(Boundary):
 
 
 class TextReplacement(Boundary):
-    """Replace ``find`` (a whole word or phrase, case-insensitive) with ``replace``."""
+    """Replace ``find`` (a whole word or phrase, case-insensitive) with ``replace``: a
+    pronunciation rule (``{"word": "Nguyen", "pronunciation": "win"}``) or a text replacement
+    rule (``{"find": "Dr.", "replace": "Doctor"}``)."""
 
     find: str = Field(min_length=1)
     replace: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spellings(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        return flatten_synonyms(data, _RULE_SYNONYMS)
+
+
+_RULE_SYNONYMS = {
+    "find": ("word", "text", "term", "phrase", "from", "pattern", "match"),
+    "replace": ("pronunciation", "say", "say_as", "sounds_like", "alias", "to", "replacement"),
+}
+RULE_KEYS = ("text_replacements", "pronunciation", "pronunciations", "replacements")
+"""Dispatch keys holding pronunciation and text replacement rules (002); all of them apply,
+in this order. Each is a list of rules or an object ``{"find": "replace", ...}``."""
+
+
+def _rules(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        inner = value.get("rules") if len(value) == 1 else None
+        if isinstance(inner, list | Mapping):  # {"rules": [...]}
+            return _rules(inner)
+        return [{"find": k, "replace": v} for k, v in value.items()]  # {"Acme": "Ack-mee"}
+    return value
 
 
 class Dispatch(Boundary):
@@ -164,11 +192,15 @@ class Dispatch(Boundary):
     def _spellings(cls, data: Any) -> Any:
         if not isinstance(data, Mapping):
             return data
+        data = {snake(str(k)): v for k, v in data.items()}
+        given = [_rules(data.pop(k)) for k in RULE_KEYS if data.get(k) is not None]
+        if given:
+            bad = next((g for g in given if not isinstance(g, list)), None)
+            data["text_replacements"] = bad if bad is not None else [r for g in given for r in g]
         return flatten_synonyms(
             data,
             {
                 "dispatch_metadata_template": ("template",),
-                "text_replacements": ("pronunciation", "replacements"),
                 "call_id": ("session_id",),
                 "caller_number": ("from",),
                 "dialed_number": ("to",),

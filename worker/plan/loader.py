@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import ConfigError, ControlPlaneError
+from pipelines.errors import ConfigError, ControlPlaneError, RoutingError
 from pipelines.providers import Catalog, VoiceCatalog
 from worker.config import (
+    PRE_CALL_APPLIED,
+    PRE_CALL_IGNORED,
     AgentConfig,
     CachingControlPlane,
     Dispatch,
@@ -21,6 +24,8 @@ from worker.config import (
 from worker.plan.model import SessionPlan
 from worker.plan.resolve import resolve
 from worker.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 PreCall = Callable[[AgentConfig, Dispatch], Awaitable[tuple[Dispatch, str | None]]]
 """Pre-call webhook hook: returns the dispatch with its overrides and a note for the report."""
@@ -103,12 +108,23 @@ async def load_call(
         raise ConfigError("dispatch: needs agentId (or an inline agent)", field="agentId")
     agent = parse_agent(raw, source=source)
     pre_call_note: str | None = None
+    own = dispatch
     if pre_call is not None:
         dispatch, pre_call_note = await pre_call(agent, dispatch)
     providers = await control_plane.fetch_providers()
     catalog = Catalog.from_json(providers.value, source="providers")
     voices, voices_down = await fetch_voices(control_plane)
-    plan = resolve(agent, tools, dispatch, catalog, settings, voices)
+    try:
+        plan = resolve(agent, tools, dispatch, catalog, settings, voices)
+    except (ConfigError, RoutingError) as exc:
+        if dispatch is own:
+            raise
+        # 002: a pre-call reply the plan cannot take (an unknown preset, an allowlist no
+        # provider serves) is reported and ignored, like one that does not validate
+        pre_call_note = f"{PRE_CALL_IGNORED}: {exc}"
+        plan = resolve(agent, tools, own, catalog, settings, voices)
+    if pre_call_note is not None and pre_call_note != PRE_CALL_APPLIED:
+        logger.warning("%s", pre_call_note)
     if voices_down:
         plan = dataclasses.replace(plan, warnings=(*plan.warnings, voices_down))
     return LoadedCall(

@@ -46,6 +46,9 @@ class Endpointing:
     """Caller speech (s) needed to interrupt, from ``interruption_threshold``."""
     turn_detection: str
     """``vad`` (webrtcvad endpointing) or ``stt`` (the STT's semantic end of turn)."""
+    end_of_turn_by: str | None = None
+    """With ``turn_detection: stt``, the STT whose end-of-turn events end the caller's turn;
+    ``response_delay_seconds`` does not apply to it (``min_delay`` is 0)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,9 @@ class SessionPlan:
     """Said after each ``timeouts.inactivity`` of caller silence; then a goodbye."""
     unresolved_placeholders: tuple[str, ...]
     warnings: tuple[str, ...]
+    offline_engines: Mapping[Layer, str] = field(default_factory=dict)
+    """Why the offline engines serve a layer's chain (the embedded default, or an allowlist
+    naming ``local``), per layer where they do."""
 
     @property
     def secrets(self) -> tuple[str, ...]:

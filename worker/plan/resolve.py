@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from pipelines.audio import preset_names, stretch_rate
 from pipelines.errors import ConfigError, RoutingError
-from pipelines.providers import Catalog, CatalogEntry, Route, VoiceCatalog, route
+from pipelines.providers import Catalog, CatalogEntry, Route, VoiceCatalog, parse_entry, route
 from pipelines.types import AMD_CATEGORIES, LAYERS, AMDCategory, Layer
 from worker.config import (
     AgentConfig,
@@ -24,6 +24,7 @@ from worker.config import (
     fill_placeholders,
     merge,
     parse_tools,
+    snake,
 )
 from worker.plan.model import (
     AMDPlan,
@@ -62,6 +63,8 @@ DEFAULT_AMD_ACTIONS: dict[AMDCategory, AMDAction] = {
 }
 VENDOR_CREDENTIALS = {
     "deepgram": "deepgram_api_key",
+    "baseten": "baseten_api_key",
+    "assemblyai": "assemblyai_api_key",
     "openai": "openai_api_key",
     "elevenlabs": "eleven_api_key",
     "speechify": "speechify_api_key",
@@ -73,6 +76,16 @@ LAYER_SETTINGS = {("llm", "speechify"): ("speechify_llm_api_key", "speechify_llm
 """(layer, vendor) pairs with a key and base URL of their own (key unset: the vendor's):
 the platform LLM is an OpenAI-compatible endpoint with no public default URL, so an
 entry without its URL is left out."""
+NO_SHARED_ENDPOINT = frozenset({"baseten"})
+"""Vendors served per deployment: usable only with their ``<vendor>_base_url`` set."""
+DEFAULT_PINS: dict[Layer, str] = {"stt": "default_stt", "llm": "default_llm"}
+"""The setting naming a layer's worker default, which leads when the agent pins none."""
+END_OF_TURN_STTS = frozenset({"deepgram:flux"})
+"""STTs whose own end-of-turn events drive the turn (``turn_detection: stt``). Baseten's
+Whisper sends no end of speech, so its turns are ended by the VAD path (001's "Ignored on
+Flux + Whisper STT" would leave a Whisper turn that never ends)."""
+NO_END_OF_SPEECH = frozenset({"baseten"})
+"""STT vendors whose plugin sends no end of speech at all."""
 
 
 def _setting_secret(settings: Settings, name: str) -> SecretStr | None:
@@ -86,10 +99,31 @@ def _credential(settings: Settings, entry: CatalogEntry) -> SecretStr | None:
     return own or _setting_secret(settings, VENDOR_CREDENTIALS[entry.vendor])
 
 
+OFFLINE_FOR_EMBEDDED_DEFAULT = "embedded default (file:// control plane)"
+OFFLINE_FOR_ALLOWLIST = "the allowlist names local"
+OFFLINE_NOT_ROUTED = (
+    "offline engines are routed only for the embedded default (file:// control plane) "
+    "or when the allowlist names local"
+)
+
+
+def offline_routing(settings: Settings, agent: AgentConfig, layer: Layer) -> str | None:
+    """Why the offline engines may serve ``layer``, or ``None``: a production chain never
+    fails over to the toy offline stack unless the agent asks for it (issue 14)."""
+    allowlist = agent.allowed_providers.for_layer(layer) or ()
+    if any(parse_entry(a, layer)[0] == "local" for a in allowlist):
+        return OFFLINE_FOR_ALLOWLIST
+    if settings.control_plane_url.startswith("file://"):
+        return OFFLINE_FOR_EMBEDDED_DEFAULT
+    return None
+
+
 def _unusable(settings: Settings, agent: AgentConfig) -> Any:
     def check(entry: CatalogEntry) -> str | None:
         if entry.vendor == "local":
-            return None if settings.offline_providers else "offline providers are disabled"
+            if not settings.offline_providers:
+                return "offline providers are disabled"
+            return None if offline_routing(settings, agent, entry.layer) else OFFLINE_NOT_ROUTED
         if entry.vendor == "custom":
             ok = agent.llm_provider == "custom" and agent.llm_base_url
             return None if ok else "custom needs llm_provider custom with llm_base_url"
@@ -101,6 +135,8 @@ def _unusable(settings: Settings, agent: AgentConfig) -> Any:
             return f"{(own_key or key).upper()} is not configured"
         if own_url and not getattr(settings, own_url):
             return f"{own_url.upper()} is not configured"
+        if entry.vendor in NO_SHARED_ENDPOINT and not getattr(settings, f"{entry.vendor}_base_url"):
+            return f"{entry.vendor.upper()}_BASE_URL is not configured"
         return None
 
     return check
@@ -140,12 +176,25 @@ def _pin(layer: Layer, agent: AgentConfig) -> str | None:
     return agent.tts_model
 
 
+CONTEXT_SYNONYMS = {
+    "callerNumber": ("from",),
+    "dialedNumber": ("to",),
+    "forwardedFromNumber": ("forwarded_from",),
+    "callId": ("session_id",),
+}
+"""Other spellings of call-context values in session metadata (the pre-call payload's)."""
+
+
+def _context_value(value: Any) -> bool:
+    return isinstance(value, str | int | float) and "{{" not in str(value)
+
+
 def call_context(agent: AgentConfig, dispatch: Dispatch) -> dict[str, Any]:
     """Values for ``{{variable}}`` placeholders."""
     values: dict[str, Any] = {
         k: v for k, v in agent.metadata.items() if isinstance(v, str | int | float)
     }
-    values.update(
+    given = dict(
         agentId=agent.id,
         agentName=agent.name,
         callId=dispatch.call_id,
@@ -154,6 +203,18 @@ def call_context(agent: AgentConfig, dispatch: Dispatch) -> dict[str, Any]:
         forwardedFromNumber=dispatch.forwarded_from_number,
         direction=dispatch.direction,
     )
+    # 002: "forwardedFromNumber in session metadata": a value the dispatch's own fields
+    # leave unset comes from the call's metadata, in any of its spellings, and an unset one
+    # never clobbers it
+    session = {snake(str(k)): v for k, v in agent.metadata.items() if _context_value(v)}
+    for name, value in given.items():
+        if value is None:
+            keys = (snake(name), *CONTEXT_SYNONYMS.get(name, ()))
+            value = next((session[k] for k in keys if k in session), None)
+        if value is not None:
+            values[name] = value
+        elif not _context_value(values.get(name)):
+            values.pop(name, None)  # a template's literal "{{name}}" is not a value
     values.update(dispatch.variables)
     # {{memory}} is never left as literal braces: empty unless memory is on and supplied.
     values["memory"] = (dispatch.memory or "") if agent.memory_enabled else ""
@@ -190,20 +251,19 @@ def resolve(
             unusable=check,
         )
         pin = _pin(layer, agent)
+        default = getattr(settings, DEFAULT_PINS[layer]) if layer in DEFAULT_PINS else None
         r: Route | None = None
         default_down: RoutingError | None = None
-        if layer == "llm" and pin is None and settings.default_llm:
-            # 001: an agent naming no LLM gets the platform default (DEFAULT_LLM) when
-            # this worker can serve it; else the usual ranking
+        if pin is None and default:
+            # the worker's default (001: the platform LLM; the STT default) leads when
+            # allowed and usable; else the usual ranking, and the plan says why not
             try:
-                r = ranking(pin=settings.default_llm)
+                r = ranking(pin=default)
             except RoutingError as exc:
                 default_down = exc
         r = r or ranking(pin=pin)
-        if default_down is not None and not any(
-            pid == settings.default_llm for pid, _ in r.excluded
-        ):
-            warnings.append(f"llm: default {settings.default_llm} not used ({default_down})")
+        if default_down is not None and not any(pid == default for pid, _ in r.excluded):
+            warnings.append(f"{layer}: default {default} not used ({default_down})")
         providers[layer] = tuple(_choice(e, agent.optimize_for, agent, settings) for e in r.chain)
         excluded[layer] = r.excluded
         warnings += [f"{layer}: left out {pid} ({why})" for pid, why in r.excluded]
@@ -239,15 +299,23 @@ def resolve(
         else DEFAULT_INTERRUPTION_THRESHOLD
     )
     stt_head = providers["stt"][0]
-    semantic = stt_head.model in ("flux", "whisper-v3")
+    semantic = stt_head.id in END_OF_TURN_STTS
     if semantic and agent.response_delay_seconds is not None:
         warnings.append(f"response_delay_seconds ignored: {stt_head.id} decides end of turn")
+    mute = [c.id for c in providers["stt"] if c.vendor in NO_END_OF_SPEECH]
+    if semantic and mute:
+        warnings.append(
+            f"stt: turns end on {stt_head.id}'s end-of-turn events; {', '.join(mute)} "
+            "sends none, so a call failed over to it hears no end of turn"
+        )
     endpointing = Endpointing(
         vad_aggressiveness=3 if navigator else 2,
         min_speech_duration=0.1,
         min_silence_duration=0.25,
         min_delay=(
-            agent.response_delay_seconds
+            0.0  # 001: the response delay is "Ignored on Flux"
+            if semantic
+            else agent.response_delay_seconds
             if agent.response_delay_seconds is not None
             else NAVIGATOR_RESPONSE_DELAY
             if navigator
@@ -257,6 +325,7 @@ def resolve(
         allow_interruptions=not navigator,
         min_interruption_duration=round(0.1 + 0.9 * threshold, 3),
         turn_detection="stt" if semantic else "vad",
+        end_of_turn_by=stt_head.id if semantic else None,
     )
 
     preset = agent.background_noise_preset
@@ -372,4 +441,10 @@ def resolve(
         idle_reprompts=tuple(dispatch.idle_reprompts) or DEFAULT_IDLE_REPROMPTS,
         unresolved_placeholders=unresolved,
         warnings=tuple(warnings),
+        offline_engines={
+            layer: why
+            for layer in LAYERS
+            if any(c.vendor == "local" for c in providers[layer])
+            and (why := offline_routing(settings, agent, layer))
+        },
     )

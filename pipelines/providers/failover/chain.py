@@ -24,6 +24,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import aiohttp
 from livekit.agents import (
     APIConnectionError,
     APIConnectOptions,
@@ -112,8 +113,9 @@ def classify(exc: BaseException) -> str:
     """The failure reason recorded for a provider error (see ``SwitchEvent.reason``)."""
     if isinstance(exc, StallError):
         return "stall"
-    if isinstance(exc, APIStatusError):
-        code = exc.status_code
+    if isinstance(exc, APIStatusError | aiohttp.ClientResponseError):
+        # the Baseten plugin lets aiohttp's handshake error (a ClientResponseError) through
+        code = exc.status_code if isinstance(exc, APIStatusError) else exc.status
         if code == 429:
             return "rate_limited"
         if 500 <= code < 600:

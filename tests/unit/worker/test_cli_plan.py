@@ -180,3 +180,47 @@ def test_dispatch_that_is_not_an_object_exits_2(
     code, _, err = run(capsys, "--agent", FRONT_DESK, "--dispatch", bad)
     assert code == 2
     assert "--dispatch" in err
+
+
+SPEECHIFY_STYLE = {
+    "id": "agent_01JC0SPEECHF10000000000000",
+    "name": "Support",
+    "voice_id": "sophia",
+    "prompt": "You help callers.",
+    "language": "en",
+    "response_delay_seconds": 0.6,
+}
+"""A 001-style agent: the STT left to the worker default, a response delay of its own."""
+
+
+@pytest.mark.parametrize(
+    ("override", "head", "turns"),
+    [(None, "baseten:whisper-v3", "vad"), ("flux", "deepgram:flux", "stt")],
+)
+def test_001_agent_stt_default_and_flux_override(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    override: str | None,
+    head: str,
+    turns: str,
+) -> None:
+    """001: 'Null means use the worker's default stack (today: whisper-v3, Baseten Whisper
+    Large V3) ... flux to opt into Deepgram Flux's semantic end-of-turn detection'."""
+    for name, value in {
+        "BASETEN_API_KEY": "bt-secret",
+        "BASETEN_BASE_URL": "wss://model-x.api.baseten.co/environments/production/websocket",
+        "ASSEMBLYAI_API_KEY": "aai-secret",
+        "DEEPGRAM_API_KEY": "dg-secret",
+    }.items():
+        monkeypatch.setenv(name, value)
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps({**SPEECHIFY_STYLE, "stt_override": override}))
+    code, out, err = run(capsys, "--agent", str(path))
+    assert code == 0, err
+    data = json.loads(out)
+    assert chains(out)["stt"][0] == head
+    assert not [w for w in data["warnings"] if "no baseten" in w or "no assemblyai" in w]
+    assert data["endpointing"]["turn_detection"] == turns
+    assert data["endpointing"]["min_delay"] == (0.6 if turns == "vad" else 0.0)
+    assert not any(s in out for s in ("bt-secret", "aai-secret", "dg-secret"))

@@ -138,3 +138,17 @@ def test_status_event_shape_and_recording() -> None:
     }
     (recorded,) = rec.finish("caller_hangup", at=T0 + 6).events
     assert recorded.type == "status" and recorded.data["event_type"] == "call.hangup"
+
+
+def test_every_secret_setting_is_redacted() -> None:
+    """A vendor key added to the settings is redacted without a list to keep up."""
+    from worker.call.lifecycle import settings_secrets
+    from worker.settings import Settings
+
+    s = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        baseten_api_key="bt-1",
+        assemblyai_api_key="aai-1",
+        deepgram_api_key="dg-1",
+    )
+    assert {"bt-1", "aai-1", "dg-1", "secret"} <= set(settings_secrets(s))

@@ -14,6 +14,7 @@ from pipelines.providers import Catalog
 from pipelines.types import Layer
 from worker.config import parse_agent, parse_dispatch
 from worker.plan import SessionPlan, plan_to_json, resolve
+from worker.plan.resolve import OFFLINE_NOT_ROUTED
 from worker.settings import REPO_ROOT, Settings
 
 MakeSettings = Callable[..., Settings]
@@ -101,6 +102,44 @@ def test_offline_providers_can_be_disabled(plan: Any) -> None:
         plan({}, offline_providers=False)
 
 
+PRODUCTION = {
+    "control_plane_url": "https://api.speko.example",
+    "deepgram_api_key": "dg",
+    "openai_api_key": "oa",
+    "eleven_api_key": "el",
+}
+"""A worker on a production control plane, with vendor keys."""
+
+
+def test_production_chain_never_fails_over_to_the_offline_stack(plan: Any) -> None:
+    """Issue 14: 'the offline engines are routed only when the allowlist names local or the
+    embedded default is in use (file:// control plane), and the plan says which'."""
+    p = plan({}, **PRODUCTION)
+    assert "local:pocketsphinx" not in chain(p, "stt")
+    assert ("local:pocketsphinx", OFFLINE_NOT_ROUTED) in p.excluded_providers["stt"]
+    assert p.offline_engines == {}
+    with pytest.raises(RoutingError, match=r"^stt: no usable provider.*routed only for"):
+        plan({}, control_plane_url="https://api.speko.example")
+
+
+def test_allowlist_naming_local_routes_the_offline_stack_on_that_layer(plan: Any) -> None:
+    agent = {"stackPreferences": {"allowedProviders": {"stt": ["deepgram", "local"]}}}
+    p = plan(agent, **PRODUCTION)
+    assert chain(p, "stt")[-1] == "local:pocketsphinx"
+    assert p.offline_engines == {"stt": "the allowlist names local"}
+    assert not any(c.vendor == "local" for c in p.providers["tts"])
+
+
+def test_embedded_default_routes_the_offline_stack_and_says_so(plan: Any) -> None:
+    p = plan({})  # the settings' default: the file:// control plane in fixtures/
+    assert p.offline_engines == {
+        "stt": "embedded default (file:// control plane)",
+        "llm": "embedded default (file:// control plane)",
+        "tts": "embedded default (file:// control plane)",
+    }
+    assert plan_to_json(p)["offline_engines"]["stt"].startswith("embedded default")
+
+
 def test_unrankable_allowlist_entry_fails_the_plan(plan: Any) -> None:
     """'the session will error rather than silently picking an alternative.'"""
     with pytest.raises(RoutingError, match="cannot rank"):
@@ -116,15 +155,76 @@ def test_per_call_allowlist_routes_only_that_layer(plan: Any) -> None:
 
 def test_mixed_model_and_vendor_allowlist_yields_only_those(plan: Any) -> None:
     """'["deepgram:nova-3", "assemblyai"] will fail over from Nova-3 to AssemblyAI' — the
-    chain is the allowed set this worker can use (AssemblyAI has no factory: left out)."""
-    p = plan(
-        {"stackPreferences": {"allowedProviders": {"stt": ["deepgram:nova-3", "assemblyai"]}}},
-        deepgram_api_key="k",
-    )
+    chain is the allowed set this worker can use (AssemblyAI without a key: left out)."""
+    agent = {"stackPreferences": {"allowedProviders": {"stt": ["deepgram:nova-3", "assemblyai"]}}}
+    p = plan(agent, deepgram_api_key="k")
     assert chain(p, "stt") == ["deepgram:nova-3"]
     assert p.excluded_providers["stt"] == (
-        ("assemblyai:universal-streaming", "no assemblyai integration in this worker"),
+        ("assemblyai:universal-streaming", "ASSEMBLYAI_API_KEY is not configured"),
     )
+    both = plan(agent, deepgram_api_key="k", assemblyai_api_key="k")
+    assert chain(both, "stt") == ["deepgram:nova-3", "assemblyai:universal-streaming"]
+
+
+STT_KEYS = {
+    "deepgram_api_key": "dg",
+    "assemblyai_api_key": "aai",
+    "baseten_api_key": "bt",
+    "baseten_base_url": "wss://model-x.api.baseten.co/environments/production/websocket",
+}
+
+
+def test_stt_left_to_the_worker_default_is_baseten_whisper(plan: Any) -> None:
+    """001: 'Omit to use the worker's default stack (today: whisper-v3)' — 'Baseten Whisper
+    Large V3' leads, though Deepgram ranks higher for latency; the rest of the allowed set
+    stays behind it; Whisper sends no end of speech, so the VAD ends its turns."""
+    p = plan({"response_delay_seconds": 0.8}, **STT_KEYS)
+    stt = chain(p, "stt")
+    assert stt[0] == "baseten:whisper-v3"
+    assert set(stt[1:]) >= {"deepgram:nova-3", "deepgram:flux", "assemblyai:universal-streaming"}
+    head = p.providers["stt"][0]
+    assert head.base_url == STT_KEYS["baseten_base_url"]
+    assert head.api_key is not None and head.api_key.get_secret_value() == "bt"
+    assert not [w for w in p.warnings if w.startswith("stt:") and "baseten" in w]
+    assert p.endpointing.turn_detection == "vad" and p.endpointing.min_delay == 0.8
+    assert p.endpointing.end_of_turn_by is None
+    assert "bt" not in json.dumps(plan_to_json(p))
+
+
+@pytest.mark.parametrize(
+    ("keys", "reason"),
+    [
+        ({}, "BASETEN_API_KEY is not configured"),
+        ({"baseten_api_key": "bt"}, "BASETEN_BASE_URL is not configured"),
+    ],
+)
+def test_unusable_default_stt_leaves_the_ranking_and_says_why(
+    plan: Any, keys: dict[str, str], reason: str
+) -> None:
+    p = plan({}, deepgram_api_key="dg", **keys)
+    assert chain(p, "stt")[0] == "deepgram:nova-3"
+    assert f"stt: left out baseten:whisper-v3 ({reason})" in p.warnings
+
+
+def test_default_stt_outside_the_allowlist_is_not_used(plan: Any) -> None:
+    """'Failover stays active within the allowed set' — the default is no exception."""
+    p = plan({"stackPreferences": {"allowedProviders": {"stt": ["assemblyai"]}}}, **STT_KEYS)
+    assert chain(p, "stt") == ["assemblyai:universal-streaming"]
+
+
+def test_default_stt_is_a_setting(plan: Any) -> None:
+    assert chain(plan({}, default_stt="assemblyai:universal-streaming", **STT_KEYS), "stt")[0] == (
+        "assemblyai:universal-streaming"
+    )
+    p = plan({}, default_stt="", **STT_KEYS)
+    assert chain(p, "stt")[0] == "deepgram:nova-3"  # latency ranking only
+
+
+def test_whisper_v3_override_pins_baseten_with_vad_turns(plan: Any) -> None:
+    """'Pick whisper-v3 to pin Whisper Large V3 explicitly': no longer 'no integration'."""
+    p = plan({"stt_override": "whisper-v3"}, **STT_KEYS)
+    assert chain(p, "stt")[0] == "baseten:whisper-v3"
+    assert p.endpointing.turn_detection == "vad"
 
 
 def test_optimize_for_quality_reorders(plan: Any) -> None:
@@ -138,11 +238,15 @@ def test_optimize_for_quality_reorders(plan: Any) -> None:
 
 def test_stt_override_pins_and_switches_to_semantic_turns(plan: Any) -> None:
     """'Pick ... flux to opt into Deepgram Flux's semantic end-of-turn detection'; response
-    delay is 'Ignored on Flux + Whisper STT, which use semantic turn detection instead.'"""
-    p = plan({"stt_override": "flux", "response_delay_seconds": 1.0}, deepgram_api_key="k")
+    delay is 'Ignored on Flux ... which use[s] semantic turn detection instead.'"""
+    p = plan({"stt_override": "flux", "response_delay_seconds": 1.0}, **STT_KEYS)
     assert chain(p, "stt")[0] == "deepgram:flux"
     assert p.endpointing.turn_detection == "stt"
-    assert any("response_delay_seconds ignored" in w for w in p.warnings)
+    assert p.endpointing.end_of_turn_by == "deepgram:flux"
+    assert p.endpointing.min_delay == 0.0
+    assert "response_delay_seconds ignored: deepgram:flux decides end of turn" in p.warnings
+    # the allowed set keeps Baseten behind Flux; the plan says what that failover costs
+    assert any(w.startswith("stt: turns end on deepgram:flux") for w in p.warnings)
 
 
 def test_model_fields_pin(plan: Any) -> None:
@@ -200,6 +304,49 @@ def test_call_context_fills_numbers_and_template_metadata(plan: Any) -> None:
     assert p.prompt == "Caller +12015551234 dialed +12015550199 at Acme."
     assert p.metadata["caller"] == "+12015551234"
     assert p.unresolved_placeholders == ()
+
+
+PROMPT_WITH_NUMBERS = (
+    "Forwarded from {{forwardedFromNumber}} by {{callerNumber}} to {{dialedNumber}}."
+)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"forwardedFromNumber": "+12015550111", "callerNumber": "+12015551234"},
+        {"forwarded_from_number": "+12015550111", "from": "+12015551234"},
+    ],
+)
+def test_numbers_only_in_session_metadata_fill_placeholders(
+    plan: Any, metadata: dict[str, str]
+) -> None:
+    """002: the forwarding source 'is exposed as: forwardedFromNumber in session metadata';
+    a placeholder whose number arrives only there is filled (it used to stay unfilled: the
+    unset dispatch field clobbered it), in the prompt and in template metadata alike."""
+    p = plan(
+        {"prompt": PROMPT_WITH_NUMBERS},
+        {
+            "to": "+12015550199",
+            "metadata": metadata,
+            "template": {
+                "forwardedFromNumber": "{{forwardedFromNumber}}",
+                "line": "{{dialedNumber}}",
+            },
+        },
+    )
+    assert p.prompt == "Forwarded from +12015550111 by +12015551234 to +12015550199."
+    assert p.metadata["line"] == "+12015550199"
+    assert p.unresolved_placeholders == ()
+
+
+def test_dispatch_numbers_win_and_missing_ones_are_reported(plan: Any) -> None:
+    p = plan(
+        {"prompt": "From {{callerNumber}}, forwarded by {{forwardedFromNumber}}."},
+        {"from": "+12015551234", "metadata": {"callerNumber": "+19999999999"}},
+    )
+    assert p.prompt == "From +12015551234, forwarded by {{forwardedFromNumber}}."
+    assert p.unresolved_placeholders == ("forwardedFromNumber",)
 
 
 @pytest.mark.parametrize(

@@ -62,6 +62,18 @@ def test_classify_maps_errors_to_reasons() -> None:
     assert classify(ValueError("garbage")) == "protocol"
 
 
+def test_classify_reads_a_handshake_status_a_plugin_let_through() -> None:
+    """The Baseten plugin raises aiohttp's own handshake error on a 5xx upgrade."""
+    import aiohttp
+
+    def handshake(status: int) -> aiohttp.WSServerHandshakeError:
+        return aiohttp.WSServerHandshakeError(None, (), status=status)  # type: ignore[arg-type]
+
+    assert classify(handshake(500)) == "server_error"
+    assert classify(handshake(429)) == "rate_limited"
+    assert classify(handshake(403)) == "client_error"
+
+
 async def test_open_circuit_skips_provider_for_new_sessions() -> None:
     health = HealthRegistry(BreakerPolicy(failure_threshold=1))
     a1, b1 = FakeLLM("a", fake_exception=APIConnectionError("down")), FakeLLM("b")
