@@ -4,7 +4,7 @@ mid-call failover (``pipelines.providers.failover``).
 """
 
 from pipelines.providers.factories import ProviderSpec, build, shared_ssl_context, supports
-from pipelines.providers.local_stt import PocketsphinxSTT
+from pipelines.providers.local_stt import MoonshineSTT, PocketsphinxSTT
 from pipelines.providers.local_tts import EspeakTTS
 from pipelines.providers.openai_llm import ChatCompletionsLLM, ChatOptions, ChunkParser, sse_events
 from pipelines.providers.routing import Catalog, CatalogEntry, Route, parse_entry, route
@@ -17,6 +17,7 @@ __all__ = [
     "ChatOptions",
     "ChunkParser",
     "EspeakTTS",
+    "MoonshineSTT",
     "PocketsphinxSTT",
     "ProviderSpec",
     "Route",
