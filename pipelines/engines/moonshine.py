@@ -23,18 +23,25 @@ Two things it needs around it:
 
 Output is lowercase words: punctuation goes, apostrophes stay ("who's", "can't"), digits
 stay digits (the AMD patterns accept "press 1" and "press one" alike).
+
+Calls transcribe in a child, ``python -m pipelines.engines.moonshine serve``
+(``pipelines.engines.decoder_child``): moonshine-cpp 0.1.4 keeps memory after every
+transcription (tens of MB for a few seconds of speech), so ``MoonshineSTT`` replaces the
+child once it grows past a limit, and a long call stays flat.
 """
 
 from __future__ import annotations
 
 import ctypes
 import re
+import sys
 import threading
-from typing import Any, Final
+from typing import Any, BinaryIO, Final, TextIO
 
 import numpy as np
 
-from pipelines.audio import Float32Array, resample, rms_dbfs
+from pipelines.audio import Float32Array, Int16Array, int16_to_float, resample, rms_dbfs
+from pipelines.engines.decoder_child import serve_pcm
 
 MOONSHINE_SAMPLE_RATE: Final = 16000
 SILENCE_DBFS: Final = -70.0
@@ -166,3 +173,23 @@ class MoonshineTranscriber:
         if err != 0:
             raise RuntimeError(f"moonshine_transcribe failed with error code {err}")
         return raw.decode("utf-8", errors="replace") if raw else ""
+
+
+def serve(stdin: BinaryIO, stdout: TextIO) -> int:
+    """The transcriber child: each request is one whole VAD segment, 16 kHz int16 PCM."""
+    transcriber = MoonshineTranscriber()
+    # load the model and run it once before saying ready: the first run costs seconds
+    t = np.arange(MOONSHINE_SAMPLE_RATE, dtype=np.float32) / MOONSHINE_SAMPLE_RATE
+    transcriber._transcribe(0.3 * np.sin(2 * np.pi * 220.0 * t).astype(np.float32))
+
+    def transcribe(pcm: Int16Array) -> str:
+        return transcriber(int16_to_float(pcm), MOONSHINE_SAMPLE_RATE)
+
+    return serve_pcm(transcribe, stdin, stdout, errors=(RuntimeError,))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["serve"]:
+        print("usage: python -m pipelines.engines.moonshine serve", file=sys.stderr)
+        raise SystemExit(2)
+    raise SystemExit(serve(sys.stdin.buffer, sys.stdout))

@@ -10,8 +10,6 @@ pipelines.engines.pocketsphinx serve`` is the child that ``PocketsphinxSTT`` dec
 
 from __future__ import annotations
 
-import json
-import struct
 import sys
 import threading
 from collections.abc import Iterator
@@ -29,6 +27,7 @@ from pipelines.audio import (
     resample,
     rms_dbfs,
 )
+from pipelines.engines.decoder_child import serve_pcm
 
 POCKETSPHINX_SAMPLE_RATE = 16000
 SILENCE_DBFS = -70.0
@@ -173,21 +172,10 @@ class PocketsphinxStream:
 
 
 def serve(stdin: BinaryIO, stdout: TextIO) -> int:
-    """The decoder child's loop: length-prefixed 16 kHz int16 PCM in, one JSON line out."""
+    """The decoder child (``pipelines.engines.decoder_child``): 16 kHz int16 PCM in, text out."""
     engine = PocketsphinxEngine()
     engine.warm_up()
-    stdout.write(json.dumps({"ready": True}) + "\n")
-    stdout.flush()
-    while len(header := stdin.read(4)) == 4:
-        (size,) = struct.unpack("<I", header)
-        pcm = np.frombuffer(stdin.read(size), dtype=np.int16)
-        try:
-            reply: dict[str, str] = {"text": engine.transcribe_pcm(pcm)}
-        except PocketsphinxError as exc:
-            reply = {"error": str(exc)}
-        stdout.write(json.dumps(reply) + "\n")
-        stdout.flush()
-    return 0
+    return serve_pcm(engine.transcribe_pcm, stdin, stdout, errors=(PocketsphinxError,))
 
 
 if __name__ == "__main__":

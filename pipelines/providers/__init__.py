@@ -11,7 +11,7 @@ from pipelines.providers.factories import (
     supports,
     vendor_speaking_rate,
 )
-from pipelines.providers.local_stt import PocketsphinxSTT
+from pipelines.providers.local_stt import MoonshineSTT, PocketsphinxSTT
 from pipelines.providers.local_tts import EspeakTTS
 from pipelines.providers.openai_llm import ChatCompletionsLLM, ChatOptions, ChunkParser, sse_events
 from pipelines.providers.routing import Catalog, CatalogEntry, Route, parse_entry, route
@@ -26,6 +26,7 @@ __all__ = [
     "ChatOptions",
     "ChunkParser",
     "EspeakTTS",
+    "MoonshineSTT",
     "PocketsphinxSTT",
     "ProviderSpec",
     "Route",

@@ -3,7 +3,7 @@
 Vendor plugins are LiveKit's own (livekit-plugins-deepgram/-openai/-elevenlabs): they
 already speak each vendor's streaming protocol, reconnect and report metrics, and every
 one takes a ``base_url`` so tests and self-hosted deployments point them at local
-servers. The offline stack (pocketsphinx, espeak-ng, llama.cpp) is built the same way.
+servers. The offline stack (Moonshine, pocketsphinx, espeak-ng, llama.cpp) is built the same way.
 One exception: every chat LLM (OpenAI, custom and local OpenAI-compatible endpoints) is
 ``openai_llm.ChatCompletionsLLM``, a lean streaming client on the job's aiohttp session,
 because the OpenAI plugin's SDK path costs several ms per reply (see that module).
@@ -97,8 +97,10 @@ def _owning(plugin: _P) -> _P:
 
 
 def _local_stt(spec: ProviderSpec) -> stt.STT[Any]:
-    from pipelines.providers.local_stt import PocketsphinxSTT
+    from pipelines.providers.local_stt import MoonshineSTT, PocketsphinxSTT
 
+    if spec.model == "moonshine":
+        return MoonshineSTT(language=spec.language)
     return PocketsphinxSTT(language=spec.language)
 
 

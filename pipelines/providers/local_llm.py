@@ -7,17 +7,22 @@ the worker talks to it with ``pipelines.providers.openai_llm.ChatCompletionsLLM`
 
 Gemma 3 270M here is a *base* model, not instruction tuned: asked in Gemma's chat
 template it rambles. It is good at continuing a transcript, so the server registers a
-``voice-transcript`` chat format that renders the conversation as::
+``voice-transcript`` chat handler (``pipelines.providers.transcript_prompt``) that renders
+the conversation as::
 
     <system prompt>
 
-    Transcript of a phone call.
-    Caller: ...
+    An example call, where the agent answers what the caller just said:
+    Caller: ...            (three exchanges written for the agent's role)
     Agent: ...
+
+    Transcript of a phone call.
+    Agent: <first message>
     Caller: ...
     Agent:
 
-and stops at the end of the line, which yields one short sentence per turn.
+stops at the end of the first sentence, and replaces an empty or looping reply with a
+polite generic line.
 
 Run it::
 
@@ -28,17 +33,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from pipelines.providers.transcript_prompt import (
+    STOP,
+    guard_reply,
+    previous_replies,
+    render_transcript,
+    sentence_complete,
+)
 
 CHAT_FORMAT = "voice-transcript"
 MODEL_ALIAS = "gemma-3-270m"
 """The ``model`` name clients send; the server answers with whatever it has loaded."""
 DEFAULT_N_CTX = 2048
 DEFAULT_THREADS = 2
-STOP = ["\n", "Caller:", "Agent:"]
-_SPEAKERS = {"user": "Caller", "assistant": "Agent"}
+DEFAULT_MAX_TOKENS = 48
 
 
 def default_model_path() -> Path:
@@ -54,50 +66,109 @@ def default_model_path() -> Path:
     return path
 
 
-def _text(content: Any) -> str:
-    """OpenAI message content is a string or a list of typed parts; keep the text parts."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    parts: Iterable[Any] = content
-    return " ".join(
-        str(p.get("text", "")) for p in parts if isinstance(p, dict) and p.get("type") == "text"
-    )
+def _chat_completion(
+    *,
+    llama: Any,
+    messages: list[dict[str, Any]],
+    temperature: float = 0.2,
+    top_p: float = 0.95,
+    top_k: int = 40,
+    min_p: float = 0.05,
+    stream: bool = False,
+    stop: str | list[str] | None = None,
+    seed: int | None = None,
+    max_tokens: int | None = None,
+    repeat_penalty: float = 1.1,
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
+    **kwargs: Any,
+) -> Any:
+    """llama_cpp's chat handler for ``voice-transcript``: the transcript prompt, generation
+    stopped at the end of the first sentence, the reply guarded (``guard_reply``), and the
+    answer returned as a chat completion or, when streaming, as its chunks
+    (``_guarded_chunks``: one content chunk, the guard needs the whole sentence before
+    anything is said), with usage."""
+    from llama_cpp import StoppingCriteriaList
+
+    prompt = llama.tokenize(render_transcript(messages).encode("utf-8"), add_bos=True, special=True)
+    n_prompt = len(prompt)
+
+    def sentence_done(input_ids: Any, logits: Any) -> bool:
+        said = llama.detokenize(list(input_ids[n_prompt:])).decode("utf-8", errors="ignore")
+        return sentence_complete(said)
+
+    extra = [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
+    previous = previous_replies(messages)
+
+    def generate(stream_tokens: bool) -> Any:
+        return llama.create_completion(
+            prompt=prompt,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            min_p=min_p,
+            stop=STOP + extra,
+            seed=seed,
+            max_tokens=max_tokens or DEFAULT_MAX_TOKENS,
+            repeat_penalty=repeat_penalty,
+            presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty,
+            stopping_criteria=StoppingCriteriaList([sentence_done]),
+            stream=stream_tokens,
+        )
+
+    if not stream:
+        completion = generate(False)
+        return {
+            "id": "chat" + completion["id"],
+            "created": completion["created"],
+            "model": completion["model"],
+            "object": "chat.completion",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": guard_reply(completion["choices"][0]["text"], previous),
+                    },
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": completion["usage"],
+        }
+    return _guarded_chunks(generate(True), n_prompt, previous)
 
 
-def render_transcript(messages: Sequence[dict[str, Any]]) -> str:
-    """The prompt for a base model: instructions, then the call so far, ending on the
-    agent's turn. Tool calls and results are not shown (the model cannot use them)."""
-    instructions = [
-        _text(m.get("content")).strip()
-        for m in messages
-        if m.get("role") in ("system", "developer")
-    ]
-    lines = [" ".join(line.split()) for line in instructions if line]
-    lines.append("")
-    lines.append("Transcript of a phone call.")
-    for m in messages:
-        speaker = _SPEAKERS.get(str(m.get("role")))
-        text = " ".join(_text(m.get("content")).split())
-        if speaker and text:
-            lines.append(f"{speaker}: {text}")
-    lines.append("Agent:")
-    return "\n".join(lines).lstrip("\n")
+def _guarded_chunks(parts: Iterator[dict[str, Any]], n_prompt: int, previous: list[str]) -> Any:
+    """The streamed answer: the role at once, an empty delta per token while the sentence
+    is written (the client's read timeout restarts on each; nothing is said yet), then the
+    guarded sentence in one chunk, and the finish with usage."""
+    head: dict[str, Any] = {"id": "chatcmpl-local", "created": 0, "model": MODEL_ALIAS}
+
+    def chunk(delta: dict[str, str], finish: str | None, **more: Any) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {**head, "object": "chat.completion.chunk", "choices": [choice], **more}
+
+    yield chunk({"role": "assistant"}, None)
+    text, tokens = "", 0
+    for part in parts:
+        head = {"id": "chat" + part["id"], "created": part["created"], "model": part["model"]}
+        text += part["choices"][0]["text"]
+        tokens += 1
+        yield chunk({}, None)
+    yield chunk({"content": guard_reply(text, previous)}, None)
+    usage = {"prompt_tokens": n_prompt, "completion_tokens": tokens}
+    yield chunk({}, "stop", usage={**usage, "total_tokens": n_prompt + tokens})
 
 
 def register_chat_format() -> None:
-    """Registers ``voice-transcript`` with llama_cpp (idempotent)."""
+    """Registers the ``voice-transcript`` chat handler with llama_cpp (idempotent)."""
     from llama_cpp import llama_chat_format
 
-    def format_transcript(
-        messages: list[Any], **kwargs: Any
-    ) -> llama_chat_format.ChatFormatterResponse:
-        return llama_chat_format.ChatFormatterResponse(
-            prompt=render_transcript(messages), stop=list(STOP)
-        )
-
-    llama_chat_format.register_chat_format(CHAT_FORMAT)(format_transcript)
+    make_registry: Any = llama_chat_format.LlamaChatCompletionHandlerRegistry  # untyped
+    registry = make_registry()
+    registry.register_chat_completion_handler(CHAT_FORMAT, _chat_completion, overwrite=True)
 
 
 def create_app(

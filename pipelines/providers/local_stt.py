@@ -1,18 +1,19 @@
-"""Offline STT: the pocketsphinx engine (``pipelines.engines.pocketsphinx``) as a LiveKit
-``stt.STT``.
+"""Offline STT: Moonshine base-en (``pipelines.engines.moonshine``, the default) and
+pocketsphinx (``pipelines.engines.pocketsphinx``, its fallback) as LiveKit ``stt.STT``s.
 
-``PocketsphinxSTT`` decodes in a child process by default because pocketsphinx holds
-the GIL while decoding (see ``_DecoderProcess``).
+Both transcribe in a child process (see ``_DecoderProcess``): pocketsphinx holds the GIL
+while decoding, and Moonshine keeps memory after every transcription.
 
-Streaming in a LiveKit session comes from the framework: ``PocketsphinxSTT`` is a batch
-recognizer (``capabilities.streaming=False``); wrap it with a VAD to get a streaming STT::
+Streaming in a LiveKit session comes from the framework: both are batch recognizers
+(``capabilities.streaming=False``); wrap one with a VAD to get a streaming STT::
 
-    stt.StreamAdapter(stt=PocketsphinxSTT(), vad=WebRTCVAD())   # any livekit vad.VAD
+    stt.StreamAdapter(stt=MoonshineSTT(), vad=WebRTCVAD())   # any livekit vad.VAD
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import struct
@@ -37,11 +38,13 @@ from livekit.agents.utils import AudioBuffer, is_given
 
 from pipelines.audio import Float32Array, Int16Array, float_to_int16, int16_to_float, resample
 from pipelines.engines import (
+    MOONSHINE_SAMPLE_RATE,
     POCKETSPHINX_SAMPLE_RATE,
     PocketsphinxEngine,
     PocketsphinxError,
     check_language,
 )
+from pipelines.providers.segment_stream import INTERIM_EVERY
 
 
 def buffer_to_samples(buffer: AudioBuffer) -> tuple[Float32Array, int]:
@@ -54,19 +57,33 @@ def buffer_to_samples(buffer: AudioBuffer) -> tuple[Float32Array, int]:
 
 
 class _DecoderProcess:
-    """A ``python -m pipelines.engines.pocketsphinx serve`` child that decodes for one STT instance.
+    """A ``python -m <engine> serve`` child (``pipelines.engines.decoder_child``) that
+    transcribes for one STT instance. Requests are serialised.
 
     pocketsphinx holds the GIL while it decodes (RTF ~0.2, so ~0.6 s for a 3 s turn): in
     a thread that would still stall the event loop, and with it the call's audio. A child
-    process keeps the loop free and uses the second core. Requests are serialised."""
+    process keeps the loop free and uses the second core. Moonshine keeps memory after
+    every transcription: with ``max_rss_mb`` the child that grew past it is replaced as
+    soon as it answers, its successor warming up while the call goes on."""
 
-    def __init__(self) -> None:
+    def __init__(self, module: str, *, name: str, max_rss_mb: float | None = None) -> None:
+        self.module = module
+        self.name = name
+        self.max_rss_mb = max_rss_mb
+        self.rss_mb = 0.0
+        """The child's resident memory after its last answer."""
+        self.recycled = 0
+        """Children replaced for their memory so far."""
         self._proc: asyncio.subprocess.Process | None = None
+        self._starting: asyncio.Task[asyncio.subprocess.Process] | None = None
         self._lock = asyncio.Lock()
 
-    async def _ensure_started(self) -> asyncio.subprocess.Process:
-        if self._proc is not None and self._proc.returncode is None:
-            return self._proc
+    def start_soon(self) -> None:
+        """Starts the child in the background (it loads and warms its model)."""
+        if self._starting is None and (self._proc is None or self._proc.returncode is not None):
+            self._starting = asyncio.create_task(self._spawn())
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")) if p
@@ -74,19 +91,33 @@ class _DecoderProcess:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "pipelines.engines.pocketsphinx",
+            self.module,
             "serve",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
         )
         assert proc.stdout is not None
-        ready = await proc.stdout.readline()
+        try:
+            ready = await proc.stdout.readline()
+        except BaseException:
+            await _kill(proc)
+            raise
         if json.loads(ready or b"{}").get("ready") is not True:
             await _kill(proc)
-            raise APIConnectionError("pocketsphinx decoder process failed to start")
-        self._proc = proc
+            raise APIConnectionError(f"{self.name} decoder process failed to start")
         return proc
+
+    async def _ensure_started(self) -> asyncio.subprocess.Process:
+        if self._proc is not None and self._proc.returncode is None:
+            return self._proc
+        self.start_soon()
+        assert self._starting is not None
+        try:
+            self._proc = await self._starting
+        finally:
+            self._starting = None
+        return self._proc
 
     async def transcribe(self, pcm: Int16Array, *, timeout: float) -> str:
         async with self._lock:
@@ -99,19 +130,36 @@ class _DecoderProcess:
             except TimeoutError as exc:
                 # Its state is unknown now; the next call starts a fresh one.
                 await _kill(proc)
-                raise APITimeoutError("pocketsphinx decoder timed out") from exc
+                raise APITimeoutError(f"{self.name} decoder timed out") from exc
+            except asyncio.CancelledError:
+                # an answer may still come for this request: never read it as the next one's
+                proc.kill()
+                self._proc = None
+                raise
             except (BrokenPipeError, ConnectionResetError) as exc:
                 await _kill(proc)
-                raise APIConnectionError("pocketsphinx decoder process died") from exc
+                raise APIConnectionError(f"{self.name} decoder process died") from exc
             if not line:
                 await _kill(proc)
-                raise APIConnectionError("pocketsphinx decoder process died")
+                raise APIConnectionError(f"{self.name} decoder process died")
             reply = json.loads(line)
+            self.rss_mb = float(reply.get("rss_mb", 0.0))
+            if self.max_rss_mb is not None and self.rss_mb > self.max_rss_mb:
+                await _kill(proc)
+                self._proc = None
+                self.recycled += 1
+                self.start_soon()
             if "error" in reply:
                 raise APIError(str(reply["error"]), retryable=False)
             return str(reply["text"])
 
     async def aclose(self) -> None:
+        starting, self._starting = self._starting, None
+        if starting is not None:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, APIConnectionError):
+                proc = await starting
+                await _kill(proc)
         if self._proc is not None:
             await _kill(self._proc)
             self._proc = None
@@ -121,6 +169,14 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         proc.kill()
         await proc.wait()
+
+
+def _final(text: str) -> stt.SpeechEvent:
+    return stt.SpeechEvent(
+        type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+        request_id=utils.shortuuid(),
+        alternatives=[stt.SpeechData(language=LanguageCode("en"), text=text)],
+    )
 
 
 class PocketsphinxSTT(stt.STT[Never]):
@@ -144,7 +200,7 @@ class PocketsphinxSTT(stt.STT[Never]):
         if in_process:
             self._engine = engine or PocketsphinxEngine(language=language)
         else:
-            self._child = _DecoderProcess()
+            self._child = _DecoderProcess("pipelines.engines.pocketsphinx", name="pocketsphinx")
 
     @property
     def model(self) -> str:
@@ -186,13 +242,78 @@ class PocketsphinxSTT(stt.STT[Never]):
                 raise APITimeoutError("pocketsphinx timed out") from exc
             except PocketsphinxError as exc:
                 raise APIError(str(exc), retryable=False) from exc
-        return stt.SpeechEvent(
-            type=stt.SpeechEventType.FINAL_TRANSCRIPT,
-            request_id=utils.shortuuid(),
-            alternatives=[stt.SpeechData(language=LanguageCode("en"), text=text)],
-        )
+        return _final(text)
 
     async def aclose(self) -> None:
         if self._child is not None:
             await self._child.aclose()
+        await super().aclose()
+
+
+MOONSHINE_MAX_RSS_MB = 1000.0
+"""Resident memory past which the Moonshine child is replaced. It holds ~130 MB idle,
+~700 MB after its first few seconds of speech, then grows by tens of MB per segment
+(``voice-worker bench stt`` prints the figures)."""
+
+
+class MoonshineSTT(stt.STT[Never]):
+    """LiveKit batch STT on Moonshine base-en (``pipelines.engines.moonshine``), English only.
+
+    Each ``recognize`` is one whole VAD segment (the chain wraps this STT in a VAD stream
+    adapter), transcribed as one piece: split into phrases, Moonshine loses the context
+    that makes a phrase's last words out. It runs in a child process that starts (and
+    warms its model) when the STT is made inside an event loop, and is replaced once it
+    holds more than ``max_rss_mb``."""
+
+    def __init__(
+        self,
+        *,
+        language: str = "en",
+        max_rss_mb: float = MOONSHINE_MAX_RSS_MB,
+        interim_every: float = INTERIM_EVERY,
+    ) -> None:
+        super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
+        check_language(language)
+        self.interim_every = interim_every
+        """Seconds of an open segment between interim transcripts (``SegmentStreamAdapter``)."""
+        self._child = _DecoderProcess(
+            "pipelines.engines.moonshine", name="moonshine", max_rss_mb=max_rss_mb
+        )
+        with contextlib.suppress(RuntimeError):  # no running loop: start on first use
+            asyncio.get_running_loop()
+            self._child.start_soon()
+
+    @property
+    def model(self) -> str:
+        return "moonshine-base-en"
+
+    @property
+    def provider(self) -> str:
+        return "local"
+
+    @property
+    def child(self) -> _DecoderProcess:
+        """The transcriber process (its memory and how often it was replaced)."""
+        return self._child
+
+    async def _recognize_impl(
+        self,
+        buffer: AudioBuffer,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+    ) -> stt.SpeechEvent:
+        if is_given(language):
+            try:
+                check_language(language)
+            except ValueError as exc:
+                raise APIError(str(exc), retryable=False) from exc
+        samples, rate = buffer_to_samples(buffer)
+        pcm = float_to_int16(resample(samples, rate, MOONSHINE_SAMPLE_RATE))
+        # ~0.1 s per second of speech on a free core; a cold child loads for seconds
+        timeout = max(conn_options.timeout, 2.0 * len(pcm) / MOONSHINE_SAMPLE_RATE)
+        return _final(await self._child.transcribe(pcm, timeout=timeout))
+
+    async def aclose(self) -> None:
+        await self._child.aclose()
         await super().aclose()

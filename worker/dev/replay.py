@@ -30,6 +30,7 @@ from worker.dev.services import (
     http_ok,
     warm_up_llm,
 )
+from worker.dev.story import caller_script, story_rows, story_text
 from worker.settings import Settings
 
 if TYPE_CHECKING:
@@ -140,12 +141,14 @@ async def replay_call(
     report = latest_report(Path(env["REPORT_DIR"]))
     if report is not None:
         (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    role = f"{plan.agent_name or ''} {plan.prompt}"
     return {
         "out": str(out),
         "error": call_error(rec, caller.duration, report),
         "agent_audio_seconds": round(agent_audio.duration, 2),
         "transcript": transcript,
         "turns": turns,
+        "story": story_rows(turns, caller_script(audio_path), role),
         "recording": report.get("recording") if report else None,
     }
 
@@ -231,4 +234,6 @@ def summary_text(result: Mapping[str, Any]) -> str:
             f"  turn {t['turn']}: response latency "
             + (f"{lat:.2f}s" if lat is not None else "n/a (no agent audio heard)")
         )
+    if result.get("story"):
+        lines.append(story_text(result))
     return "\n".join(lines)

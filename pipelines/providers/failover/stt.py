@@ -31,6 +31,7 @@ from pipelines.providers.failover.chain import (
     Watchdog,
     front_conn_options,
 )
+from pipelines.providers.segment_stream import SegmentStreamAdapter
 
 AnySTT = stt.STT[Any]
 
@@ -319,12 +320,19 @@ class FailoverRecognizeStream(stt.RecognizeStream):
 
 def stt_link(spec: ProviderSpec, deadline: float, vad_: vad.VAD | None) -> Link[AnySTT]:
     """One STT link of a chain: a batch provider comes wrapped in ``stt.StreamAdapter``
-    over a ``_DeadlineSTT``, with ``vad_`` (a ``WebRTCVAD`` when None)."""
+    over a ``_DeadlineSTT``, with ``vad_`` (a ``WebRTCVAD`` when None); one with an
+    ``interim_every`` (Moonshine) in a ``SegmentStreamAdapter``, for interim text."""
     instance: AnySTT = build(spec)
     if not instance.capabilities.streaming:
         if vad_ is None:
             from pipelines.audio import WebRTCVAD
 
             vad_ = WebRTCVAD.load()
-        instance = stt.StreamAdapter(stt=_DeadlineSTT(instance, deadline), vad=vad_)
+        batch = _DeadlineSTT(instance, deadline)
+        every = getattr(instance, "interim_every", None)
+        instance = (
+            SegmentStreamAdapter(stt=batch, vad=vad_, interim_every=every, interim_stt=instance)
+            if isinstance(every, float)
+            else stt.StreamAdapter(stt=batch, vad=vad_)
+        )
     return Link(spec, instance)

@@ -1,5 +1,6 @@
-"""Package re-exports: every name in ``__all__`` resolves, and the light pocketsphinx child
-(``python -m pipelines.engines.pocketsphinx serve``) still imports no LiveKit."""
+"""Package re-exports: every name in ``__all__`` resolves, and the light decoder children
+(``python -m pipelines.engines.pocketsphinx serve``, ``... moonshine serve``) still import no
+LiveKit."""
 
 from __future__ import annotations
 
@@ -29,9 +30,10 @@ def test_exports_and_all_must_agree() -> None:
         lazy_exports("somewhere", ["a"], {"module": ("a", "b")})
 
 
-def test_the_pocketsphinx_child_stays_light() -> None:
+@pytest.mark.parametrize("engine", ["pocketsphinx", "moonshine"])
+def test_the_decoder_children_stay_light(engine: str) -> None:
     check = (
-        "import sys, pipelines.engines.pocketsphinx; "
+        f"import sys, pipelines.engines.{engine}; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'livekit', 'av'}))"
     )
     out = subprocess.run(
@@ -40,7 +42,7 @@ def test_the_pocketsphinx_child_stays_light() -> None:
     assert out.stdout.strip() == "[]"
     # run as ``__main__`` after the package's import: no runpy double-import warning
     child = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "pipelines.engines.pocketsphinx", "serve"],
+        [sys.executable, "-W", "error", "-m", f"pipelines.engines.{engine}", "serve"],
         cwd=REPO_ROOT,
         input="",
         capture_output=True,

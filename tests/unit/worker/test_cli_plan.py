@@ -45,7 +45,7 @@ def test_fixture_agent_by_id_prints_the_plan(capsys: pytest.CaptureFixture[str])
     data = json.loads(out)
     assert data["agent_id"] == FRONT_DESK
     got = chains(out)
-    assert got["stt"] == ["local:pocketsphinx"]
+    assert got["stt"] == ["local:moonshine", "local:pocketsphinx"]
     assert got["tts"] == ["local:espeak"]
     assert got["llm"] and all(c.startswith("local:") for c in got["llm"])
     assert data["stale_config"] is False

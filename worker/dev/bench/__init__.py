@@ -225,6 +225,18 @@ def _amd(args: argparse.Namespace, out: Path) -> Report | Coroutine[Any, Any, Re
     return bench_amd(manifest or DEFAULT_MANIFEST, stt=args.stt)
 
 
+def _stt(args: argparse.Namespace, out: Path) -> Coroutine[Any, Any, Report]:
+    from worker.dev.bench.speech import bench_stt
+
+    return bench_stt(engines=args.engine or ("moonshine", "pocketsphinx"))
+
+
+def _replies(args: argparse.Namespace, out: Path) -> Coroutine[Any, Any, Report]:
+    from worker.dev.bench.speech import bench_replies
+
+    return bench_replies(repeats=args.repeats, base_url=args.llm_base_url)
+
+
 def _failover(args: argparse.Namespace, out: Path) -> Report:
     if args.repeats < 1:
         raise ValueError("--repeats must be at least 1")
@@ -360,6 +372,37 @@ def add_bench_parser(
     )
     p.add_argument("--repeats", type=int, default=5)
     _outputs(p, "failover")
+
+    p = benchmark(
+        "stt",
+        _stt,
+        "word error rate of the offline call STTs",
+        "WER of Moonshine and pocketsphinx on the fixture callers' turns and on sentences "
+        "said by three espeak-ng voices, at 16 kHz and at 8 kHz, each utterance one whole "
+        "VAD segment; the sentences' dev half and held-out half are reported apart.",
+    )
+    p.add_argument(
+        "--engine",
+        action="append",
+        choices=["moonshine", "pocketsphinx"],
+        help="engine to score (repeatable; default both)",
+    )
+    _outputs(p, "stt")
+
+    p = benchmark(
+        "replies",
+        _replies,
+        "share of the offline LLM's replies that stay on topic",
+        "Play the fixture callers' turns against each agent (the fixture agents and two "
+        "unseen roles) on a local llama.cpp server and score each reply: on topic when it "
+        "shares a content word with the caller's turn or the agent's role and does not "
+        "repeat the previous reply.",
+    )
+    p.add_argument("--repeats", type=int, default=2, help="plays per caller and role (default 2)")
+    p.add_argument(
+        "--llm-base-url", help="an OpenAI-compatible server to use instead of starting one"
+    )
+    _outputs(p, "replies")
     return bench
 
 

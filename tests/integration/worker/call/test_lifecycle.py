@@ -350,7 +350,7 @@ async def test_report_and_status_are_delivered_signed(
     # usage per provider, as LiveKit's metrics counted it: what the caller said, the
     # tokens of each reply, the characters spoken
     usage = report["usage"]
-    assert set(usage) == {"custom:scripted", "local:espeak", "local:pocketsphinx"}, usage
+    assert set(usage) == {"custom:scripted", "local:espeak", "local:moonshine"}, usage
     assert sum(u["stt_seconds"] for u in usage.values()) > 0.5, usage
     assert sum(u["llm_completion_tokens"] for u in usage.values()) > 0, usage
     assert sum(u["llm_prompt_tokens"] for u in usage.values()) > 0, usage

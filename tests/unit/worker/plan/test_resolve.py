@@ -62,7 +62,7 @@ def fixture_agent(control_plane_dir: Path, agent_id: str) -> dict[str, Any]:
 def test_front_desk_fixture_offline(plan: Any, control_plane_dir: Path) -> None:
     """With no provider keys, the allowlists leave the offline stack; the rest is warned."""
     p = plan(fixture_agent(control_plane_dir, FRONT_DESK))
-    assert chain(p, "stt") == ["local:pocketsphinx"]
+    assert chain(p, "stt") == ["local:moonshine", "local:pocketsphinx"]
     assert chain(p, "tts") == ["local:espeak"]
     assert chain(p, "llm")[0].startswith("local:")
     assert "stt: left out deepgram:nova-3 (DEEPGRAM_API_KEY is not configured)" in p.warnings
@@ -83,6 +83,7 @@ def test_configured_credentials_bring_providers_in(plan: Any, control_plane_dir:
         "deepgram:nova-3",
         "deepgram:flux",
         "deepgram:nova-2",
+        "local:moonshine",
         "local:pocketsphinx",
     ]
     assert chain(p, "tts") == ["elevenlabs:eleven_flash_v2_5", "local:espeak"]
@@ -149,7 +150,7 @@ def test_unrankable_allowlist_entry_fails_the_plan(plan: Any) -> None:
 def test_per_call_allowlist_routes_only_that_layer(plan: Any) -> None:
     agent = {"stackPreferences": {"allowedProviders": {"stt": ["deepgram"], "tts": ["local"]}}}
     p = plan(agent, {"constraints": {"allowedProviders": {"stt": ["local"]}}})
-    assert chain(p, "stt") == ["local:pocketsphinx"]
+    assert chain(p, "stt") == ["local:moonshine", "local:pocketsphinx"]
     assert chain(p, "tts") == ["local:espeak"]
 
 
