@@ -12,7 +12,10 @@ the chain, not the plugin, decides. Build them with ``build_failover_layers``.
 """
 
 from pipelines.providers.failover.chain import (
+    HEDGE_REASONS,
+    NO_HEDGE,
     Deadlines,
+    HedgePolicy,
     LayerDown,
     Link,
     ProviderChain,
@@ -34,12 +37,15 @@ from pipelines.providers.failover.tts import FailoverTTS, SentenceQueue
 
 __all__ = [
     "CONTINUE_INSTRUCTION",
+    "HEDGE_REASONS",
+    "NO_HEDGE",
     "BreakerPolicy",
     "Deadlines",
     "FailoverLLM",
     "FailoverSTT",
     "FailoverTTS",
     "HealthRegistry",
+    "HedgePolicy",
     "LayerDown",
     "Link",
     "ProviderChain",

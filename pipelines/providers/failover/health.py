@@ -13,6 +13,7 @@ failover chain that carries it switches away within its deadline if the probe fa
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -48,6 +49,11 @@ class ProviderHealth:
     """Failures / outcomes over the window (0 with no outcomes)."""
     latency_p50: float | None
     """Median first-output latency of the successes in the window, seconds."""
+    latency_p95: float | None
+    """95th percentile of the same latencies: what a hedge waits for (``HedgePolicy``)."""
+    slow: int
+    """Requests in the window this provider lost to a hedge (it answered later than its
+    usual latency and another provider answered first)."""
     consecutive_failures: int
     last_failure: str | None
     """Reason of the latest failure (``stall``, ``connection``, ``server_error``...)."""
@@ -59,6 +65,7 @@ class ProviderHealth:
 class _Record:
     outcomes: deque[bool]
     latencies: deque[float]
+    slow: deque[bool]
     consecutive_failures: int = 0
     opened_at: float | None = None
     probe_started: float | None = None
@@ -86,6 +93,7 @@ class HealthRegistry:
             rec = self._records[provider] = _Record(
                 outcomes=deque(maxlen=self.policy.window),
                 latencies=deque(maxlen=self.policy.window),
+                slow=deque(maxlen=self.policy.window),
             )
         return rec
 
@@ -123,6 +131,7 @@ class HealthRegistry:
             rec.outcomes.append(True)
             if latency is not None:
                 rec.latencies.append(latency)
+            rec.slow.append(False)
             rec.consecutive_failures = 0
             rec.opened_at = rec.probe_started = None
             rec.last_success_at = self._clock()
@@ -142,6 +151,31 @@ class HealthRegistry:
                 # a failed probe re-opens at once; a closed circuit opens once tripped
                 rec.opened_at = now
             rec.probe_started = None
+
+    def record_slow(self, provider: str, waited: float) -> None:
+        """``provider`` lost a hedge race after ``waited`` seconds without output: a slow
+        sample, not a failure (the circuit stays as it is). Its latency window learns a
+        lower bound of the answer it never gave; slow losses in a row count as a stall
+        (``failure_threshold`` of them open the circuit, as consecutive failures do)."""
+        with self._lock:
+            rec = self._record(provider)
+            rec.latencies.append(waited)
+            rec.slow.append(True)
+            recent = list(rec.slow)[-self.policy.failure_threshold :]
+            if len(recent) == self.policy.failure_threshold and all(recent):
+                rec.outcomes.append(False)
+                rec.consecutive_failures += 1
+                rec.last_failure = "stall"
+                rec.opened_at = self._clock()
+                rec.probe_started = None
+                rec.slow.clear()
+
+    def latency_p95(self, provider: str, min_samples: int = 1) -> float | None:
+        """95th percentile first-output latency over the window; None with fewer than
+        ``min_samples`` samples."""
+        with self._lock:
+            lat = sorted(self._record(provider).latencies)
+        return _p95(lat) if lat and len(lat) >= min_samples else None
 
     def last_success_at(self, provider: str) -> float | None:
         with self._lock:
@@ -168,6 +202,8 @@ class HealthRegistry:
                     state=self._state(rec, now),
                     error_rate=rec.outcomes.count(False) / n if n else 0.0,
                     latency_p50=lat[len(lat) // 2] if lat else None,
+                    latency_p95=_p95(lat) if lat else None,
+                    slow=rec.slow.count(True),
                     consecutive_failures=rec.consecutive_failures,
                     last_failure=rec.last_failure,
                     last_success_at=rec.last_success_at,
@@ -177,6 +213,11 @@ class HealthRegistry:
     def reset(self) -> None:
         with self._lock:
             self._records.clear()
+
+
+def _p95(ordered: Sequence[float]) -> float:
+    """Nearest-rank 95th percentile of a sorted, non-empty sequence."""
+    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 
 
 _DEFAULT: HealthRegistry | None = None
