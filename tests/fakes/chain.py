@@ -11,6 +11,7 @@ from pipelines.providers.failover import (
     HedgePolicy,
     Link,
     ProviderChain,
+    RatePolicy,
     SwitchEvent,
 )
 
@@ -24,6 +25,7 @@ def make_chain(
     events: list[SwitchEvent] | None = None,
     return_to_primary: bool = False,
     hedge: HedgePolicy = NO_HEDGE,
+    rate: RatePolicy | None = None,
 ) -> ProviderChain[Any]:
     """A chain of ``instances`` in rank order, named ``v0:m``, ``v1:m`` ...; switches are
     appended to ``events``."""
@@ -39,6 +41,7 @@ def make_chain(
         on_switch=(events.append if events is not None else None),
         return_to_primary=return_to_primary,
         hedge=hedge,
+        rate=rate,
     )
 
 

@@ -24,6 +24,8 @@ class _FakeLLMOptions:
     """The reply goes silent after this many words."""
     first_token_delay: float = 0.0
     """Seconds before the first word (a slow, not a stalled, provider)."""
+    token_interval: float = 0.0
+    """Seconds between words (the stream's own rate)."""
 
 
 class FakeLLM(llm.LLM[Never]):
@@ -38,6 +40,7 @@ class FakeLLM(llm.LLM[Never]):
         fail_after_tokens: int | None = None,
         stall_after_tokens: int | None = None,
         first_token_delay: float = 0.0,
+        token_interval: float = 0.0,
     ) -> None:
         super().__init__()
         self._opts = _FakeLLMOptions(
@@ -47,6 +50,7 @@ class FakeLLM(llm.LLM[Never]):
             fail_after_tokens=fail_after_tokens,
             stall_after_tokens=stall_after_tokens,
             first_token_delay=first_token_delay,
+            token_interval=token_interval,
         )
         self.contexts: list[ChatContext] = []
         self.cancelled = 0
@@ -112,6 +116,8 @@ class FakeLLMStream(llm.LLMStream):
                 await asyncio.sleep(3600)
             if opts.fail_after_tokens is not None and i >= opts.fail_after_tokens:
                 raise APIConnectionError("connection reset")
+            if i > 0 and opts.token_interval > 0:
+                await asyncio.sleep(opts.token_interval)
             text = word if i == 0 else " " + word
             self._event_ch.send_nowait(
                 llm.ChatChunk(id="x", delta=llm.ChoiceDelta(role="assistant", content=text))

@@ -21,6 +21,10 @@ class _FakeTTSOptions:
     """Every chunk waits forever: no first byte."""
     first_chunk_delay: float = 0.0
     """Seconds before the first chunk of each text (a slow, not a stalled, provider)."""
+    stall_after_chunks: int | None = None
+    """Each text goes silent after this many chunks (a mid-sentence stall)."""
+    chunk_interval: float = 0.0
+    """Seconds between chunks (the stream's own rate)."""
 
 
 class FakeTTS(tts.TTS[Never]):
@@ -35,6 +39,8 @@ class FakeTTS(tts.TTS[Never]):
         fail_after_chunks: int = 0,
         stall: bool = False,
         first_chunk_delay: float = 0.0,
+        stall_after_chunks: int | None = None,
+        chunk_interval: float = 0.0,
     ) -> None:
         super().__init__(
             capabilities=tts.TTSCapabilities(streaming=False),
@@ -46,6 +52,8 @@ class FakeTTS(tts.TTS[Never]):
             fail_after_chunks=fail_after_chunks,
             stall=stall,
             first_chunk_delay=first_chunk_delay,
+            stall_after_chunks=stall_after_chunks,
+            chunk_interval=chunk_interval,
         )
         self.texts: list[str] = []
         self.cancelled = 0
@@ -103,9 +111,9 @@ class FakeChunkedStream(tts.ChunkedStream):
         if opts.first_chunk_delay > 0:
             await asyncio.sleep(opts.first_chunk_delay)
         for i, start in enumerate(range(0, len(tone), step)):
-            if opts.stall:
+            if opts.stall or (opts.stall_after_chunks is not None and i >= opts.stall_after_chunks):
                 await asyncio.sleep(3600)
             if call == opts.fail_on_call and i >= opts.fail_after_chunks:
                 raise APIConnectionError("connection reset")
             output_emitter.push(tone[start : start + step])
-            await asyncio.sleep(0)
+            await asyncio.sleep(opts.chunk_interval)

@@ -20,6 +20,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -134,6 +135,23 @@ class HedgePolicy:
 NO_HEDGE = HedgePolicy(budget=0)
 
 
+@dataclass(frozen=True, slots=True)
+class RatePolicy:
+    """The mid-stream watchdog: once a stream has shown its own rate (``min_gaps`` gaps
+    between outputs), a silence longer than ``factor`` x its largest recent gap (at least
+    ``floor``, at most the layer's deadline) is a stall. A stream that never showed a rate
+    keeps the deadline."""
+
+    factor: float = 4.0
+    floor: float = 0.4
+    min_gaps: int = 2
+
+    def limit(self, gaps: Sequence[float], deadline: float) -> float:
+        if len(gaps) < self.min_gaps:
+            return deadline
+        return min(deadline, max(self.floor, self.factor * max(gaps)))
+
+
 class HedgeLost(Exception):
     """Raised inside the attempt that answered after its rival had already won the race."""
 
@@ -200,10 +218,16 @@ class Watchdog:
         deadline: float,
         *,
         on_first_answer: Callable[[float], None] | None = None,
+        rate: RatePolicy | None = None,
     ) -> None:
         self.layer = layer
         self.provider = provider
         self.deadline = deadline
+        self.rate = rate
+        """Mid-stream (after ``progress``) the limit follows the stream's own rate."""
+        self._limit = deadline
+        self._last_answer: float | None = None
+        self._gaps: deque[float] = deque(maxlen=8)
         self._on_first_answer = on_first_answer
         self._owed_since: float | None = None
         self._first_owed: float | None = None
@@ -226,9 +250,15 @@ class Watchdog:
             return self._tripped
         return self._owed_since if self._owed_since is not None else time.monotonic()
 
+    @property
+    def limit(self) -> float:
+        """Seconds of silence allowed for the output owed now."""
+        return self._limit
+
     def owe(self, deadline: float | None = None) -> None:
         if deadline is not None:
             self.deadline = deadline
+        self._limit = self.deadline
         if self._owed_since is None:
             self._owed_since = time.monotonic()
             if self._first_owed is None:
@@ -242,7 +272,7 @@ class Watchdog:
 
     def request(self, deadline: float | None = None) -> None:
         """A new request: its first output is owed (from now)."""
-        self._owed_since = None
+        self._owed_since = self._last_answer = None
         self.owe(deadline)
         self._request_since = self._owed_since
         self.changed.set()
@@ -259,6 +289,9 @@ class Watchdog:
         if self._request_since is not None:
             self._request_since = None
             self.changed.set()
+        elif self._last_answer is not None:
+            self._gaps.append(now - self._last_answer)
+        self._last_answer = now
         self._answers += 1
         self._owed_since = None
         self._wake.set()
@@ -266,6 +299,8 @@ class Watchdog:
     def progress(self) -> None:
         self.answered()
         self.owe()
+        if self.rate is not None:
+            self._limit = self.rate.limit(self._gaps, self.deadline)
 
     def settle(self) -> None:
         self._owed_since = None
@@ -284,7 +319,7 @@ class Watchdog:
             if since is None:
                 await self._wake.wait()
                 continue
-            remaining = since + self.deadline - time.monotonic()
+            remaining = since + self._limit - time.monotonic()
             if remaining <= 0:
                 self._tripped = since
                 continue
@@ -344,6 +379,7 @@ class ProviderChain(Generic[T]):
         on_switch: Callable[[SwitchEvent], None] | None = None,
         return_to_primary: bool = False,
         hedge: HedgePolicy = NO_HEDGE,
+        rate: RatePolicy | None = None,
     ) -> None:
         if not links:
             raise ValueError(f"{layer}: a provider chain needs at least one provider")
@@ -354,6 +390,7 @@ class ProviderChain(Generic[T]):
         self.on_switch = on_switch
         self.return_to_primary = return_to_primary
         self.hedge = hedge
+        self.rate = rate
         self._hedges_left = hedge.budget
         self.current = 0
         self._served = False
@@ -465,6 +502,7 @@ class ProviderChain(Generic[T]):
             link.id,
             self.deadline,
             on_first_answer=functools.partial(self.health.record_success, link.id),
+            rate=self.rate,
         )
 
     def _failed(self, idx: int, wd: Watchdog, exc: Exception, failures: list[str]) -> _Failed:

@@ -14,6 +14,7 @@ from pipelines.providers.failover.chain import (
     HedgePolicy,
     Link,
     ProviderChain,
+    RatePolicy,
     SwitchEvent,
 )
 from pipelines.providers.failover.health import HealthRegistry
@@ -33,14 +34,18 @@ def build_failover_layers(
     return_to_primary: bool = False,
     vad: vad.VAD | None = None,
     hedge: HedgePolicy | None = None,
+    rate: RatePolicy | None = None,
 ) -> dict[str, Any]:
     """``{"stt": FailoverSTT, "llm": FailoverLLM, "tts": FailoverTTS}`` for the layers in
     ``specs``, each over exactly the given ranked allowed providers (the plan's chain).
     Non-streaming STT providers are wrapped in ``stt.StreamAdapter`` with ``vad`` (a
     ``WebRTCVAD`` when none is given). The LLM's first token and the TTS's first audio of
     each sentence are hedged by ``hedge`` (``HedgePolicy()`` when none is given) when the
-    layer has more than one provider."""
+    layer has more than one provider; so is their mid-stream watchdog ``rate``
+    (``RatePolicy()`` when none is given): a stream silent for several times its own gap
+    between outputs is failed over before the deadline."""
     hedging = hedge if hedge is not None else HedgePolicy()
+    pacing = rate if rate is not None else RatePolicy()
     layers: dict[str, Any] = {}
 
     def chain(layer: str, links: Sequence[Link[T]]) -> ProviderChain[T]:
@@ -52,6 +57,7 @@ def build_failover_layers(
             on_switch=on_switch,
             return_to_primary=return_to_primary,
             hedge=hedging if layer in ("llm", "tts") and len(links) > 1 else NO_HEDGE,
+            rate=pacing if layer in ("llm", "tts") and len(links) > 1 else None,
         )
 
     if specs.get("stt"):
