@@ -277,6 +277,15 @@ class Watchdog:
         self._request_since = self._owed_since
         self.changed.set()
 
+    def owe_within(self, limit: float, since: float) -> None:
+        """Output is owed ``limit`` seconds after ``since`` (a moment already past, such as
+        the end of the caller's speech), whatever was owed before."""
+        self._owed_since = since
+        if self._first_owed is None:
+            self._first_owed = since
+        self._limit = limit
+        self._wake.set()
+
     def answered(self) -> None:
         now = time.monotonic()
         if self.race is not None and not self.race.claim(self):

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 CircuitState = Literal["closed", "open", "half_open"]
@@ -66,6 +66,8 @@ class _Record:
     outcomes: deque[bool]
     latencies: deque[float]
     slow: deque[bool]
+    kinds: dict[str, deque[float]] = field(default_factory=dict)
+    """Other latency series (``final``: a final transcript after the caller stopped)."""
     consecutive_failures: int = 0
     opened_at: float | None = None
     probe_started: float | None = None
@@ -170,11 +172,22 @@ class HealthRegistry:
                 rec.probe_started = None
                 rec.slow.clear()
 
-    def latency_p95(self, provider: str, min_samples: int = 1) -> float | None:
-        """95th percentile first-output latency over the window; None with fewer than
-        ``min_samples`` samples."""
+    def record_latency(self, provider: str, kind: str, seconds: float) -> None:
+        """One sample of a latency series other than the first output (no outcome)."""
         with self._lock:
-            lat = sorted(self._record(provider).latencies)
+            rec = self._record(provider)
+            series = rec.kinds.get(kind)
+            if series is None:
+                series = rec.kinds[kind] = deque(maxlen=self.policy.window)
+            series.append(seconds)
+
+    def latency_p95(self, provider: str, min_samples: int = 1, kind: str = "first") -> float | None:
+        """95th percentile latency over the window (``first``: first output; other kinds
+        as ``record_latency`` named them); None with fewer than ``min_samples`` samples."""
+        with self._lock:
+            rec = self._record(provider)
+            series = rec.latencies if kind == "first" else rec.kinds.get(kind, ())
+            lat = sorted(series)
         return _p95(lat) if lat and len(lat) >= min_samples else None
 
     def last_success_at(self, provider: str) -> float | None:
