@@ -139,17 +139,22 @@ NO_HEDGE = HedgePolicy(budget=0)
 class RatePolicy:
     """The mid-stream watchdog: once a stream has shown its own rate (``min_gaps`` gaps
     between outputs), a silence longer than ``factor`` x its largest recent gap (at least
-    ``floor``, at most the layer's deadline) is a stall. A stream that never showed a rate
-    keeps the deadline."""
+    ``floor``, at most the layer's deadline) is a stall. The provider's p95 gap on this
+    worker (the health registry's ``gap`` series) stands in for a young stream and is
+    never undercut; a provider with neither keeps the deadline."""
 
     factor: float = 4.0
     floor: float = 0.4
     min_gaps: int = 2
 
-    def limit(self, gaps: Sequence[float], deadline: float) -> float:
-        if len(gaps) < self.min_gaps:
+    def limit(self, gaps: Sequence[float], deadline: float, usual: float | None = None) -> float:
+        """The silence allowed after ``gaps`` (this stream's); ``usual`` is the provider's
+        p95 gap on this worker, which stands in while the stream is too young and keeps a
+        stream whose first gaps were quick from tripping on a usual pause."""
+        seen = max(gaps) if len(gaps) >= self.min_gaps else None
+        if seen is None and usual is None:
             return deadline
-        return min(deadline, max(self.floor, self.factor * max(gaps)))
+        return min(deadline, max(self.floor, self.factor * max(seen or 0.0, usual or 0.0)))
 
 
 class HedgeLost(Exception):
@@ -219,6 +224,8 @@ class Watchdog:
         *,
         on_first_answer: Callable[[float], None] | None = None,
         rate: RatePolicy | None = None,
+        usual_gap: Callable[[], float | None] | None = None,
+        on_gap: Callable[[float], None] | None = None,
     ) -> None:
         self.layer = layer
         self.provider = provider
@@ -228,6 +235,8 @@ class Watchdog:
         self._limit = deadline
         self._last_answer: float | None = None
         self._gaps: deque[float] = deque(maxlen=8)
+        self._usual_gap = usual_gap
+        self._on_gap = on_gap
         self._on_first_answer = on_first_answer
         self._owed_since: float | None = None
         self._first_owed: float | None = None
@@ -300,6 +309,8 @@ class Watchdog:
             self.changed.set()
         elif self._last_answer is not None:
             self._gaps.append(now - self._last_answer)
+            if self._on_gap is not None:
+                self._on_gap(now - self._last_answer)
         self._last_answer = now
         self._answers += 1
         self._owed_since = None
@@ -309,7 +320,8 @@ class Watchdog:
         self.answered()
         self.owe()
         if self.rate is not None:
-            self._limit = self.rate.limit(self._gaps, self.deadline)
+            usual = self._usual_gap() if self._usual_gap is not None else None
+            self._limit = self.rate.limit(self._gaps, self.deadline, usual)
 
     def settle(self) -> None:
         self._owed_since = None
@@ -512,6 +524,8 @@ class ProviderChain(Generic[T]):
             self.deadline,
             on_first_answer=functools.partial(self.health.record_success, link.id),
             rate=self.rate,
+            usual_gap=functools.partial(self.health.latency_p95, link.id, 5, "gap"),
+            on_gap=functools.partial(self.health.record_latency, link.id, "gap"),
         )
 
     def _failed(self, idx: int, wd: Watchdog, exc: Exception, failures: list[str]) -> _Failed:

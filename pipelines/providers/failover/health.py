@@ -190,6 +190,21 @@ class HealthRegistry:
             lat = sorted(series)
         return _p95(lat) if lat and len(lat) >= min_samples else None
 
+    def history(self, provider: str, kind: str = "first") -> tuple[float, ...]:
+        """The latency samples in the window, oldest first (to seed another registry
+        with ``record_latency``/``record_success``, as a benchmark's warm-up does)."""
+        with self._lock:
+            rec = self._record(provider)
+            return tuple(rec.latencies if kind == "first" else rec.kinds.get(kind, ()))
+
+    def seed(self, provider: str, kind: str, samples: Sequence[float]) -> None:
+        """Adds latency ``samples`` of ``kind`` (``first``: successful first outputs)."""
+        for seconds in samples:
+            if kind == "first":
+                self.record_success(provider, seconds)
+            else:
+                self.record_latency(provider, kind, seconds)
+
     def last_success_at(self, provider: str) -> float | None:
         with self._lock:
             return self._record(provider).last_success_at

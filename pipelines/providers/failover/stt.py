@@ -49,10 +49,10 @@ END_OF_SPEECH_SILENCE = 0.3
 """Quiet after unanswered speech that says the caller stopped speaking (the energy VAD's
 end of speech): a final result is owed from the last speech frame, within the provider's
 usual final latency (``FINAL_LATENCY``)."""
-FINAL_LATENCY = HedgePolicy(factor=1.5, floor=0.3, cold=float("inf"), min_samples=3)
+FINAL_LATENCY = HedgePolicy(factor=1.5, floor=0.3, cold=float("inf"), min_samples=5)
 """How long after the end of speech a final may take: 1.5 x this provider's recent p95
 final latency on this worker (the health registry's ``final`` series), at least 0.3 s.
-With fewer than 3 samples, or a limit at or past the deadline, the stream keeps the
+With fewer than 5 samples, or a limit at or past the deadline, the stream keeps the
 deadline counted from ``END_OF_TURN_SILENCE`` of quiet."""
 INTERIM_RATE = RatePolicy(factor=2.0, floor=0.6, min_gaps=2)
 """Speech an interim-capable provider may leave unanswered: twice its own recent interval

@@ -7,7 +7,13 @@ import time
 
 import pytest
 
-from pipelines.providers.failover import FailoverLLM, FailoverTTS, RatePolicy, SwitchEvent
+from pipelines.providers.failover import (
+    FailoverLLM,
+    FailoverTTS,
+    HealthRegistry,
+    RatePolicy,
+    SwitchEvent,
+)
 from tests.fakes import FakeLLM, FakeTTS, collect_reply, make_chain
 
 RATE = RatePolicy(factor=4.0, floor=0.1, min_gaps=3)
@@ -18,6 +24,21 @@ def test_limit_follows_the_largest_recent_gap_between_floor_and_deadline() -> No
     assert RATE.limit([0.01, 0.05, 0.02], 2.0) == pytest.approx(0.2)
     assert RATE.limit([0.001] * 5, 2.0) == 0.1
     assert RATE.limit([1.0] * 5, 2.0) == 2.0
+    assert RATE.limit([], 2.0, usual=0.05) == pytest.approx(0.2), "the provider's usual gap"
+    assert RATE.limit([0.01] * 3, 2.0, usual=0.1) == pytest.approx(0.4), "never undercut"
+
+
+async def test_young_stream_stopping_is_caught_at_the_providers_usual_rate() -> None:
+    health = HealthRegistry()
+    health.seed("v0:m", "gap", [0.02] * 10)
+    a = FakeLLM("One two three four five six.", stall_after_tokens=2, token_interval=0.02)
+    b = FakeLLM("three four five six.")
+    events: list[SwitchEvent] = []
+    chain = make_chain("llm", [a, b], deadline=2.0, events=events, health=health, rate=RATE)
+    started = time.monotonic()
+    assert await collect_reply(FailoverLLM(chain)) == "One two three four five six."
+    assert time.monotonic() - started < 0.6, "one gap of its own, the usual gap stood in"
+    assert [e.reason for e in events] == ["stall"]
 
 
 async def test_llm_stopping_between_tokens_is_caught_at_its_own_rate() -> None:
