@@ -143,7 +143,7 @@ class RatePolicy:
     worker (the health registry's ``gap`` series) stands in for a young stream and is
     never undercut; a provider with neither keeps the deadline."""
 
-    factor: float = 4.0
+    factor: float = 3.0
     floor: float = 0.4
     min_gaps: int = 2
 

@@ -145,7 +145,7 @@ async def test_llm_failover(toxi: ToxiproxyServer, phase: str, fault: str) -> No
         assert (event.from_provider, event.to_provider) == ("openai:a", "custom:b")
         assert event.reason == expected_reason(phase, fault)
         # a stall is caught by the hedge (cold threshold 1.0 s) before the first token and
-        # by the stream's own rate (4 x its 50 ms gaps, floor 0.4 s) mid-reply, not by the
+        # by the stream's own rate (3 x its 50 ms gaps, floor 0.4 s) mid-reply, not by the
         # 2.5 s deadline
         limit = 1.5 if fault == "stall" else 0.5
         assert event.switch_seconds < limit
