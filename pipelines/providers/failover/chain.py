@@ -358,10 +358,20 @@ class Watchdog:
             if task.done():
                 task.result()
                 return
-            await utils.aio.cancel_and_wait(task)
+            await _cancel(task)
             watcher.result()
         finally:
-            await utils.aio.cancel_and_wait(task, watcher)
+            await _cancel(task, watcher)
+
+
+async def _cancel(*futures: asyncio.Future[Any]) -> None:
+    """Cancels ``futures`` and waits for them; an exception one of them had already ended
+    with (a losing attempt that failed as it was cancelled) is consumed, not left for
+    asyncio to report as never retrieved."""
+    await utils.aio.cancel_and_wait(*futures)
+    for fut in futures:
+        if fut.done() and not fut.cancelled():
+            fut.exception()
 
 
 @dataclass(frozen=True, slots=True)
@@ -566,7 +576,7 @@ class ProviderChain(Generic[T]):
                 raise self._failed(self.current, wd, exc, failures) from exc
             return wd
         finally:
-            await utils.aio.cancel_and_wait(task)
+            await _cancel(task)
 
     async def _hedge_moment(self, idx: int, wd: Watchdog) -> None:
         """Returns once a request of ``wd`` has waited past the hedge threshold."""
@@ -653,7 +663,7 @@ class ProviderChain(Generic[T]):
             else:
                 won = ptask if race.winner is pwd else htask
                 lost = htask if won is ptask else ptask
-                await utils.aio.cancel_and_wait(lost)
+                await _cancel(lost)
                 if won is htask:
                     self.health.record_slow(self.links[p].id, time.monotonic() - since)
                     self._failed_at[p] = self.health.now()
@@ -665,7 +675,7 @@ class ProviderChain(Generic[T]):
             self.current = idx
             return wd, won
         finally:
-            await utils.aio.cancel_and_wait(decided, *(t for t in rivals if t is not won))
+            await _cancel(decided, *(t for t in rivals if t is not won))
 
 
 class _Failed(Exception):
