@@ -109,6 +109,8 @@ class RequestRecord:
     """Response messages sent: WebSocket messages, SSE events, audio chunks."""
     closed: bool = False
     """The request or session has ended."""
+    cancelled: bool = False
+    """The client went away before the response ended (it gave up on the request)."""
 
 
 RECORD = web.RequestKey("wire_record", RequestRecord)
@@ -120,6 +122,15 @@ RESPONSE = web.RequestKey("wire_response", web.StreamResponse)
 
 class Dropped(Exception):
     """The knobs dropped the connection; the handler unwinds without answering."""
+
+
+class ClientGone(ConnectionResetError):
+    """The client closed the connection while the server still owed it a response."""
+
+
+def _client_gone(request: web.BaseRequest) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 class WireServer:
@@ -217,8 +228,9 @@ class WireServer:
             return web.json_response(self.error_body(status), status=status)
         try:
             response = await handler(request)
-        except Dropped:
+        except (Dropped, ConnectionResetError) as exc:
             record.closed = True
+            record.cancelled = not isinstance(exc, Dropped)
             # the transport is gone: hand aiohttp the response already started, if any
             started = request.get(RESPONSE)
             if isinstance(started, web.StreamResponse):
@@ -247,13 +259,13 @@ class WireServer:
         k = self.knobs
         n = record.messages_sent
         if delays:
-            await self.response_delay(first=n == 0)
+            await self.response_delay(first=n == 0, request=request)
         if k.close_after is not None and n >= k.close_after:
             record.fault = "close"
             self.drop(request)
         if k.stall_after is not None and n >= k.stall_after:
             record.fault = "stall"
-            await self._stopping.wait()
+            await self._sleep(None, request)
             self.drop(request)
 
     async def open_stream(
@@ -271,15 +283,28 @@ class WireServer:
             transport.abort()
         raise Dropped
 
-    async def response_delay(self, *, first: bool) -> None:
-        """Sleeps the knobs' delay before a first or a later response message."""
+    async def response_delay(self, *, first: bool, request: web.BaseRequest | None = None) -> None:
+        """Sleeps the knobs' delay before a first or a later response message (raising
+        ``ClientGone`` if the client of ``request`` goes away meanwhile)."""
         delay = self.knobs.first_response_delay if first else self.knobs.response_delay
         if delay > 0:
-            await self._sleep(delay)
+            await self._sleep(delay, request)
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+    async def _sleep(self, seconds: float | None, request: web.BaseRequest | None = None) -> None:
+        """Waits ``seconds`` (None: until the server stops); with ``request``, raises
+        ``ClientGone`` once its client closed the connection (checked every 20 ms)."""
+        loop = asyncio.get_running_loop()
+        end = None if seconds is None else loop.time() + seconds
+        while not self._stopping.is_set():
+            if request is not None and _client_gone(request):
+                raise ClientGone(request.path)
+            remaining = 0.02 if end is None else min(0.02, end - loop.time())
+            if remaining <= 0:
+                return
+            if request is None and end is not None:
+                remaining = end - loop.time()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), remaining)
 
     @contextlib.asynccontextmanager
     async def websocket(

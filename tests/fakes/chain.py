@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.providers import ProviderSpec
-from pipelines.providers.failover import HealthRegistry, Link, ProviderChain, SwitchEvent
+from pipelines.providers.failover import (
+    NO_HEDGE,
+    HealthRegistry,
+    HedgePolicy,
+    Link,
+    ProviderChain,
+    RatePolicy,
+    SwitchEvent,
+)
 
 
 def make_chain(
@@ -16,6 +24,8 @@ def make_chain(
     health: HealthRegistry | None = None,
     events: list[SwitchEvent] | None = None,
     return_to_primary: bool = False,
+    hedge: HedgePolicy = NO_HEDGE,
+    rate: RatePolicy | None = None,
 ) -> ProviderChain[Any]:
     """A chain of ``instances`` in rank order, named ``v0:m``, ``v1:m`` ...; switches are
     appended to ``events``."""
@@ -30,6 +40,8 @@ def make_chain(
         health=health or HealthRegistry(),
         on_switch=(events.append if events is not None else None),
         return_to_primary=return_to_primary,
+        hedge=hedge,
+        rate=rate,
     )
 
 

@@ -22,6 +22,10 @@ class _FakeLLMOptions:
     """The reply breaks (connection reset) after this many words."""
     stall_after_tokens: int | None
     """The reply goes silent after this many words."""
+    first_token_delay: float = 0.0
+    """Seconds before the first word (a slow, not a stalled, provider)."""
+    token_interval: float = 0.0
+    """Seconds between words (the stream's own rate)."""
 
 
 class FakeLLM(llm.LLM[Never]):
@@ -35,6 +39,8 @@ class FakeLLM(llm.LLM[Never]):
         fake_exception_count: int | None = None,
         fail_after_tokens: int | None = None,
         stall_after_tokens: int | None = None,
+        first_token_delay: float = 0.0,
+        token_interval: float = 0.0,
     ) -> None:
         super().__init__()
         self._opts = _FakeLLMOptions(
@@ -43,8 +49,12 @@ class FakeLLM(llm.LLM[Never]):
             fake_exception_count=fake_exception_count,
             fail_after_tokens=fail_after_tokens,
             stall_after_tokens=stall_after_tokens,
+            first_token_delay=first_token_delay,
+            token_interval=token_interval,
         )
         self.contexts: list[ChatContext] = []
+        self.cancelled = 0
+        """Streams cancelled while replying (the chain gave up on them)."""
 
     def update_options(
         self,
@@ -54,6 +64,7 @@ class FakeLLM(llm.LLM[Never]):
         fake_exception_count: NotGivenOr[int | None] = NOT_GIVEN,
         fail_after_tokens: NotGivenOr[int | None] = NOT_GIVEN,
         stall_after_tokens: NotGivenOr[int | None] = NOT_GIVEN,
+        first_token_delay: NotGivenOr[float] = NOT_GIVEN,
     ) -> None:
         if is_given(reply):
             self._opts.reply = reply
@@ -65,6 +76,8 @@ class FakeLLM(llm.LLM[Never]):
             self._opts.fail_after_tokens = fail_after_tokens
         if is_given(stall_after_tokens):
             self._opts.stall_after_tokens = stall_after_tokens
+        if is_given(first_token_delay):
+            self._opts.first_token_delay = first_token_delay
 
     def chat(
         self,
@@ -89,11 +102,22 @@ class FakeLLMStream(llm.LLMStream):
             if opts.fake_exception_count is not None:
                 opts.fake_exception_count -= 1
             raise opts.fake_exception
+        try:
+            await self._reply(opts)
+        except asyncio.CancelledError:
+            fake.cancelled += 1
+            raise
+
+    async def _reply(self, opts: _FakeLLMOptions) -> None:
+        if opts.first_token_delay > 0:
+            await asyncio.sleep(opts.first_token_delay)
         for i, word in enumerate(opts.reply.split(" ")):
             if opts.stall_after_tokens is not None and i >= opts.stall_after_tokens:
                 await asyncio.sleep(3600)
             if opts.fail_after_tokens is not None and i >= opts.fail_after_tokens:
                 raise APIConnectionError("connection reset")
+            if i > 0 and opts.token_interval > 0:
+                await asyncio.sleep(opts.token_interval)
             text = word if i == 0 else " " + word
             self._event_ch.send_nowait(
                 llm.ChatChunk(id="x", delta=llm.ChoiceDelta(role="assistant", content=text))

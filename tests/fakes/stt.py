@@ -19,6 +19,8 @@ class _FakeSTTOptions:
     """The stream breaks (connection reset) at the frame after this many."""
     stall_after_frames: int | None
     """The stream goes deaf after this many frames: no interim, no final."""
+    final_after_silent_frames: int | None = None
+    """Endpointing: a final once this many quiet frames follow speech (else on flush only)."""
 
 
 class FakeSTT(stt.STT[Never]):
@@ -31,12 +33,15 @@ class FakeSTT(stt.STT[Never]):
         interim_results: bool = True,
         fail_after_frames: int | None = None,
         stall_after_frames: int | None = None,
+        final_after_silent_frames: int | None = None,
     ) -> None:
         super().__init__(
             capabilities=stt.STTCapabilities(streaming=True, interim_results=interim_results)
         )
         self._opts = _FakeSTTOptions(
-            fail_after_frames=fail_after_frames, stall_after_frames=stall_after_frames
+            fail_after_frames=fail_after_frames,
+            stall_after_frames=stall_after_frames,
+            final_after_silent_frames=final_after_silent_frames,
         )
 
     def update_options(
@@ -80,7 +85,7 @@ class FakeSTTStream(stt.RecognizeStream):
         fake = self._stt
         assert isinstance(fake, FakeSTT)
         opts = fake._opts
-        frames = speech = 0
+        frames = speech = quiet = 0
         async for item in self._input_ch:
             if isinstance(item, rtc.AudioFrame):
                 frames += 1
@@ -88,7 +93,15 @@ class FakeSTTStream(stt.RecognizeStream):
                     raise APIConnectionError("connection reset")
                 if opts.stall_after_frames is not None and frames > opts.stall_after_frames:
                     continue
-                if np.abs(np.frombuffer(item.data, np.int16)).max() > 1000:
+                if np.abs(np.frombuffer(item.data, np.int16)).max() <= 1000:
+                    quiet += 1
+                    if speech and quiet == opts.final_after_silent_frames:
+                        self._event_ch.send_nowait(
+                            _event(stt.SpeechEventType.FINAL_TRANSCRIPT, f"{speech}")
+                        )
+                        speech = 0
+                else:
+                    quiet = 0
                     speech += 1
                     if speech % 10 == 0 and fake.capabilities.interim_results:
                         self._event_ch.send_nowait(

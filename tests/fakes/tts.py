@@ -19,6 +19,12 @@ class _FakeTTSOptions:
     fail_after_chunks: int
     stall: bool
     """Every chunk waits forever: no first byte."""
+    first_chunk_delay: float = 0.0
+    """Seconds before the first chunk of each text (a slow, not a stalled, provider)."""
+    stall_after_chunks: int | None = None
+    """Each text goes silent after this many chunks (a mid-sentence stall)."""
+    chunk_interval: float = 0.0
+    """Seconds between chunks (the stream's own rate)."""
 
 
 class FakeTTS(tts.TTS[Never]):
@@ -32,6 +38,9 @@ class FakeTTS(tts.TTS[Never]):
         fail_on_call: int | None = None,
         fail_after_chunks: int = 0,
         stall: bool = False,
+        first_chunk_delay: float = 0.0,
+        stall_after_chunks: int | None = None,
+        chunk_interval: float = 0.0,
     ) -> None:
         super().__init__(
             capabilities=tts.TTSCapabilities(streaming=False),
@@ -39,9 +48,16 @@ class FakeTTS(tts.TTS[Never]):
             num_channels=1,
         )
         self._opts = _FakeTTSOptions(
-            fail_on_call=fail_on_call, fail_after_chunks=fail_after_chunks, stall=stall
+            fail_on_call=fail_on_call,
+            fail_after_chunks=fail_after_chunks,
+            stall=stall,
+            first_chunk_delay=first_chunk_delay,
+            stall_after_chunks=stall_after_chunks,
+            chunk_interval=chunk_interval,
         )
         self.texts: list[str] = []
+        self.cancelled = 0
+        """Syntheses cancelled before they ended (the chain gave up on them)."""
 
     def update_options(
         self,
@@ -77,11 +93,27 @@ class FakeChunkedStream(tts.ChunkedStream):
         n = rate * len(self._input_text) // 100
         tone = (8000 * np.sin(np.arange(n) * 0.1)).astype(np.int16).tobytes()
         step = rate // 20 * 2
+        try:
+            await self._play(output_emitter, opts, tone, step, call)
+        except asyncio.CancelledError:
+            fake.cancelled += 1
+            raise
+        output_emitter.flush()
+
+    async def _play(
+        self,
+        output_emitter: tts.AudioEmitter,
+        opts: _FakeTTSOptions,
+        tone: bytes,
+        step: int,
+        call: int,
+    ) -> None:
+        if opts.first_chunk_delay > 0:
+            await asyncio.sleep(opts.first_chunk_delay)
         for i, start in enumerate(range(0, len(tone), step)):
-            if opts.stall:
+            if opts.stall or (opts.stall_after_chunks is not None and i >= opts.stall_after_chunks):
                 await asyncio.sleep(3600)
             if call == opts.fail_on_call and i >= opts.fail_after_chunks:
                 raise APIConnectionError("connection reset")
             output_emitter.push(tone[start : start + step])
-            await asyncio.sleep(0)
-        output_emitter.flush()
+            await asyncio.sleep(opts.chunk_interval)

@@ -12,10 +12,14 @@ the chain, not the plugin, decides. Build them with ``build_failover_layers``.
 """
 
 from pipelines.providers.failover.chain import (
+    HEDGE_REASONS,
+    NO_HEDGE,
     Deadlines,
+    HedgePolicy,
     LayerDown,
     Link,
     ProviderChain,
+    RatePolicy,
     StallError,
     SwitchEvent,
     Watchdog,
@@ -34,16 +38,20 @@ from pipelines.providers.failover.tts import FailoverTTS, SentenceQueue
 
 __all__ = [
     "CONTINUE_INSTRUCTION",
+    "HEDGE_REASONS",
+    "NO_HEDGE",
     "BreakerPolicy",
     "Deadlines",
     "FailoverLLM",
     "FailoverSTT",
     "FailoverTTS",
     "HealthRegistry",
+    "HedgePolicy",
     "LayerDown",
     "Link",
     "ProviderChain",
     "ProviderHealth",
+    "RatePolicy",
     "RepeatFilter",
     "SentenceQueue",
     "StallError",

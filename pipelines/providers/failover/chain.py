@@ -20,6 +20,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -90,13 +91,89 @@ class SwitchEvent:
     to_provider: str
     reason: str
     """``stall``, ``connection``, ``timeout``, ``server_error``, ``rate_limited``,
-    ``client_error``, ``protocol``, ``return_to_primary`` or ``circuit_open``."""
+    ``client_error``, ``protocol``, ``return_to_primary`` or ``circuit_open``; for hedges
+    (``hedge``): ``hedge_won`` (``to_provider``, the hedge, answered first and serves now;
+    ``from_provider`` was cancelled) or ``hedge_lost`` (``from_provider`` answered first
+    and keeps serving; the hedge ``to_provider`` was cancelled)."""
     switch_seconds: float
     """From the moment the failing provider went silent while owing output (or raised,
-    when nothing was owed) to handing the request to ``to_provider``."""
+    when nothing was owed) to handing the request to ``to_provider``; for a hedge, from
+    the request to the first output that decided the race."""
     error: str = ""
     at: float = field(default_factory=time.time)
     """Wall-clock time of the switch."""
+
+
+HEDGE_REASONS = ("hedge_won", "hedge_lost")
+
+
+@dataclass(frozen=True, slots=True)
+class HedgePolicy:
+    """When a request whose first output is late gets a parallel request on the next
+    allowed provider (a hedge), and how many a layer may start per call.
+
+    The threshold follows the serving provider's own recent first-output latency on this
+    worker (``HealthRegistry.latency_p95``): ``factor`` x p95, at least ``floor``, and never
+    at or past the layer's deadline (there the watchdog fails the provider over anyway).
+    With fewer than ``min_samples`` latencies it is ``cold`` (clamped the same way)."""
+
+    factor: float = 1.5
+    floor: float = 0.3
+    cold: float = 1.0
+    """Threshold with no latency history yet (the first requests of a worker)."""
+    min_samples: int = 5
+    budget: int = 3
+    """Hedges a layer may start per call (one chain): caps the duplicate spend."""
+
+    def threshold(self, p95: float | None, deadline: float) -> float | None:
+        """Seconds without a first output after which to hedge; None: never (the
+        threshold would reach the deadline)."""
+        base = self.cold if p95 is None else self.factor * p95
+        seconds = max(self.floor, base)
+        return seconds if seconds < deadline else None
+
+
+NO_HEDGE = HedgePolicy(budget=0)
+
+
+@dataclass(frozen=True, slots=True)
+class RatePolicy:
+    """The mid-stream watchdog: once a stream has shown its own rate (``min_gaps`` gaps
+    between outputs), a silence longer than ``factor`` x its largest recent gap (at least
+    ``floor``, at most the layer's deadline) is a stall. The provider's p95 gap on this
+    worker (the health registry's ``gap`` series) stands in for a young stream and is
+    never undercut; a provider with neither keeps the deadline."""
+
+    factor: float = 3.0
+    floor: float = 0.4
+    min_gaps: int = 2
+
+    def limit(self, gaps: Sequence[float], deadline: float, usual: float | None = None) -> float:
+        """The silence allowed after ``gaps`` (this stream's); ``usual`` is the provider's
+        p95 gap on this worker, which stands in while the stream is too young and keeps a
+        stream whose first gaps were quick from tripping on a usual pause."""
+        seen = max(gaps) if len(gaps) >= self.min_gaps else None
+        if seen is None and usual is None:
+            return deadline
+        return min(deadline, max(self.floor, self.factor * max(seen or 0.0, usual or 0.0)))
+
+
+class HedgeLost(Exception):
+    """Raised inside the attempt that answered after its rival had already won the race."""
+
+
+class Race:
+    """Primary and hedge of one request: the first to answer claims it."""
+
+    def __init__(self) -> None:
+        self.winner: Watchdog | None = None
+        self.decided = asyncio.Event()
+
+    def claim(self, wd: Watchdog) -> bool:
+        if self.winner is None:
+            self.winner = wd
+            self.decided.set()
+        return self.winner is wd
 
 
 class StallError(APITimeoutError):
@@ -134,10 +211,12 @@ def classify(exc: BaseException) -> str:
 class Watchdog:
     """Turns a provider's silence into ``StallError``.
 
-    The attempt says when output is owed (``owe``), when some arrived (``answered``,
+    The attempt says when output is owed (``owe``; ``request`` when it is the first output
+    of a new request, which a hedge may race), when some arrived (``answered``,
     ``progress`` = answered and more owed) and when nothing is owed (``settle``);
     ``trip`` stalls it at once (a layer with its own clock, such as STT counting
-    unanswered speech)."""
+    unanswered speech). ``on_first_answer`` gets the latency of each request's first
+    output (of the attempt's first output when it never calls ``request``)."""
 
     def __init__(
         self,
@@ -146,16 +225,31 @@ class Watchdog:
         deadline: float,
         *,
         on_first_answer: Callable[[float], None] | None = None,
+        rate: RatePolicy | None = None,
+        usual_gap: Callable[[], float | None] | None = None,
+        on_gap: Callable[[float], None] | None = None,
     ) -> None:
         self.layer = layer
         self.provider = provider
         self.deadline = deadline
+        self.rate = rate
+        """Mid-stream (after ``progress``) the limit follows the stream's own rate."""
+        self._limit = deadline
+        self._last_answer: float | None = None
+        self._gaps: deque[float] = deque(maxlen=8)
+        self._usual_gap = usual_gap
+        self._on_gap = on_gap
         self._on_first_answer = on_first_answer
         self._owed_since: float | None = None
         self._first_owed: float | None = None
         self._answers = 0
         self._tripped: float | None = None
         self._wake = asyncio.Event()
+        self._request_since: float | None = None
+        self.changed = asyncio.Event()
+        """Set whenever a request starts or is answered (the hedge timer waits on it)."""
+        self.race: Race | None = None
+        """Set while this attempt races a hedge: its first answer must claim the race."""
 
     @property
     def answers(self) -> int:
@@ -167,19 +261,59 @@ class Watchdog:
             return self._tripped
         return self._owed_since if self._owed_since is not None else time.monotonic()
 
+    @property
+    def limit(self) -> float:
+        """Seconds of silence allowed for the output owed now."""
+        return self._limit
+
     def owe(self, deadline: float | None = None) -> None:
         if deadline is not None:
             self.deadline = deadline
+        self._limit = self.deadline
         if self._owed_since is None:
             self._owed_since = time.monotonic()
             if self._first_owed is None:
                 self._first_owed = self._owed_since
             self._wake.set()
 
+    @property
+    def request_since(self) -> float | None:
+        """When the request now waiting for its first output started; None if none is."""
+        return self._request_since
+
+    def request(self, deadline: float | None = None) -> None:
+        """A new request: its first output is owed (from now)."""
+        self._owed_since = self._last_answer = None
+        self.owe(deadline)
+        self._request_since = self._owed_since
+        self.changed.set()
+
+    def owe_within(self, limit: float, since: float) -> None:
+        """Output is owed ``limit`` seconds after ``since`` (a moment already past, such as
+        the end of the caller's speech), whatever was owed before."""
+        self._owed_since = since
+        if self._first_owed is None:
+            self._first_owed = since
+        self._limit = limit
+        self._wake.set()
+
     def answered(self) -> None:
         now = time.monotonic()
-        if self._answers == 0 and self._on_first_answer is not None:
-            self._on_first_answer(now - (self._first_owed or now))
+        if self.race is not None and not self.race.claim(self):
+            raise HedgeLost(f"{self.layer} {self.provider} answered after its rival")
+        if self._on_first_answer is not None:
+            if self._request_since is not None:
+                self._on_first_answer(now - self._request_since)
+            elif self._answers == 0:
+                self._on_first_answer(now - (self._first_owed or now))
+        if self._request_since is not None:
+            self._request_since = None
+            self.changed.set()
+        elif self._last_answer is not None:
+            self._gaps.append(now - self._last_answer)
+            if self._on_gap is not None:
+                self._on_gap(now - self._last_answer)
+        self._last_answer = now
         self._answers += 1
         self._owed_since = None
         self._wake.set()
@@ -187,6 +321,9 @@ class Watchdog:
     def progress(self) -> None:
         self.answered()
         self.owe()
+        if self.rate is not None:
+            usual = self._usual_gap() if self._usual_gap is not None else None
+            self._limit = self.rate.limit(self._gaps, self.deadline, usual)
 
     def settle(self) -> None:
         self._owed_since = None
@@ -205,7 +342,7 @@ class Watchdog:
             if since is None:
                 await self._wake.wait()
                 continue
-            remaining = since + self.deadline - time.monotonic()
+            remaining = since + self._limit - time.monotonic()
             if remaining <= 0:
                 self._tripped = since
                 continue
@@ -223,10 +360,20 @@ class Watchdog:
             if task.done():
                 task.result()
                 return
-            await utils.aio.cancel_and_wait(task)
+            await _cancel(task)
             watcher.result()
         finally:
-            await utils.aio.cancel_and_wait(task, watcher)
+            await _cancel(task, watcher)
+
+
+async def _cancel(*futures: asyncio.Future[Any]) -> None:
+    """Cancels ``futures`` and waits for them; an exception one of them had already ended
+    with (a losing attempt that failed as it was cancelled) is consumed, not left for
+    asyncio to report as never retrieved."""
+    await utils.aio.cancel_and_wait(*futures)
+    for fut in futures:
+        if fut.done() and not fut.cancelled():
+            fut.exception()
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +411,8 @@ class ProviderChain(Generic[T]):
         health: HealthRegistry,
         on_switch: Callable[[SwitchEvent], None] | None = None,
         return_to_primary: bool = False,
+        hedge: HedgePolicy = NO_HEDGE,
+        rate: RatePolicy | None = None,
     ) -> None:
         if not links:
             raise ValueError(f"{layer}: a provider chain needs at least one provider")
@@ -273,6 +422,9 @@ class ProviderChain(Generic[T]):
         self.health = health
         self.on_switch = on_switch
         self.return_to_primary = return_to_primary
+        self.hedge = hedge
+        self.rate = rate
+        self._hedges_left = hedge.budget
         self.current = 0
         self._served = False
         self._failed_at: dict[int, float] = {}
@@ -358,34 +510,183 @@ class ProviderChain(Generic[T]):
                 self._emit(idx, *pending)
             first, pending = False, None
             self.current, self._served = idx, True
-            link = self.links[idx]
-            self.health.begin(link.id)
-            wd = Watchdog(
-                self.layer,
-                link.id,
-                self.deadline,
-                on_first_answer=functools.partial(self.health.record_success, link.id),
-            )
+            wd = self._watchdog(idx)
             try:
-                await wd.guard(attempt(link, wd))
+                wd = await self._serve(idx, wd, attempt, tried, failures)
             except Rotate:
                 tried = set()
                 pending = ("return_to_primary", time.monotonic(), "")
                 continue
-            except Exception as exc:
-                reason = classify(exc)
-                self.health.record_failure(link.id, reason)
-                self._failed_at[idx] = self.health.now()
-                failures.append(f"{link.id} ({reason}: {exc})")
-                if reason == "protocol" and not isinstance(exc, APIError):
-                    logger.warning("%s %s raised %r", self.layer, link.id, exc, exc_info=exc)
+            except _Failed as failed:
+                idx, wd = self.current, failed.wd
                 # a provider that served before failing does not spend the others' turns
                 tried = {idx} if wd.answers else tried | {idx}
-                pending = (reason, wd.silent_since(), str(exc))
+                pending = failed.pending
                 continue
             if wd.answers == 0:
-                self.health.record_success(link.id)
+                self.health.record_success(self.links[self.current].id)
             return
+
+    def _watchdog(self, idx: int) -> Watchdog:
+        link = self.links[idx]
+        self.health.begin(link.id)
+        return Watchdog(
+            self.layer,
+            link.id,
+            self.deadline,
+            on_first_answer=functools.partial(self.health.record_success, link.id),
+            rate=self.rate,
+            usual_gap=functools.partial(self.health.latency_p95, link.id, 5, "gap"),
+            on_gap=functools.partial(self.health.record_latency, link.id, "gap"),
+        )
+
+    def _failed(self, idx: int, wd: Watchdog, exc: Exception, failures: list[str]) -> _Failed:
+        """Records the failure of provider ``idx``; what ``run`` needs to move on."""
+        link = self.links[idx]
+        reason = classify(exc)
+        self.health.record_failure(link.id, reason)
+        self._failed_at[idx] = self.health.now()
+        failures.append(f"{link.id} ({reason}: {exc})")
+        if reason == "protocol" and not isinstance(exc, APIError):
+            logger.warning("%s %s raised %r", self.layer, link.id, exc, exc_info=exc)
+        return _Failed(wd, (reason, wd.silent_since(), str(exc)))
+
+    async def _serve(
+        self, idx: int, wd: Watchdog, attempt: Attempt[T], tried: set[int], failures: list[str]
+    ) -> Watchdog:
+        """Runs ``attempt`` on provider ``idx``; each request of it whose first output is
+        late is raced by a hedge while the budget lasts. Returns the watchdog of the
+        attempt that completed (``self.current`` is its provider); raises ``_Failed`` for
+        the one that failed last."""
+        task: asyncio.Future[None] = asyncio.ensure_future(wd.guard(attempt(self.links[idx], wd)))
+        try:
+            while self._hedges_left > 0 and len(self.links) > 1 and not task.done():
+                moment = asyncio.create_task(self._hedge_moment(self.current, wd))
+                try:
+                    await asyncio.wait({task, moment}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    await utils.aio.cancel_and_wait(moment)
+                h = None if task.done() else self._hedge_candidate(self.current, tried)
+                if h is None:
+                    break
+                wd, task = await self._race(wd, task, h, attempt, failures)
+            try:
+                await task
+            except Rotate:
+                raise
+            except Exception as exc:
+                raise self._failed(self.current, wd, exc, failures) from exc
+            return wd
+        finally:
+            await _cancel(task)
+
+    async def _hedge_moment(self, idx: int, wd: Watchdog) -> None:
+        """Returns once a request of ``wd`` has waited past the hedge threshold."""
+        link_id = self.links[idx].id
+        while True:
+            wd.changed.clear()
+            since = wd.request_since
+            p95 = self.health.latency_p95(link_id, self.hedge.min_samples)
+            threshold = self.hedge.threshold(p95, self.deadline)
+            if since is None or threshold is None:
+                await wd.changed.wait()
+                continue
+            remaining = since + threshold - time.monotonic()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await wd.changed.wait()
+
+    def _hedge_candidate(self, idx: int, tried: set[int]) -> int | None:
+        """The next allowed provider a hedge may go to: closed circuit (never a half-open
+        probe), not failed in this call, not already tried for this request."""
+        return next(
+            (
+                i
+                for i in self.order()
+                if i != idx
+                and i not in tried
+                and self._recovered(i)
+                and self.health.state(self.links[i].id) == "closed"
+            ),
+            None,
+        )
+
+    async def _race(
+        self,
+        pwd: Watchdog,
+        ptask: asyncio.Future[None],
+        h: int,
+        attempt: Attempt[T],
+        failures: list[str],
+    ) -> tuple[Watchdog, asyncio.Future[None]]:
+        """The serving provider's request is late: races it against the same request on
+        ``h``. The first to answer serves on (its watchdog and task are returned, its
+        provider is ``self.current``); the other is cancelled and recorded."""
+        p = self.current
+        self._hedges_left -= 1
+        since = pwd.request_since or time.monotonic()
+        hlink = self.links[h]
+        logger.info(
+            "%s hedge: %s silent for %.3f s, racing %s (%d hedges left)",
+            self.layer,
+            self.links[p].id,
+            time.monotonic() - since,
+            hlink.id,
+            self._hedges_left,
+        )
+        hwd = self._watchdog(h)
+        race = Race()
+        pwd.race = hwd.race = race
+        htask = asyncio.ensure_future(hwd.guard(attempt(hlink, hwd)))
+        decided: asyncio.Future[Any] = asyncio.ensure_future(race.decided.wait())
+        rivals = {ptask: (p, pwd), htask: (h, hwd)}
+        won: asyncio.Future[None] | None = None
+        try:
+            await asyncio.wait({ptask, htask, decided}, return_when=asyncio.FIRST_COMPLETED)
+            if race.winner is None:
+                # one ended before any answer: done (it wins) or failed (the other serves)
+                ended = ptask if ptask.done() else htask
+                other = htask if ended is ptask else ptask
+                i, w = rivals[ended]
+                exc = ended.exception()
+                if exc is None:
+                    won = ended
+                else:
+                    if isinstance(exc, Rotate):
+                        raise exc
+                    assert isinstance(exc, Exception)
+                    failed = self._failed(i, w, exc, failures)
+                    if i == p:
+                        self._emit(h, *failed.pending)
+                    won = other
+                race.claim(rivals[won][1])
+            else:
+                won = ptask if race.winner is pwd else htask
+                lost = htask if won is ptask else ptask
+                await _cancel(lost)
+                if won is htask:
+                    self.health.record_slow(self.links[p].id, time.monotonic() - since)
+                    self._failed_at[p] = self.health.now()
+                    self._emit(h, "hedge_won", since, "no first output within the hedge threshold")
+                else:
+                    self._emit(h, "hedge_lost", since, "")
+            idx, wd = rivals[won]
+            pwd.race = hwd.race = None
+            self.current = idx
+            return wd, won
+        finally:
+            await _cancel(decided, *(t for t in rivals if t is not won))
+
+
+class _Failed(Exception):
+    """The serving attempt failed (recorded): ``run`` moves on to the next provider."""
+
+    def __init__(self, wd: Watchdog, pending: tuple[str, float, str]) -> None:
+        super().__init__(pending[2])
+        self.wd = wd
+        self.pending = pending
 
 
 class MeasuredByAttempts:

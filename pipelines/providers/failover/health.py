@@ -13,11 +13,12 @@ failover chain that carries it switches away within its deadline if the probe fa
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 CircuitState = Literal["closed", "open", "half_open"]
@@ -48,6 +49,11 @@ class ProviderHealth:
     """Failures / outcomes over the window (0 with no outcomes)."""
     latency_p50: float | None
     """Median first-output latency of the successes in the window, seconds."""
+    latency_p95: float | None
+    """95th percentile of the same latencies: what a hedge waits for (``HedgePolicy``)."""
+    slow: int
+    """Requests in the window this provider lost to a hedge (it answered later than its
+    usual latency and another provider answered first)."""
     consecutive_failures: int
     last_failure: str | None
     """Reason of the latest failure (``stall``, ``connection``, ``server_error``...)."""
@@ -59,6 +65,9 @@ class ProviderHealth:
 class _Record:
     outcomes: deque[bool]
     latencies: deque[float]
+    slow: deque[bool]
+    kinds: dict[str, deque[float]] = field(default_factory=dict)
+    """Other latency series (``final``: a final transcript after the caller stopped)."""
     consecutive_failures: int = 0
     opened_at: float | None = None
     probe_started: float | None = None
@@ -86,6 +95,7 @@ class HealthRegistry:
             rec = self._records[provider] = _Record(
                 outcomes=deque(maxlen=self.policy.window),
                 latencies=deque(maxlen=self.policy.window),
+                slow=deque(maxlen=self.policy.window),
             )
         return rec
 
@@ -123,6 +133,7 @@ class HealthRegistry:
             rec.outcomes.append(True)
             if latency is not None:
                 rec.latencies.append(latency)
+            rec.slow.append(False)
             rec.consecutive_failures = 0
             rec.opened_at = rec.probe_started = None
             rec.last_success_at = self._clock()
@@ -142,6 +153,57 @@ class HealthRegistry:
                 # a failed probe re-opens at once; a closed circuit opens once tripped
                 rec.opened_at = now
             rec.probe_started = None
+
+    def record_slow(self, provider: str, waited: float) -> None:
+        """``provider`` lost a hedge race after ``waited`` seconds without output: a slow
+        sample, not a failure (the circuit stays as it is). Its latency window learns a
+        lower bound of the answer it never gave; slow losses in a row count as a stall
+        (``failure_threshold`` of them open the circuit, as consecutive failures do)."""
+        with self._lock:
+            rec = self._record(provider)
+            rec.latencies.append(waited)
+            rec.slow.append(True)
+            recent = list(rec.slow)[-self.policy.failure_threshold :]
+            if len(recent) == self.policy.failure_threshold and all(recent):
+                rec.outcomes.append(False)
+                rec.consecutive_failures += 1
+                rec.last_failure = "stall"
+                rec.opened_at = self._clock()
+                rec.probe_started = None
+                rec.slow.clear()
+
+    def record_latency(self, provider: str, kind: str, seconds: float) -> None:
+        """One sample of a latency series other than the first output (no outcome)."""
+        with self._lock:
+            rec = self._record(provider)
+            series = rec.kinds.get(kind)
+            if series is None:
+                series = rec.kinds[kind] = deque(maxlen=self.policy.window)
+            series.append(seconds)
+
+    def latency_p95(self, provider: str, min_samples: int = 1, kind: str = "first") -> float | None:
+        """95th percentile latency over the window (``first``: first output; other kinds
+        as ``record_latency`` named them); None with fewer than ``min_samples`` samples."""
+        with self._lock:
+            rec = self._record(provider)
+            series = rec.latencies if kind == "first" else rec.kinds.get(kind, ())
+            lat = sorted(series)
+        return _p95(lat) if lat and len(lat) >= min_samples else None
+
+    def history(self, provider: str, kind: str = "first") -> tuple[float, ...]:
+        """The latency samples in the window, oldest first (to seed another registry
+        with ``record_latency``/``record_success``, as a benchmark's warm-up does)."""
+        with self._lock:
+            rec = self._record(provider)
+            return tuple(rec.latencies if kind == "first" else rec.kinds.get(kind, ()))
+
+    def seed(self, provider: str, kind: str, samples: Sequence[float]) -> None:
+        """Adds latency ``samples`` of ``kind`` (``first``: successful first outputs)."""
+        for seconds in samples:
+            if kind == "first":
+                self.record_success(provider, seconds)
+            else:
+                self.record_latency(provider, kind, seconds)
 
     def last_success_at(self, provider: str) -> float | None:
         with self._lock:
@@ -168,6 +230,8 @@ class HealthRegistry:
                     state=self._state(rec, now),
                     error_rate=rec.outcomes.count(False) / n if n else 0.0,
                     latency_p50=lat[len(lat) // 2] if lat else None,
+                    latency_p95=_p95(lat) if lat else None,
+                    slow=rec.slow.count(True),
                     consecutive_failures=rec.consecutive_failures,
                     last_failure=rec.last_failure,
                     last_success_at=rec.last_success_at,
@@ -177,6 +241,11 @@ class HealthRegistry:
     def reset(self) -> None:
         with self._lock:
             self._records.clear()
+
+
+def _p95(ordered: Sequence[float]) -> float:
+    """Nearest-rank 95th percentile of a sorted, non-empty sequence."""
+    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 
 
 _DEFAULT: HealthRegistry | None = None

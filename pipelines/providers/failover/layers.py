@@ -8,7 +8,15 @@ from typing import Any, TypeVar
 from livekit.agents import vad
 
 from pipelines.providers.factories import ProviderSpec, build
-from pipelines.providers.failover.chain import Deadlines, Link, ProviderChain, SwitchEvent
+from pipelines.providers.failover.chain import (
+    NO_HEDGE,
+    Deadlines,
+    HedgePolicy,
+    Link,
+    ProviderChain,
+    RatePolicy,
+    SwitchEvent,
+)
 from pipelines.providers.failover.health import HealthRegistry
 from pipelines.providers.failover.llm import FailoverLLM
 from pipelines.providers.failover.stt import FailoverSTT, stt_link
@@ -25,11 +33,19 @@ def build_failover_layers(
     on_switch: Callable[[SwitchEvent], None],
     return_to_primary: bool = False,
     vad: vad.VAD | None = None,
+    hedge: HedgePolicy | None = None,
+    rate: RatePolicy | None = None,
 ) -> dict[str, Any]:
     """``{"stt": FailoverSTT, "llm": FailoverLLM, "tts": FailoverTTS}`` for the layers in
     ``specs``, each over exactly the given ranked allowed providers (the plan's chain).
     Non-streaming STT providers are wrapped in ``stt.StreamAdapter`` with ``vad`` (a
-    ``WebRTCVAD`` when none is given)."""
+    ``WebRTCVAD`` when none is given). The LLM's first token and the TTS's first audio of
+    each sentence are hedged by ``hedge`` (``HedgePolicy()`` when none is given) when the
+    layer has more than one provider; so is their mid-stream watchdog ``rate``
+    (``RatePolicy()`` when none is given): a stream silent for several times its own gap
+    between outputs is failed over before the deadline."""
+    hedging = hedge if hedge is not None else HedgePolicy()
+    pacing = rate if rate is not None else RatePolicy()
     layers: dict[str, Any] = {}
 
     def chain(layer: str, links: Sequence[Link[T]]) -> ProviderChain[T]:
@@ -40,6 +56,8 @@ def build_failover_layers(
             health=health,
             on_switch=on_switch,
             return_to_primary=return_to_primary,
+            hedge=hedging if layer in ("llm", "tts") and len(links) > 1 else NO_HEDGE,
+            rate=pacing if layer in ("llm", "tts") and len(links) > 1 else None,
         )
 
     if specs.get("stt"):

@@ -171,7 +171,7 @@ class FailoverLLMStream(MeasuredByAttempts, llm.LLMStream):
         continuing = bool(self.said)
         ctx = continuation_context(self._chat_ctx, self.said) if continuing else self._chat_ctx
         repeat = RepeatFilter(self.said) if continuing else None
-        wd.owe()
+        wd.request()
         try:
             async with link.instance.chat(
                 chat_ctx=ctx,

@@ -24,8 +24,10 @@ from pipelines.providers.factories import ProviderSpec, build
 from pipelines.providers.failover.chain import (
     INNER_CONN_OPTIONS,
     ChainFront,
+    HedgePolicy,
     Link,
     ProviderChain,
+    RatePolicy,
     Rotate,
     StallError,
     Watchdog,
@@ -44,6 +46,18 @@ UNANSWERED_AT_END = 1.0
 """Speech an interim-capable provider left unanswered when its stream ended: a failure."""
 MIN_OWED_SPEECH = 0.3
 """Unanswered speech shorter than this (a cough, a click) owes nothing at its end."""
+END_OF_SPEECH_SILENCE = 0.3
+"""Quiet after unanswered speech that says the caller stopped speaking (the energy VAD's
+end of speech): a final result is owed from the last speech frame, within the provider's
+usual final latency (``FINAL_LATENCY``)."""
+FINAL_LATENCY = HedgePolicy(factor=1.5, floor=0.3, cold=float("inf"), min_samples=5)
+"""How long after the end of speech a final may take: 1.5 x this provider's recent p95
+final latency on this worker (the health registry's ``final`` series), at least 0.3 s.
+With fewer than 5 samples, or a limit at or past the deadline, the stream keeps the
+deadline counted from ``END_OF_TURN_SILENCE`` of quiet."""
+INTERIM_RATE = RatePolicy(factor=2.0, floor=0.6, min_gaps=2)
+"""Speech an interim-capable provider may leave unanswered: twice its own recent interval
+between results (in seconds of speech), at least 0.6 s, at most the deadline."""
 RECOGNIZE_PER_AUDIO_SECOND = 0.25
 """Seconds a batch ``recognize`` may spend per second of audio, over the deadline
 (batch decoding time grows with the audio's length)."""
@@ -221,6 +235,13 @@ class FailoverRecognizeStream(stt.RecognizeStream):
         self._unanswered_speech = 0.0
         self._quiet = 0.0
         self._eos_position: float | None = None
+        self._speech_end: float | None = None
+        """``time.monotonic()`` of the last speech frame, while the caller is quiet."""
+        self._final_owed = False
+        self._interim_gaps: deque[float] = deque(maxlen=8)
+        self._early = len(failover.chain.links) > 1
+        """Early stall detection (end of speech, interim rate): only with somewhere to go;
+        a sole provider keeps the deadline."""
 
     async def _run(self) -> None:
         forward = asyncio.create_task(self._forward_input())
@@ -248,28 +269,59 @@ class FailoverRecognizeStream(stt.RecognizeStream):
                 self._inner.end_input()
 
     def _track_speech(self, frame: rtc.AudioFrame) -> None:
-        """The STT clock runs on audio: a provider owes a result for speech it was sent
-        (interim-capable ones within ``deadline`` seconds of speech, all of them within
-        ``deadline`` after the caller stops)."""
+        """The STT clock runs on audio: a provider owes a result for speech it was sent.
+        Interim-capable ones answer within their own rate of results while the caller
+        speaks (``INTERIM_RATE``; the deadline for a sole provider); every provider owes a
+        final once the caller stopped, within its usual final latency from the end of
+        speech (``FINAL_LATENCY``; the deadline until it has a history)."""
         wd = self._wd
         if wd is None:
             return
         seconds = _frame_seconds(frame)
         if _is_speech(frame):
             self._quiet = 0.0
+            self._speech_end = None
             self._unanswered_speech += seconds
-            if self._interim and self._unanswered_speech >= wd.deadline:
+            if self._final_owed:
+                # the caller spoke on: a pause, not the end of the turn
+                self._final_owed = False
+                wd.settle()
+            limit = INTERIM_RATE.limit(self._interim_gaps, wd.deadline) if self._early else None
+            if self._interim and self._unanswered_speech >= (limit or wd.deadline):
                 wd.trip(time.monotonic() - self._unanswered_speech)
             return
         self._quiet += seconds
+        if self._speech_end is None:
+            self._speech_end = time.monotonic() - self._quiet
         if (
-            self._unanswered_speech >= MIN_OWED_SPEECH
-            and self._quiet >= END_OF_TURN_SILENCE
+            not self._final_owed
+            and self._unanswered_speech >= MIN_OWED_SPEECH
             and not isinstance(self._inner, stt.StreamAdapterWrapper)
         ):
-            wd.owe()
+            limit = self._final_limit(wd) if self._early else None
+            if limit is not None and self._quiet >= END_OF_SPEECH_SILENCE:
+                self._final_owed = True
+                wd.owe_within(limit, self._speech_end)
+            elif limit is None and self._quiet >= END_OF_TURN_SILENCE:
+                # no usable history (or finals slower than the deadline): any result
+                # within the deadline after END_OF_TURN_SILENCE of quiet
+                wd.owe()
 
-    def _answered(self, wd: Watchdog) -> None:
+    def _final_limit(self, wd: Watchdog) -> float | None:
+        chain = self._failover.chain
+        p95 = chain.health.latency_p95(wd.provider, FINAL_LATENCY.min_samples, kind="final")
+        return FINAL_LATENCY.threshold(p95, wd.deadline)
+
+    def _answered(self, wd: Watchdog, ev: stt.SpeechEvent) -> None:
+        final = ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT
+        if final and self._speech_end is not None:
+            latency = time.monotonic() - self._speech_end
+            self._failover.chain.health.record_latency(wd.provider, "final", latency)
+        if self._final_owed and not final:
+            return  # a late interim does not pay the final owed
+        if not final and self._unanswered_speech > 0 and self._quiet == 0.0:
+            self._interim_gaps.append(self._unanswered_speech)
+        self._final_owed = False
         self._unanswered_speech = 0.0
         wd.answered()
 
@@ -280,6 +332,8 @@ class FailoverRecognizeStream(stt.RecognizeStream):
         inner.start_time_offset = self.start_time_offset + self.turn.start
         self._interim = link.instance.capabilities.interim_results
         self._unanswered_speech = 0.0
+        self._final_owed = False
+        self._interim_gaps.clear()
         # replay and hand-over happen without an await: no frame is lost or sent twice
         replayed = self.turn.frames()
         for frame in replayed:
@@ -293,7 +347,7 @@ class FailoverRecognizeStream(stt.RecognizeStream):
             async with inner:
                 async for ev in inner:
                     if self._interim or ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
-                        self._answered(wd)
+                        self._answered(wd, ev)
                     if ev.type == stt.SpeechEventType.END_OF_SPEECH:
                         self._eos_position = self.turn.position
                     self._event_ch.send_nowait(ev)

@@ -140,7 +140,7 @@ class FailoverTTS(ChainFront, tts.TTS[Never]):
             stream.end_input()
         else:
             stream = inner.synthesize(text, conn_options=INNER_CONN_OPTIONS)
-        wd.owe()
+        wd.request()
         async with stream:
             async for audio in stream:
                 wd.progress()

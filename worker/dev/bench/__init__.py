@@ -242,7 +242,10 @@ def _failover(args: argparse.Namespace, out: Path) -> Report:
         raise ValueError("--repeats must be at least 1")
     from worker.dev.bench.failover import bench_failover
 
-    return bench_failover(args.repeats)
+    layers = tuple(x for x in args.layers.split(",") if x)
+    if not layers or set(layers) - {"stt", "llm", "tts"}:
+        raise ValueError(f"--layers {args.layers!r}: a comma-separated subset of stt,llm,tts")
+    return bench_failover(args.repeats, layers)
 
 
 def _outputs(p: argparse.ArgumentParser, name: str, *, calls: bool = False) -> None:
@@ -366,11 +369,13 @@ def add_bench_parser(
         "failover",
         _failover,
         "provider failover times",
-        "Time from a provider fault (reset, stall, refuse, HTTP 500) to the next provider's "
-        "first output, per layer (STT, LLM, TTS), against local vendor servers behind "
-        "toxiproxy.",
+        "Added delay from a provider fault (reset, stall, refuse, HTTP 500; before the first "
+        "output or mid-stream) to the next provider's first output, against a healthy run "
+        "(median, p95), per layer (STT, LLM, TTS), and hedge_rate_healthy (hedges per "
+        "request with no fault), against local vendor servers behind toxiproxy.",
     )
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--layers", default="stt,llm,tts", help="comma-separated (default all)")
     _outputs(p, "failover")
 
     p = benchmark(

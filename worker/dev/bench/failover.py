@@ -1,12 +1,16 @@
-"""``bench failover``: switch time per layer and fault kind (also, JSON only,
-``python -m worker.dev.bench.failover``).
+"""``bench failover``: added delay per layer x fault x moment, and how often healthy
+traffic hedges (also, JSON only, ``python -m worker.dev.bench.failover``).
 
 Switch time is measured from the fault (injection, or the request start for faults that
 hit at connect) to the fallback's first output: first transcript event (STT), first
 token (LLM), first audio frame (TTS). ``added`` subtracts the fallback's own time to
-first output, measured in the same run without a fault, so it is what the failover cost.
-Goals: hard failures (reset, refuse, 500) under 0.3 s added; stalls detected within the
-layer's deadline + 0.1 s.
+first output, measured in the same run without a fault (a healthy run), so it is what the
+failover cost. Every chain starts with the primary's latency history of a warm-up
+(``WARMUP`` healthy requests, replayed into each run's fresh health registry), as a worker
+that has served a few calls has: hedge thresholds and the STT final latency follow it.
+``hedge_rate_healthy``: hedges per request (per sentence for TTS) over healthy runs of the
+whole chain. Goals (issue 17): stall cells added p95 <= 0.5 s, hard-fault cells <= 0.15 s,
+``hedge_rate_healthy`` <= 0.05.
 
 Real local servers and real LiveKit plugins; faults by toxiproxy and the servers' knobs.
 The Deepgram servers run as child processes (pocketsphinx holds the GIL while decoding).
@@ -24,6 +28,7 @@ import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +40,7 @@ from pipelines.engines import EspeakEngine
 from pipelines.loopback import ElevenLabsServer, Knobs, OpenAIServer, WireServer
 from pipelines.providers import ProviderSpec
 from pipelines.providers.failover import (
+    HEDGE_REASONS,
     Deadlines,
     HealthRegistry,
     SwitchEvent,
@@ -45,6 +51,22 @@ from worker.settings import REPO_ROOT
 
 FAULTS = ("reset", "stall", "refuse", "500")
 DEADLINES = Deadlines()
+WARMUP = 5
+"""Healthy requests whose latencies seed every run's health registry."""
+History = dict[str, dict[str, tuple[float, ...]]]
+"""``{provider: {kind: latencies}}`` from a warm-up (``HealthRegistry.history``)."""
+
+
+def _seeded(history: History) -> HealthRegistry:
+    health = HealthRegistry()
+    for provider, kinds in history.items():
+        for kind, samples in kinds.items():
+            health.seed(provider, kind, samples)
+    return health
+
+
+def _history(health: HealthRegistry, provider: str) -> History:
+    return {provider: {kind: health.history(provider, kind) for kind in ("first", "final", "gap")}}
 
 
 async def _inject(kind: str, proxy: Proxy, server: WireServer | None) -> None:
@@ -59,18 +81,32 @@ async def _inject(kind: str, proxy: Proxy, server: WireServer | None) -> None:
 
 
 def _chain(
-    layer: str, specs: list[ProviderSpec], fault: str | None
+    layer: str, specs: list[ProviderSpec], health: HealthRegistry, *, alone: bool = False
 ) -> tuple[Any, list[SwitchEvent]]:
-    """``layer``'s failover chain over ``specs`` (the fallback alone for the no-fault
+    """``layer``'s failover chain over ``specs`` (the fallback alone for the healthy
     baseline) and the list its switch events land in."""
     events: list[SwitchEvent] = []
     model = build_failover_layers(
-        {layer: specs if fault is not None else specs[1:]},
+        {layer: specs[1:] if alone else specs},
         deadlines=DEADLINES,
-        health=HealthRegistry(),
+        health=health,
         on_switch=events.append,
     )[layer]
     return model, events
+
+
+def _hedges(events: list[SwitchEvent]) -> int:
+    return sum(e.reason in HEDGE_REASONS for e in events)
+
+
+@dataclass
+class Run:
+    """One request of a bench run: seconds to the (fallback's) first output, and the
+    hedges its chain started over ``requests`` requests."""
+
+    seconds: float
+    hedges: int = 0
+    requests: int = 1
 
 
 def _summary(samples: list[float], baseline: float) -> dict[str, float]:
@@ -89,7 +125,18 @@ def _summary(samples: list[float], baseline: float) -> dict[str, float]:
 # LLM
 
 
-async def _llm_once(toxi: ToxiproxyServer, fault: str | None, phase: str) -> float:
+async def _llm_once(
+    toxi: ToxiproxyServer,
+    fault: str | None,
+    phase: str,
+    history: History,
+    *,
+    alone: bool = False,
+    health: HealthRegistry | None = None,
+) -> Run:
+    """With no fault and the whole chain: reads the whole reply (the warm-up learns the
+    provider's gaps between tokens); otherwise stops at the (fallback's) first token."""
+    whole = fault is None and not alone
     knobs = Knobs(first_response_delay=0.05, response_delay=0.05)
     reply = "One two three four five six."
     async with OpenAIServer(reply=reply, knobs=knobs) as a, OpenAIServer(reply=reply) as b:
@@ -98,7 +145,7 @@ async def _llm_once(toxi: ToxiproxyServer, fault: str | None, phase: str) -> flo
             ProviderSpec("llm", "openai", "a", base_url=f"{proxy.url}/v1", api_key="k"),
             ProviderSpec("llm", "custom", "b", base_url=f"{b.url}/v1"),
         ]
-        model, events = _chain("llm", specs, fault)
+        model, events = _chain("llm", specs, health or _seeded(history), alone=alone)
         ctx = llm.ChatContext.empty()
         ctx.add_message(role="user", content="Count.")
         fault_at = time.monotonic()
@@ -111,9 +158,12 @@ async def _llm_once(toxi: ToxiproxyServer, fault: str | None, phase: str) -> flo
                 if not (chunk.delta and chunk.delta.content):
                     continue
                 tokens += 1
-                if fault is None or events:
+                # before the first output any token comes after the fault (a winning
+                # hedge's switch event is emitted after its first tokens); mid-reply only
+                # the fallback's, after its switch event
+                if fault is None or phase == "before" or events:
                     first = first or time.monotonic()
-                    if fault is None or phase == "before" or tokens > 2:
+                    if not whole and (fault is None or phase == "before" or tokens > 2):
                         break
                 if fault is not None and phase == "mid" and tokens == 2 and not events:
                     fault_at = time.monotonic()
@@ -121,13 +171,24 @@ async def _llm_once(toxi: ToxiproxyServer, fault: str | None, phase: str) -> flo
         await model.aclose()
         await proxy.restore()
         assert first is not None
-        return first - fault_at
+        return Run(first - fault_at, _hedges(events))
 
 
 # TTS
 
 
-async def _tts_once(toxi: ToxiproxyServer, fault: str | None, phase: str) -> float:
+async def _tts_once(
+    toxi: ToxiproxyServer,
+    fault: str | None,
+    phase: str,
+    history: History,
+    *,
+    alone: bool = False,
+    health: HealthRegistry | None = None,
+) -> Run:
+    """With no fault and the whole chain: plays both sentences (each is a request a
+    hedge may race); otherwise stops at the (fallback's) first audio."""
+    whole = fault is None and not alone
     async with ElevenLabsServer(knobs=Knobs(response_delay=0.1)) as a, OpenAIServer() as b:
         proxy = await toxi.proxy(f"tts{time.monotonic_ns()}", a.url)
         specs = [
@@ -136,7 +197,7 @@ async def _tts_once(toxi: ToxiproxyServer, fault: str | None, phase: str) -> flo
             ),
             ProviderSpec("tts", "openai", "t", base_url=f"{b.url}/v1", api_key="k", voice="en-us"),
         ]
-        model, events = _chain("tts", specs, fault)
+        model, events = _chain("tts", specs, health or _seeded(history), alone=alone)
         fault_at = time.monotonic()
         if fault is not None and phase == "before":
             await _inject(fault, proxy, a)
@@ -147,9 +208,10 @@ async def _tts_once(toxi: ToxiproxyServer, fault: str | None, phase: str) -> flo
         frames = 0
         async for _ in stream:
             frames += 1
-            if (fault is None or events) and first is None:
+            if (fault is None or phase == "before" or events) and first is None:
                 first = time.monotonic()
-                break
+                if not whole:
+                    break
             if fault is not None and phase == "mid" and frames == 2:
                 fault_at = time.monotonic()
                 await _inject(fault, proxy, a)
@@ -157,7 +219,7 @@ async def _tts_once(toxi: ToxiproxyServer, fault: str | None, phase: str) -> flo
         await model.aclose()
         await proxy.restore()
         assert first is not None
-        return first - fault_at
+        return Run(first - fault_at, _hedges(events), 2 if whole else 1)
 
 
 # STT
@@ -193,8 +255,16 @@ async def _deepgram_process(*args: str) -> AsyncIterator[str]:
 
 
 async def _stt_once(
-    toxi: ToxiproxyServer, fault: str | None, pcm: np.ndarray, a_url: str, b_url: str
-) -> float:
+    toxi: ToxiproxyServer,
+    fault: str | None,
+    pcm: np.ndarray,
+    a_url: str,
+    b_url: str,
+    history: History,
+    *,
+    alone: bool = False,
+    health: HealthRegistry | None = None,
+) -> Run:
     proxy = await toxi.proxy(f"stt{time.monotonic_ns()}", a_url)
     specs = [
         ProviderSpec("stt", "deepgram", "a", base_url=f"{proxy.url}/v1/listen", api_key="k"),
@@ -202,7 +272,7 @@ async def _stt_once(
     ]
     if fault == "500":
         specs[0] = ProviderSpec("stt", "deepgram", "a", base_url=f"{a_url}/v1/listen", api_key="k")
-    model, events = _chain("stt", specs, fault)
+    model, events = _chain("stt", specs, health or _seeded(history), alone=alone)
     connect_fault = fault in ("refuse", "500")
     if fault == "refuse":
         await proxy.refuse()
@@ -215,7 +285,7 @@ async def _stt_once(
             if ev.type in (
                 stt.SpeechEventType.INTERIM_TRANSCRIPT,
                 stt.SpeechEventType.FINAL_TRANSCRIPT,
-            ) and (fault is None or events):
+            ) and (fault is None or any(e.reason not in HEDGE_REASONS for e in events)):
                 first.append(time.monotonic())
                 return
 
@@ -240,64 +310,90 @@ async def _stt_once(
         raise RuntimeError(f"stt {fault}: no transcript from the fallback")
     # connect faults (and the baseline) are timed from the speech onset: before it the
     # caller said nothing a failover could delay
-    return first[0] - (started + 0.5 if fault is None or connect_fault else fault_at)
+    return Run(first[0] - (started + 0.5 if fault is None or connect_fault else fault_at))
+
+
+async def _layer(
+    once: Any, repeats: int, healthy: int, phases: tuple[str, ...], *args: Any
+) -> dict[str, Any]:
+    """One layer's cells: warm-up, healthy baseline, hedge rate, then each fault."""
+    warm = HealthRegistry()
+    for _ in range(WARMUP):
+        await once(*args[:1], None, phases[0], {}, *args[1:], health=warm)
+    history = {p: _history(warm, p)[p] for p in warm.snapshot()}
+    base = statistics.median(
+        [
+            (await once(*args[:1], None, phases[0], history, *args[1:], alone=True)).seconds
+            for _ in range(3)
+        ]
+    )
+    rate = [await once(*args[:1], None, phases[0], history, *args[1:]) for _ in range(healthy)]
+    results: dict[str, Any] = {
+        "baseline_first_output": round(base, 3),
+        "hedge_rate_healthy": round(
+            sum(r.hedges for r in rate) / max(1, sum(r.requests for r in rate)), 3
+        ),
+        "healthy_requests": sum(r.requests for r in rate),
+    }
+    for phase in phases:
+        for fault in FAULTS:
+            if phase == "mid" and fault == "500":
+                continue  # a status line comes once, before the first output
+            runs = [await once(*args[:1], fault, phase, history, *args[1:]) for _ in range(repeats)]
+            results[f"{phase}_{fault}"] = _summary([r.seconds for r in runs], base)
+    return results
 
 
 async def _bench(repeats: int, layers: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "deadlines": {"stt": DEADLINES.stt, "llm": DEADLINES.llm, "tts": DEADLINES.tts},
         "repeats": repeats,
+        "warmup": WARMUP,
     }
+    healthy = max(10, 2 * repeats)
     async with utils.http_context.open(), ToxiproxyServer() as toxi:
-        if "llm" in layers or "tts" in layers:
-            for layer, once in (("llm", _llm_once), ("tts", _tts_once)):
-                if layer not in layers:
-                    continue
-                base = statistics.median([await once(toxi, None, "before") for _ in range(3)])
-                results: dict[str, Any] = {"baseline_first_output": round(base, 3)}
-                for phase in ("before", "mid"):
-                    for fault in FAULTS:
-                        if phase == "mid" and fault == "500":
-                            continue
-                        runs = [await once(toxi, fault, phase) for _ in range(repeats)]
-                        results[f"{phase}_{fault}"] = _summary(runs, base)
-                out[layer] = results
+        for layer, once in (("llm", _llm_once), ("tts", _tts_once)):
+            if layer in layers:
+                out[layer] = await _layer(once, repeats, healthy, ("before", "mid"), toxi)
         if "stt" in layers:
             audio = EspeakEngine().synthesize("my name is john and i live in london")
             speech = float_to_int16(resample(audio.samples, audio.sample_rate, 16000))
             pcm = np.concatenate([np.zeros(8000, np.int16), speech, np.zeros(16000, np.int16)])
-            results = {}
             async with (
                 _deepgram_process() as a_url,
                 _deepgram_process() as b_url,
                 _deepgram_process("--fail-with-status=500") as bad_url,
             ):
-                base = statistics.median(
-                    [await _stt_once(toxi, None, pcm, a_url, b_url) for _ in range(2)]
-                )
-                results["baseline_first_output"] = round(base, 3)
-                for fault in FAULTS:
+
+                async def stt_once(
+                    toxi_: ToxiproxyServer,
+                    fault: str | None,
+                    phase: str,
+                    history: History,
+                    **kw: Any,
+                ) -> Run:
                     primary = bad_url if fault == "500" else a_url
-                    runs = [
-                        await _stt_once(toxi, fault, pcm, primary, b_url) for _ in range(repeats)
-                    ]
-                    results[f"mid_turn_{fault}"] = _summary(runs, base)
-            out["stt"] = results
+                    return await _stt_once(toxi_, fault, pcm, primary, b_url, history, **kw)
+
+                out["stt"] = await _layer(stt_once, repeats, max(3, repeats), ("mid_turn",), toxi)
+    rates = [out[x]["hedge_rate_healthy"] for x in ("llm", "tts") if x in out]
+    out["hedge_rate_healthy"] = max(rates) if rates else None
     return out
 
 
 def bench_failover(
     repeats: int = 10, layers: tuple[str, ...] = ("stt", "llm", "tts")
 ) -> dict[str, Any]:
-    """Switch times (seconds) per layer and fault: median and p95 over ``repeats`` runs."""
+    """Added delay (seconds) per layer x fault x moment (median and p95 over ``repeats``
+    runs) and the healthy hedge rate per layer (``hedge_rate_healthy``: the highest)."""
     return asyncio.run(_bench(repeats, layers))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m worker.dev.bench.failover",
-        description="Failover switch times per layer and fault kind, as JSON (no chart: "
-        "voice-worker bench failover writes one).",
+        description="Added delay per layer x fault x moment and the healthy hedge rate, as "
+        "JSON (no chart: voice-worker bench failover writes one).",
     )
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--layers", default="stt,llm,tts")

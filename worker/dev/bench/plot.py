@@ -174,6 +174,36 @@ def _accuracy_of(row: Any) -> float:
     return 0.0
 
 
+FAILOVER_GOALS = {"stall": 0.5, "hard": 0.15}
+"""Added p95 goals (issue 17): stalls, and hard faults (reset, refuse, 500)."""
+
+
+def _failover(report: Mapping[str, Any], fig: Figure) -> None:
+    """Per layer, grouped bars of each fault x moment cell's added delay (median, p95)
+    against a healthy run, with the goals as lines; the titles carry the healthy runs'
+    hedge rate."""
+    layers = [x for x in ("stt", "llm", "tts") if isinstance(report.get(x), Mapping)]
+    for n, layer in enumerate(layers, start=1):
+        ax: Axes = fig.add_subplot(1, len(layers), n)
+        cells = {k: v for k, v in report[layer].items() if isinstance(v, Mapping)}
+        names = list(cells)
+        xs = range(len(names))
+        med = [float(cells[k]["added_median"]) for k in names]
+        p95 = [float(cells[k]["added_p95"]) for k in names]
+        ax.bar([x - 0.2 for x in xs], med, width=0.4, label="added median")
+        bars = ax.bar([x + 0.2 for x in xs], p95, width=0.4, label="added p95")
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in p95], fontsize=7)
+        ax.axhline(FAILOVER_GOALS["stall"], color="red", lw=0.8, ls="--", label="stall goal")
+        ax.axhline(FAILOVER_GOALS["hard"], color="orange", lw=0.8, ls=":", label="hard goal")
+        ax.set_xticks(list(xs), names, rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel("seconds added vs healthy run")
+        rate = report[layer].get("hedge_rate_healthy")
+        ax.set_title(f"{layer} (hedge_rate_healthy {rate})", fontsize=9)
+        if n == 1:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"bench failover, {report.get('repeats')} repeats per cell", fontsize=10)
+
+
 def _generic(report: Mapping[str, Any], fig: Figure) -> None:
     """Bars of the report's top-level numbers (for reports without a dedicated chart)."""
     ax: Axes = fig.add_subplot(1, 1, 1)
@@ -189,6 +219,7 @@ CHARTS: dict[str, Callable[[Mapping[str, Any], Figure], None]] = {
     "capacity": _capacity,
     "audio": _audio,
     "amd": _amd,
+    "failover": _failover,
 }
 
 
