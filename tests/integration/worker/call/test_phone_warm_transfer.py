@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,7 @@ async def test_warm_transfer_busy_then_screened_and_bridged(
             record = agent_record(
                 llm, hooks, await outbound_trunk(livekit, busy), await outbound_trunk(livekit, desk)
             )
+            placed = time.time()
             await place_outbound_call(
                 livekit,
                 agent_name=worker.agent_name,
@@ -206,6 +208,9 @@ async def test_warm_transfer_busy_then_screened_and_bridged(
             (report,) = await hooks.wait_for("/post-call", timeout=20)
             # sndfile writes a call's WAV header when the call closes
             await until(lambda: desk.event_types().count("CALL_CLOSED") == 2, 10)
+            heard = caller.heard_wav()
+            assert heard is not None
+            caller_heard = read_wav(heard)
             busy_events = busy.event_types()
             desk_events = desk.event_types()
             calls = [
@@ -215,7 +220,14 @@ async def test_warm_transfer_busy_then_screened_and_bridged(
                 )
             ]
 
-    print(stages(hooks), desk_events)
+    print(
+        "transfer stages (s after dialling the caller):",
+        [
+            (d.payload["metadata"]["stage"], round(d.at - placed, 1))
+            for d in hooks.to("/status")
+            if d.payload.get("event_type") == "call.transfer"
+        ],
+    )
     body: dict[str, Any] = report.payload
     assert body["end_reason"] == "transferred", body["end_reason"]
     (transfer,) = [e["data"] for e in body["events"] if e["type"] == "transfer"]
@@ -248,4 +260,14 @@ async def test_warm_transfer_busy_then_screened_and_bridged(
     assert voiced_seconds(consult.samples, consult.sample_rate) > 2.0
     assert band_share(consult.samples, consult.sample_rate, TONE_HZ) < 0.2
     tail = bridged.samples[-int(2.5 * bridged.sample_rate) :]
+    shares = [band_share(a.samples, a.sample_rate, TONE_HZ) for a in (consult, bridged)]
+    print(
+        f"{TONE_HZ:g} Hz share: consultation {shares[0]:.3f}, bridged call's last 2.5 s "
+        f"{band_share(tail, bridged.sample_rate, TONE_HZ):.3f}; prompt voiced "
+        f"{voiced_seconds(consult.samples, consult.sample_rate):.1f} s"
+    )
     assert band_share(tail, bridged.sample_rate, TONE_HZ) > 0.5
+    # the caller heard more than the agent's two short lines: the hold music while screened
+    on_hold = voiced_seconds(caller_heard.samples, caller_heard.sample_rate)
+    print(f"caller heard {on_hold:.1f} s of sound")
+    assert on_hold > 8.0
