@@ -2,12 +2,13 @@
 overrides only the hook, with knobs set at construction or flipped mid-test with
 ``update_options(...)``, and records what it was asked (in the manner of livekit/agents'
 ``tests/fake_stt.py``). Beside them: generated call audio for the recording tests and a real
-webhook receiver on loopback that verifies signatures.
+webhook receiver on loopback that verifies signatures, and ``until`` to wait on a service.
 """
 
 from tests.fakes.audio import FakeSink, PassThrough, PausingSink
 from tests.fakes.chain import Clock, make_chain
 from tests.fakes.llm import FakeLLM, FakeLLMStream, collect_reply
+from tests.fakes.polling import until
 from tests.fakes.recording import AGENT_HZ, CALLER_HZ, level_at, recorded_call, tone_frames
 from tests.fakes.stt import FakeSTT, FakeSTTStream
 from tests.fakes.tts import FakeChunkedStream, FakeTTS
@@ -34,4 +35,5 @@ __all__ = [
     "make_chain",
     "recorded_call",
     "tone_frames",
+    "until",
 ]

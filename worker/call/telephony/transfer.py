@@ -85,6 +85,8 @@ def blind_transfer(
         try:
             await refer(to)
         except Exception as exc:
+            # livekit.api's ServerError carries the server's words in ``message``
+            cause = str(getattr(exc, "message", None) or exc)
             code = sip_status_code(exc)
             reason = _SAYABLE.get(code or 0)
             logger.warning("transfer to %s failed: %s", to, exc)
@@ -93,10 +95,10 @@ def blind_transfer(
                 kind="blind",
                 to=to,
                 outcome="failed",
-                error=str(exc),
+                error=cause,
                 sip_status_code=code,
             )
-            status("failed", to, failure_cause=str(exc), sip_status_code=code)
+            status("failed", to, failure_cause=cause, sip_status_code=code)
             raise TransferFailed(reason, code) from None
         life.end_reason = TRANSFERRED
         life.recorder.add_event("transfer", kind="blind", to=to, outcome=TRANSFERRED)

@@ -130,7 +130,8 @@ class WarmTransferTool:
     async def until_bridge_ends(self, every: float = 0.2) -> None:
         """Returns at once unless the caller was bridged; then waits until one side of the
         bridge hangs up and hangs up the other (deleting the room: livekit-sip keeps a SIP
-        leg up in a room however few are left in it)."""
+        leg up in a room however few are left in it). A job shut down meanwhile leaves the
+        bridge up."""
         if self.bridged_to is None:
             return
         from livekit import api, rtc
@@ -154,6 +155,10 @@ class WarmTransferTool:
             remaining=sip_parties(),
             seconds=round(time.monotonic() - started, 1),
         )
+        if not self.room.isconnected():
+            # the job is going away (worker shutdown), not the call: the bridge stays up
+            logger.warning("left a bridged call in %s without a watcher", self.room.name)
+            return
         try:
             await self.lkapi.room.delete_room(api.DeleteRoomRequest(room=self.room.name))
         except api.ServerError as exc:

@@ -4,7 +4,8 @@ busy (486), the second answers a consultation leg, hears the screening prompt, p
 is bridged to the caller; the agent leaves and the report says ``transferred``.
 
 The LLM is a scripted OpenAI-compatible server (``custom`` endpoint), so the tool call is
-deterministic; STT and TTS are the offline ones. The phones are baresip (G.711): after the
+deterministic; the same server's transcription endpoint is the STT (see ``CallerSentence``);
+TTS is the offline one, on a worker of this test. The phones are baresip (G.711): after the
 bridge the caller's phone switches its source to a 700 Hz tone, and the second destination's
 recording of the bridged call must carry it. On the open-source LiveKit server
 ``MoveParticipant`` is not implemented, so the bridge is a second call to the destination
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from livekit import api
 
 from pipelines.audio import Audio, read_wav, write_wav
 from pipelines.loopback import OpenAIServer, ScriptedReply, ToolCall
-from tests.fakes import Delivery, Receiver
+from tests.fakes import Delivery, Receiver, until
 from worker.dev.phone_call import place_outbound_call
 from worker.dev.services import LiveKitEndpoint, WorkerProcess
 from worker.dev.services.phone import PHONE_RATE, SIPPhone
@@ -33,12 +34,23 @@ from worker.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
+CONTROL_PLANE_DIR = REPO_ROOT / "fixtures" / "control_plane"
 CALLER_AUDIO = REPO_ROOT / "fixtures" / "audio" / "one_turn.wav"
 """4 s of silence (the greeting plays), then one sentence: the turn that triggers the tool."""
 AGENT_SECRET = f"agent-hook-{secrets.token_hex(12)}"
 SUMMARY = "Sam Carter wants to book a cleaning appointment."
 SCREENING = "You have a caller waiting."
 TONE_HZ = 700.0
+
+
+class CallerSentence:
+    """The local server's transcription engine: every speech segment the worker's VAD cut is
+    the caller's sentence. The offline session STT (pocketsphinx) timed out on the turn in 3
+    of 11 runs on a loaded test machine (load 13-16 on 2 cores), and a layer down ends the
+    call; this test is about the transfer, not about recognising 8 kHz speech."""
+
+    def transcribe(self, samples: Any, sample_rate: int) -> str:
+        return "I would like to book a cleaning appointment."
 
 
 def tool_once(body: dict[str, Any]) -> ScriptedReply:
@@ -82,22 +94,15 @@ def stages(hooks: Receiver) -> list[tuple[str, str | None]]:
     return out
 
 
-async def until(check: Callable[[], bool], timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise TimeoutError
-        await asyncio.sleep(0.05)
-
-
-async def wait_stage(hooks: Receiver, stage: str, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while stage not in [s for s, _ in stages(hooks)]:
-        if loop.time() > deadline:
-            raise AssertionError(f"no {stage!r} transfer stage in {timeout:.0f}s: {stages(hooks)}")
-        await asyncio.sleep(0.1)
+async def wait_stage(hooks: Receiver, stage: str, timeout: float, llm: OpenAIServer) -> None:
+    try:
+        await until(lambda: stage in [s for s, _ in stages(hooks)], timeout)
+    except TimeoutError:
+        raise AssertionError(
+            f"no {stage!r} transfer stage in {timeout:.0f}s: {stages(hooks)}; "
+            f"{len(llm.records('/chat/completions'))} LLM requests; "
+            f"statuses {[d.payload.get('event_type') for d in hooks.to('/status')]}"
+        ) from None
 
 
 async def outbound_trunk(lk: LiveKitEndpoint, phone: SIPPhone) -> str:
@@ -125,7 +130,11 @@ def agent_record(llm: OpenAIServer, hooks: Receiver, busy: str, desk: str) -> di
         "llm_model": "scripted",
         "llm_base_url": f"{llm.url}/v1",
         "stackPreferences": {
-            "allowedProviders": {"stt": ["local"], "llm": ["custom"], "tts": ["local"]}
+            "allowedProviders": {
+                "stt": ["openai:gpt-4o-transcribe"],
+                "llm": ["custom"],
+                "tts": ["local"],
+            }
         },
         "webhook_secret": AGENT_SECRET,
         "webhooks": {
@@ -152,13 +161,25 @@ def agent_record(llm: OpenAIServer, hooks: Receiver, busy: str, desk: str) -> di
 
 
 async def test_warm_transfer_busy_then_screened_and_bridged(
-    livekit: LiveKitEndpoint,
-    livekit_sip: LiveKitSIP,
-    voice_worker: WorkerProcess,
-    tmp_path: Path,
+    livekit: LiveKitEndpoint, livekit_sip: LiveKitSIP, tmp_path: Path
 ) -> None:
     tone = tone_wav(tmp_path / "tone.wav")
-    async with Receiver(AGENT_SECRET.encode()) as hooks, OpenAIServer(reply=tool_once) as llm:
+    async with (
+        Receiver(AGENT_SECRET.encode()) as hooks,
+        OpenAIServer(reply=tool_once, stt_engine=CallerSentence()) as llm,
+        WorkerProcess(
+            livekit,
+            workdir=tmp_path / "worker",
+            control_plane_url=f"file://{CONTROL_PLANE_DIR}",
+            extra_env={
+                "NUM_IDLE_PROCESSES": "1",
+                "LOG_JSON": "true",
+                "OFFLINE_PROVIDERS": "true",
+                "OPENAI_API_KEY": "sk-local",
+                "OPENAI_BASE_URL": f"{llm.url}/v1",
+            },
+        ) as worker,
+    ):
         with (
             SIPPhone(user="frontdesk", answer="busy") as busy,
             SIPPhone(user="overflow", answer="auto", hold_seconds=60) as desk,
@@ -167,17 +188,18 @@ async def test_warm_transfer_busy_then_screened_and_bridged(
             record = agent_record(
                 llm, hooks, await outbound_trunk(livekit, busy), await outbound_trunk(livekit, desk)
             )
+            placed = time.time()
             await place_outbound_call(
                 livekit,
-                agent_name=voice_worker.agent_name,
+                agent_name=worker.agent_name,
                 phone_address=caller.address,
                 to_user=caller.user,
                 metadata={"agent": record, "direction": "outbound", "to": "+15550100001"},
             )
             # the destination only presses its key once the prompt has been spoken
-            await wait_stage(hooks, "screened", 45)
+            await wait_stage(hooks, "screened", 45, llm)
             await asyncio.to_thread(desk.press, "1")
-            await wait_stage(hooks, "bridged", 20)
+            await wait_stage(hooks, "bridged", 20, llm)
             await until(lambda: desk.event_types().count("CALL_ESTABLISHED") == 2, 10)
             # what the caller says now must reach the destination through the bridge
             await asyncio.to_thread(caller.command, "ausrc", f"aufile,{tone}")
@@ -186,6 +208,9 @@ async def test_warm_transfer_busy_then_screened_and_bridged(
             (report,) = await hooks.wait_for("/post-call", timeout=20)
             # sndfile writes a call's WAV header when the call closes
             await until(lambda: desk.event_types().count("CALL_CLOSED") == 2, 10)
+            heard = caller.heard_wav()
+            assert heard is not None
+            caller_heard = read_wav(heard)
             busy_events = busy.event_types()
             desk_events = desk.event_types()
             calls = [
@@ -195,7 +220,14 @@ async def test_warm_transfer_busy_then_screened_and_bridged(
                 )
             ]
 
-    print(stages(hooks), desk_events)
+    print(
+        "transfer stages (s after dialling the caller):",
+        [
+            (d.payload["metadata"]["stage"], round(d.at - placed, 1))
+            for d in hooks.to("/status")
+            if d.payload.get("event_type") == "call.transfer"
+        ],
+    )
     body: dict[str, Any] = report.payload
     assert body["end_reason"] == "transferred", body["end_reason"]
     (transfer,) = [e["data"] for e in body["events"] if e["type"] == "transfer"]
@@ -228,4 +260,14 @@ async def test_warm_transfer_busy_then_screened_and_bridged(
     assert voiced_seconds(consult.samples, consult.sample_rate) > 2.0
     assert band_share(consult.samples, consult.sample_rate, TONE_HZ) < 0.2
     tail = bridged.samples[-int(2.5 * bridged.sample_rate) :]
+    shares = [band_share(a.samples, a.sample_rate, TONE_HZ) for a in (consult, bridged)]
+    print(
+        f"{TONE_HZ:g} Hz share: consultation {shares[0]:.3f}, bridged call's last 2.5 s "
+        f"{band_share(tail, bridged.sample_rate, TONE_HZ):.3f}; prompt voiced "
+        f"{voiced_seconds(consult.samples, consult.sample_rate):.1f} s"
+    )
     assert band_share(tail, bridged.sample_rate, TONE_HZ) > 0.5
+    # the caller heard more than the agent's two short lines: the hold music while screened
+    on_hold = voiced_seconds(caller_heard.samples, caller_heard.sample_rate)
+    print(f"caller heard {on_hold:.1f} s of sound")
+    assert on_hold > 8.0

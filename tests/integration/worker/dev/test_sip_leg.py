@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
 from pathlib import Path
 
 from livekit import api, rtc
 
+from tests.fakes import until
 from worker.dev.services import LiveKitEndpoint
 from worker.dev.services.phone import SIPPhone
 from worker.dev.services.sip import LiveKitSIP
@@ -55,15 +55,6 @@ async def _dial(lk: LiveKitEndpoint, phone: SIPPhone) -> tuple[rtc.Room, list[ob
         await lkapi.aclose()
 
 
-async def _until(check: Callable[[], bool], timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise TimeoutError
-        await asyncio.sleep(0.05)
-
-
 async def test_answered_call_carries_audio_and_dtmf_both_ways(
     livekit: LiveKitEndpoint, livekit_sip: LiveKitSIP
 ) -> None:
@@ -71,7 +62,7 @@ async def test_answered_call_carries_audio_and_dtmf_both_ways(
     with SIPPhone(answer="auto", audio=CALLER, hold_seconds=20) as phone:
         room, seen = await _dial(lk, phone)
         try:
-            await _until(
+            await until(
                 lambda: any(
                     p.attributes.get("sip.callStatus") == "active"
                     for p in room.remote_participants.values()
@@ -81,12 +72,12 @@ async def test_answered_call_carries_audio_and_dtmf_both_ways(
             callee = room.remote_participants["callee"]
             assert callee.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
             assert callee.attributes["sip.phoneNumber"] == phone.user
-            await _until(lambda: bool(callee.track_publications), 10)
+            await until(lambda: bool(callee.track_publications), 10)
             for code, digit in ((1, "1"), (11, "#")):
                 await room.local_participant.publish_dtmf(code=code, digit=digit)
             await asyncio.to_thread(phone.press, "42")
-            await _until(lambda: phone.received_dtmf() == "1#", 10)
-            await _until(lambda: seen[-2:] == ["4", "2"], 10)
+            await until(lambda: phone.received_dtmf() == "1#", 10)
+            await until(lambda: seen[-2:] == ["4", "2"], 10)
         finally:
             await room.disconnect()
         # the phone itself saw the call answered (not only LiveKit's attribute)
@@ -100,7 +91,7 @@ async def test_busy_phone_rejects_with_486(
     with SIPPhone(answer="busy") as phone:
         room, seen = await _dial(lk, phone)
         try:
-            await _until(lambda: bool(seen), 15)
+            await until(lambda: bool(seen), 15)
             assert seen == [rtc.DisconnectReason.USER_REJECTED]
             assert phone.event_types()[:1] == ["CALL_INCOMING"]
             assert "CALL_ESTABLISHED" not in phone.event_types()

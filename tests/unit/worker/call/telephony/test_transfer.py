@@ -108,13 +108,18 @@ async def test_a_failed_refer_is_a_tool_error_the_agent_can_say() -> None:
 
 
 async def test_transfer_failed_without_a_code_says_so_plainly() -> None:
+    from livekit.api.twirp_client import ServerError
+
     life = FakeLife()
 
     async def refer(to: str) -> None:
-        raise RuntimeError("twirp error unknown: call transfer failed")
+        # what livekit.api raises when livekit-sip got a failing NOTIFY (HTTP 408)
+        raise ServerError("canceled", "twirp error unknown: call transfer failed", status=408)
 
     transfer = blind_transfer(life, object(), refer)  # type: ignore[arg-type]
     with pytest.raises(TransferFailed) as failed:
         await transfer("sip:x@example.com")
     assert str(failed.value) == "the transfer did not go through"
     assert failed.value.reason is None and failed.value.sip_status_code is None
+    event = [e.data for e in life.recorder.finish("x").events if e.type == "transfer"][-1]
+    assert event["error"] == "twirp error unknown: call transfer failed"

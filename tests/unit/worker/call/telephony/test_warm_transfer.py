@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -299,8 +300,6 @@ async def test_bridge_moves_the_leg_or_dials_the_destination_into_the_caller_roo
 
 
 async def test_the_destination_decides_by_key_or_by_hanging_up() -> None:
-    from types import SimpleNamespace
-
     lk, rooms = FakeLiveKit([None, None, None], None), []
     dial = dialer(lk, rooms)
     dest = dial.options.destinations[0]
@@ -379,3 +378,52 @@ async def test_warm_transfer_tool_bridges_falls_back_or_fails() -> None:
         await invoke(tool, {})
     assert seen == [("+12015551234", "Billing"), ("+12015551234", ""), ("+12015551234", "")]
     assert [e.data["ok"] for e in recorder.finish("x").events] == [True, True, False]
+
+
+# -- the job's watch over a bridged call -----------------------------------------------------
+
+
+class BridgedRoom:
+    name = "call-1"
+
+    def __init__(self) -> None:
+        from livekit import rtc
+
+        sip = rtc.ParticipantKind.PARTICIPANT_KIND_SIP
+        self.remote_participants: dict[str, Any] = {
+            i: SimpleNamespace(identity=i, kind=sip) for i in ("callee", "transfer-target")
+        }
+        self.connected = True
+
+    def isconnected(self) -> bool:
+        return self.connected
+
+
+async def test_the_bridge_ends_when_one_side_hangs_up_unless_the_job_goes_first() -> None:
+    import asyncio
+
+    from worker.call.telephony import WarmTransferTool
+
+    for job_goes_first in (False, True):
+        room, lk = BridgedRoom(), FakeLiveKit([], None)
+        life = SimpleNamespace(recorder=CallRecorder(call_id="c"))
+        tool = WarmTransferTool(
+            life,  # type: ignore[arg-type]
+            lkapi=lk,  # type: ignore[arg-type]
+            room=room,  # type: ignore[arg-type]
+            sender=None,  # type: ignore[arg-type]
+            join=None,  # type: ignore[arg-type]
+        )
+        await tool.until_bridge_ends()  # nobody bridged: returns at once
+        tool.bridged_to = "Overflow"
+        watch = asyncio.create_task(tool.until_bridge_ends(every=0.01))
+        await asyncio.sleep(0.05)
+        assert not watch.done()
+        if job_goes_first:
+            room.connected = False
+        else:
+            del room.remote_participants["callee"]
+        await asyncio.wait_for(watch, 1.0)
+        (event,) = [e.data for e in life.recorder.finish("transferred").events]
+        assert event["destination"] == "Overflow"
+        assert lk.calls == ([] if job_goes_first else ["delete call-1"])
