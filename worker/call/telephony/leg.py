@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from livekit import api, rtc
 
 from worker.call.telephony.status import CallStatusMachine, StatusChange
+from worker.call.telephony.transfer import TRANSFERRED
 
 if TYPE_CHECKING:
     from livekit.agents import AgentSession
@@ -158,6 +159,8 @@ class SIPCall:
 
     # ---------------------------------------------------------------- hangup
     def _on_session_close(self, _ev: object) -> None:
+        if self.life.end_reason == TRANSFERRED:
+            return  # the caller is someone else's now (a REFER, or a warm transfer's bridge)
         if self._hangup_task is None:
             self._hangup_task = asyncio.create_task(self.hang_up())
 

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from worker.call.telephony.hold import CallerHold
+from worker.call.telephony.transfer import TRANSFERRED
 from worker.call.telephony.warm_transfer import (
     LiveKitDialer,
     fallback_instruction,
@@ -123,7 +124,7 @@ class WarmTransferTool:
             return fallback_instruction(result)
         # the agent leaves the conversation; the job stays in the room until the bridge ends
         self.bridged_to = result.bridged_to
-        life.end_reason = "transferred"
+        life.end_reason = TRANSFERRED
         asyncio.get_running_loop().call_soon(lambda: session.shutdown(drain=False))
         return None
 
