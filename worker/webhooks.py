@@ -50,8 +50,11 @@ logger = logging.getLogger(__name__)
 SECRET_PREFIX = "whsec_"
 SPOOL_VERSION = 1
 
-SecretLookup = Callable[[str | None], "str | Awaitable[str | None] | None"]
-"""``secret_for(agent_id)``: the signing secret for an agent's webhooks, or ``None``."""
+Secrets = str | tuple[str, ...] | None
+"""One signing secret, several (each signs: the header carries every signature, so a
+receiver verifying any one of them accepts), or none."""
+SecretLookup = Callable[[str | None], "Secrets | Awaitable[Secrets]"]
+"""``secret_for(agent_id)``: the signing secret(s) for an agent's webhooks, or ``None``."""
 
 Outcome = Literal["delivered", "rejected", "exhausted", "no_secret"]
 
@@ -142,24 +145,28 @@ def encode_body(payload: Any) -> bytes:
 
 
 def signed_headers(
-    secret: str | None, body: bytes, *, msg_id: str, timestamp: int | None = None
+    secret: Secrets, body: bytes, *, msg_id: str, timestamp: int | None = None
 ) -> dict[str, str]:
-    """Headers for one attempt; without a secret the payload goes unsigned."""
+    """Headers for one attempt: one ``v1`` signature per secret, space-separated as the
+    spec allows (key rotation; reference 002's legacy per-webhook secret beside the
+    organization's); without a secret the payload goes unsigned."""
     ts = int(time.time()) if timestamp is None else timestamp
     headers = {
         "content-type": "application/json",
         "webhook-id": msg_id,
         "webhook-timestamp": str(ts),
     }
-    if secret:
-        headers["webhook-signature"] = sign(secret, msg_id, ts, body)
+    keys = [secret] if isinstance(secret, str) else list(secret or ())
+    keys = list(dict.fromkeys(k for k in keys if k))
+    if keys:
+        headers["webhook-signature"] = " ".join(sign(k, msg_id, ts, body) for k in keys)
     return headers
 
 
 async def post_signed(
     url: str,
     payload: Any,
-    secret: str | None,
+    secret: Secrets,
     *,
     timeout: float,
     client: httpx.AsyncClient | None = None,
@@ -371,7 +378,7 @@ class WebhookSender:
         return result
 
     async def _attempts(self, entry: SpoolEntry, path: Path) -> DeliveryResult:
-        secret: str | None = None
+        secret: Secrets = None
         if entry.signed:
             secret = await self._lookup_secret(entry.agent_id)
             if not secret:
@@ -453,7 +460,7 @@ class WebhookSender:
         step = min(self._max_delay, self._base_delay * 2.0 ** (attempt - 1))
         return step / 2 + self._rng.uniform(0, step / 2)
 
-    async def _lookup_secret(self, agent_id: str | None) -> str | None:
+    async def _lookup_secret(self, agent_id: str | None) -> Secrets:
         found = self._secret_for(agent_id)
         if inspect.isawaitable(found):
             found = await found

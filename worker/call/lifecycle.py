@@ -51,11 +51,14 @@ _session_secrets: dict[str, str] = {}
 
 def webhook_sender(settings: Settings, metrics: WorkerMetrics | None = None) -> WebhookSender:
     """The durable sender; a payload's secret is looked up when it is (re)sent, never
-    written to the spool."""
+    written to the spool. ``AGENT/HOOK`` keys add that webhook's legacy secret."""
     org = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
 
-    def secret_for(agent_id: str | None) -> str | None:
-        return _session_secrets.get(agent_id or "") or org
+    def secret_for(key: str | None) -> tuple[str, ...]:
+        agent, _, hook = (key or "").partition("/")
+        own = _session_secrets.get(agent) or org
+        legacy = _session_secrets.get(key or "") if hook else None
+        return tuple(s for s in (own, legacy) if s)
 
     return WebhookSender(
         spool_dir=settings.spool_dir,
@@ -77,7 +80,9 @@ def pre_call_hook(
         target = agent.webhooks.pre_call
         if target is None or not target.url:
             return dispatch, None
-        secret = target.secret or agent.webhook_secret or settings.webhook_secret
+        # the agent's (or the organization's) secret, and the legacy per-webhook one
+        own = agent.webhook_secret or settings.webhook_secret
+        secret = tuple(v.get_secret_value() for v in (own, target.secret) if v is not None)
         payload = {
             "type": "call.pre_call",
             "call_id": call_id,
@@ -98,7 +103,7 @@ def pre_call_hook(
             response = await post_signed(
                 target.url,
                 payload,
-                secret.get_secret_value() if secret else None,
+                secret,
                 timeout=settings.pre_call_webhook_timeout,
             )
             if response.status_code // 100 != 2:
@@ -183,6 +188,14 @@ class CallLifecycle:
         """Names this call's webhook secret for the sender (the spool keeps the name)."""
         if plan.webhook_secret is not None:
             _session_secrets[self.secret_key] = plan.webhook_secret.get_secret_value()
+        for name, hook in plan.webhooks.items():
+            if hook.secret is not None and hook.secret.get_secret_value():
+                # 002: the legacy per-webhook secret still signs, beside the org's
+                _session_secrets[self.hook_key(name)] = hook.secret.get_secret_value()
+
+    def hook_key(self, name: str) -> str:
+        """The sender's key for one webhook's secrets (``AGENT/HOOK``, see ``webhook_sender``)."""
+        return f"{self.secret_key}/{name}"
 
     # ---------------------------------------------------------------- tools
     def function_tools(
@@ -205,7 +218,9 @@ class CallLifecycle:
             record_event=self.recorder.add_event,
             warm_transfer=warm_transfer,
         )
-        secret = self.plan.webhook_secret.get_secret_value() if self.plan.webhook_secret else None
+        # the agent's own secret, else the organization's (002: webhooks are signed with it)
+        own = self.plan.webhook_secret or self.settings.webhook_secret
+        secret = own.get_secret_value() if own else None
         return build_function_tools(self.plan.tools, call_context=ctx, http=http, secret=secret)
 
     # ---------------------------------------------------------------- session events
@@ -361,7 +376,7 @@ class CallLifecycle:
             return False
         try:
             result = await sender.send(
-                hook.url, event.to_payload(), kind="call.status", agent_id=self.secret_key
+                hook.url, event.to_payload(), kind="call.status", agent_id=self.hook_key("status")
             )
         except Exception as exc:
             logger.warning("status webhook %s raised %s", event_type, type(exc).__name__)
@@ -387,7 +402,7 @@ class CallLifecycle:
                     hooks["status"].url,
                     status.to_payload(),
                     kind="call.status",
-                    agent_id=self.secret_key,
+                    agent_id=self.hook_key("status"),
                 )
             )
         if "post_call" in hooks:
@@ -396,7 +411,7 @@ class CallLifecycle:
                     hooks["post_call"].url,
                     report.to_payload(),
                     kind="call.report",
-                    agent_id=self.secret_key,
+                    agent_id=self.hook_key("post_call"),
                 )
             )
         for result in await asyncio.gather(*deliveries, return_exceptions=True):
