@@ -17,6 +17,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from livekit import rtc
@@ -25,6 +27,7 @@ from livekit.agents.voice.events import ConversationItemAddedEvent, UserInputTra
 
 from pipelines.amd import AMDDetector, Verdict
 from pipelines.types import AMD_CATEGORIES
+from worker.call.ivr_memory import IVRMemory, path_that_reached_a_person, replay
 from worker.call.lifecycle import CallLifecycle
 from worker.plan import AMDPlan, SessionPlan
 
@@ -79,6 +82,19 @@ def llm_tiebreaker(model: llm.LLM[Any]) -> Any:
     return tiebreak
 
 
+@dataclass(frozen=True)
+class IVRRecall:
+    """Where a call's IVR path is remembered and how its keys are pressed."""
+
+    memory: IVRMemory
+    agent_id: str
+    number: str
+    publish: Callable[[int, str], Awaitable[None]]
+
+    async def recall(self) -> str | None:
+        return await self.memory.recall(self.agent_id, self.number)
+
+
 class AMDRouter:
     """Runs detection for one call and carries out the verdict's action."""
 
@@ -91,6 +107,9 @@ class AMDRouter:
         if amd.greet_immediately:
             self.reply_gate.set()
         self.verdict: Verdict | None = None
+        self.ivr: IVRRecall | None = None
+        """The IVR memory of the number called (``ivr_memory_enabled``), set by the job."""
+        self._replayed: str | None = None
 
     async def run(self, session: AgentSession[Any], participant: rtc.RemoteParticipant) -> None:
         await wait_call_active(participant, CALL_ACTIVE_TIMEOUT)
@@ -171,7 +190,38 @@ class AMDRouter:
         elif action == "navigate":
             self.reply_gate.set()
             self._bound_navigation(session)
-            session.generate_reply(instructions=NAVIGATE_INSTRUCTIONS)
+            path = await self.ivr.recall() if self.ivr is not None else None
+            if path and self.ivr is not None:
+                # the menu was navigated to a person before: press the same keys
+                self._replayed = path
+                self.life.recorder.add_event("ivr_memory", replayed=path)
+                await replay(path, self.ivr.publish, self.life.recorder.add_event)
+            else:
+                session.generate_reply(instructions=NAVIGATE_INSTRUCTIONS)
+
+    async def learn(self) -> None:
+        """At the end of a navigated call: remember the key path that reached a person,
+        forget a replayed one that did not. Never raises."""
+        ivr = self.ivr
+        if (
+            ivr is None
+            or self.verdict is None
+            or self.amd.actions[self.verdict.category] != ("navigate")
+        ):
+            return
+        recorder = self.life.recorder
+        path = path_that_reached_a_person(
+            recorder.events("dtmf"), recorder.transcript(), self.life.end_reason
+        )
+        try:
+            if path:
+                await ivr.memory.remember(ivr.agent_id, ivr.number, path)
+                recorder.add_event("ivr_memory", learned=path)
+            elif self._replayed:
+                await ivr.memory.forget(ivr.agent_id, ivr.number)
+                recorder.add_event("ivr_memory", forgot=self._replayed)
+        except Exception as exc:
+            logger.warning("ivr memory not updated: %s", type(exc).__name__)
 
     def _bound_navigation(self, session: AgentSession[Any]) -> None:
         turns = 0

@@ -22,6 +22,8 @@ from livekit import rtc
 from livekit.agents import Agent, AgentSession, JobContext
 
 from pipelines.errors import VoiceWorkerError
+from worker.call.amd_routing import IVRRecall
+from worker.call.ivr_memory import ivr_memory
 from worker.call.lifecycle import CallLifecycle, pre_call_hook, webhook_sender
 from worker.call.recording import finish_recording
 from worker.call.session import Call, assemble_call, start_call
@@ -185,6 +187,10 @@ async def entrypoint(ctx: JobContext) -> None:
     history = None if checkpoint is None else chat_history(checkpoint["report"]["transcript"])
     call = assemble_call(plan, life, ctx.room, tools, history=history)
     keys.attach(ctx.room, call.session, reply_gate=call.router.reply_gate if call.router else None)
+    if call.router is not None and plan.ivr_memory and dispatch.dialed_number:
+        call.router.ivr = IVRRecall(
+            ivr_memory(settings), plan.agent_id or "", dispatch.dialed_number, room_dtmf(ctx.room)
+        )
     phone = SIPCall(
         ctx.room,
         life,
@@ -237,6 +243,9 @@ async def entrypoint(ctx: JobContext) -> None:
                 await asyncio.wait_for(life.hangup(GOODBYE, reason=f"worker {reason}"), 1.0)
                 await asyncio.wait_for(call.closed.wait(), 8.0)
         await phone.aclose(amd=_amd_summary(call))
+        if call.router is not None and call.router.ivr is not None:
+            await call.router.learn()
+            await call.router.ivr.memory.aclose()
         if call.recording is not None:
             await finish_recording(call.recording, life, sender)
         await life.finish(sender, reason=None if call.closed.is_set() else f"worker {reason}")

@@ -32,6 +32,7 @@ EVENT_TYPES = (
     "webhook",
     "pre_call",
     "status",
+    "ivr_memory",
     "error",
 )
 """Event types the worker emits; others are allowed (the list documents, not restricts)."""
@@ -325,6 +326,14 @@ class CallRecorder:
             ("tts_characters", tts_characters),
         ):
             totals[key] = totals.get(key, 0) + amount
+
+    def events(self, type: str) -> list[CallEvent]:
+        """The events of one type so far, in order."""
+        return [e for e in self._events if e.type == type]
+
+    def transcript(self) -> list[TranscriptEntry]:
+        """The transcript so far."""
+        return list(self._transcript)
 
     def update_metadata(self, values: Mapping[str, Any]) -> None:
         """Merge metadata learned mid-call (e.g. returned by the pre-call webhook)."""

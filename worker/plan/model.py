@@ -128,6 +128,8 @@ class SessionPlan:
     webhook_secret: SecretStr | None = field(repr=False)
     save_audio_recording: bool
     memory_enabled: bool
+    ivr_memory: bool
+    """001 ``ivr_memory_enabled``: replay the key path that reached a person last time."""
     metadata: Mapping[str, Any]
     text_replacements: tuple[tuple[str, str], ...]
     """``(find, replace)`` rules applied to text before TTS (pronunciation)."""

@@ -436,6 +436,7 @@ def resolve(
         webhook_secret=agent.webhook_secret,
         save_audio_recording=agent.save_audio_recording,
         memory_enabled=agent.memory_enabled,
+        ivr_memory=agent.ivr_memory_enabled,
         metadata=metadata,
         text_replacements=tuple((r.find, r.replace) for r in dispatch.text_replacements),
         idle_reprompts=tuple(dispatch.idle_reprompts) or DEFAULT_IDLE_REPROMPTS,

@@ -1,13 +1,16 @@
-"""Leases, claims and fencing of calls in a real Redis (the session's redis-server)."""
+"""Leases, claims and fencing of calls, and the IVR memory, in a real Redis (the session's
+redis-server)."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from pathlib import Path
 
 import pytest
 
 from worker.call.checkpoint import CallStore, Fenced
+from worker.call.ivr_memory import IVRMemory
 
 pytestmark = pytest.mark.integration
 
@@ -46,3 +49,18 @@ async def test_a_lapsed_call_is_claimed_once_and_its_old_holder_fenced(redis_add
     assert call_id not in await store.lapsed()
     for r in [store, *rivals]:
         await r.aclose()
+
+
+async def test_the_ivr_memory_is_shared_through_redis(redis_address: str, tmp_path: Path) -> None:
+    url = f"redis://{redis_address}/2"
+    one, other = (IVRMemory(redis_url=url, directory=tmp_path) for _ in range(2))
+    number = f"+1415555{secrets.randbelow(10_000):04d}"
+    await one.remember("agent_a", number, "1 0")
+    assert await other.recall("agent_a", number) == "1 0"  # another worker learned it
+    assert not list(tmp_path.iterdir())  # nothing on disk when Redis holds it
+    keys = await one._redis.keys("vw:ivr:*")
+    assert keys and not any(number[1:] in k for k in keys)
+    await other.forget("agent_a", number)
+    assert await one.recall("agent_a", number) is None
+    await one.aclose()
+    await other.aclose()
