@@ -56,7 +56,7 @@ class SIPCall:
         *,
         lkapi: api.LiveKitAPI | None,
         ringing_timeout: float | None = None,
-        inbound: bool = False,
+        direction: str | None = None,
         numbers: tuple[str | None, str | None] = (None, None),
     ) -> None:
         self.room = room
@@ -64,7 +64,8 @@ class SIPCall:
         self.sender = sender
         self.lkapi = lkapi
         self.ringing_timeout = ringing_timeout
-        self.inbound = inbound
+        self.inbound = direction == "inbound"
+        self.outbound = direction == "outbound"
         self.numbers = numbers
         """``(to, from)`` from the dispatch: what the report says when the SIP attributes do not."""
         self.participant: rtc.RemoteParticipant | None = None
@@ -91,7 +92,7 @@ class SIPCall:
         for participant in list(self.room.remote_participants.values()):
             self._adopt(participant)
         session.on("close", self._on_session_close)
-        if not self.inbound:
+        if self.outbound:
             self._watchdog = asyncio.create_task(self._callee_never_joined(CALLEE_JOIN_TIMEOUT))
 
     async def _callee_never_joined(self, timeout: float) -> None:
