@@ -70,6 +70,9 @@ class SIPCall:
         """``(to, from)`` from the dispatch: what the report says when the SIP attributes do not."""
         self.participant: rtc.RemoteParticipant | None = None
         self.machine: CallStatusMachine | None = None
+        self.answered = asyncio.Event()
+        """Set once the callee answered (``sip.callStatus`` ``automation`` or ``active``):
+        what a greeting on a phone call waits for."""
         self.gone = asyncio.Event()
         """Set once the SIP participant left the room (the call is over)."""
         self._session: AgentSession[Any] | None = None
@@ -126,6 +129,8 @@ class SIPCall:
         assert self.machine is not None
         for change in self.machine.observe(participant.attributes.get(CALL_STATUS), at=time.time()):
             self._statuses.put_nowait(change)
+        if self.machine.answered:
+            self.answered.set()
 
     def _on_attributes(self, changed: Mapping[str, str], participant: rtc.Participant) -> None:
         if participant is self.participant and CALL_STATUS in changed:

@@ -128,7 +128,9 @@ async def test_progress_statuses_go_out_in_order_and_the_callee_hangup_ends_ok()
     )
     room.join(callee)
     room.set_status(callee, "ringing")
+    assert not call.answered.is_set()
     room.set_status(callee, "active")
+    assert call.answered.is_set()
     await settle()
     assert [(e, s) for e, s, _ in life.sent] == [
         ("call.ringing", "ringing"),
