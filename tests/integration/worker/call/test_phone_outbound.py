@@ -44,6 +44,10 @@ FIRST_MESSAGE_WITHIN = 4.0
 """Seconds after the end of the human's greeting by which the first message must reach the
 phone: a bound for a loaded CI box, not the goal (1.0 s), which is a benchmark's to measure;
 the figure printed is the one to read (2.9 s on a cold job process here)."""
+RING_SECONDS = 1.5
+"""How long an answering phone rings before it is picked up, as a person or a voicemail box
+would: a loopback phone answering within 0.1 s of the INVITE is quicker than the room's
+subscription to the callee's new track, and the greeting's first words were lost."""
 REPORT_WAIT = 40.0
 REPORT_WITHIN = 5.0
 """Seconds from the phone's end of a call that never connected to the post-call report."""
@@ -122,9 +126,11 @@ async def call_phone(
     phone: SIPPhone,
     *,
     ringing_timeout: float = 10.0,
+    answer_after: float | None = RING_SECONDS,
     hang_up_after_first_words: bool = False,
 ) -> PhoneCall:
-    """Places the call, waits for the post-call report and reads what the phone heard."""
+    """Places the call, waits for the post-call report and reads what the phone heard. A
+    phone in ``ring`` mode is picked up ``answer_after`` seconds after it starts ringing."""
     async with Receiver(SECRET.encode()) as hooks:
         metadata = {
             "agent": agent_record(hooks, llm_base_url),
@@ -141,6 +147,10 @@ async def call_phone(
             metadata=metadata,
             ringing_timeout=ringing_timeout,
         )
+        if phone.answer == "ring" and answer_after is not None:
+            await asyncio.to_thread(phone.wait_for, "CALL_INCOMING", 15)
+            await asyncio.sleep(answer_after)
+            await asyncio.to_thread(phone.command, "accept")
         if hang_up_after_first_words:
             # A human who heard the first message and hangs up: the callee's BYE ends the call.
             await asyncio.to_thread(phone.wait_for, "CALL_ESTABLISHED", 15)
@@ -201,7 +211,9 @@ def assert_answered_leg(call: PhoneCall) -> None:
     assert phone["to_number"] == call.phone.user and phone["from_number"] == CALLER_ID
     assert phone["sip_call_id"], phone
     assert phone["outcome"] == "completed" and phone["sip_status_code"] == 200, phone
+    assert [s["status"] for s in status_of(call, "call.ringing")] == ["ringing"]
     assert [s["status"] for s in status_of(call, "call.answered")] == ["in_progress"]
+    assert phone["ringing_at"] < phone["answered_at"], phone
     assert [(s["status"], s["sip_status_code"]) for s in status_of(call, "call.hangup")] == [
         ("ended", 200)
     ], call.timeline()
@@ -214,7 +226,7 @@ async def test_human_hears_the_first_message_soon_after_their_greeting(
     livekit_sip: LiveKitSIP,
     llama_base_url: str,
 ) -> None:
-    with SIPPhone(audio=AMD_AUDIO / "human_short_01.wav", hold_seconds=30) as phone:
+    with SIPPhone(answer="ring", audio=AMD_AUDIO / "human_short_01.wav", hold_seconds=30) as phone:
         call = await call_phone(
             voice_worker, livekit, llama_base_url, phone, hang_up_after_first_words=True
         )
@@ -241,7 +253,7 @@ async def test_voicemail_gets_the_message_then_a_bye_at_once(
 ) -> None:
     truth = MANIFEST[fixture]
     hold = 30.0
-    with SIPPhone(audio=AMD_AUDIO / f"{fixture}.wav", hold_seconds=hold) as phone:
+    with SIPPhone(answer="ring", audio=AMD_AUDIO / f"{fixture}.wav", hold_seconds=hold) as phone:
         call = await call_phone(voice_worker, livekit, llama_base_url, phone)
         speech = phone.speech_seconds
     amd = amd_of(call)
@@ -281,7 +293,12 @@ async def test_a_call_that_never_connects_ends_with_its_sip_status(
     ringing_timeout = 4.0
     with SIPPhone(answer=answer) as phone:  # type: ignore[arg-type]
         call = await call_phone(
-            voice_worker, livekit, llama_base_url, phone, ringing_timeout=ringing_timeout
+            voice_worker,
+            livekit,
+            llama_base_url,
+            phone,
+            ringing_timeout=ringing_timeout,
+            answer_after=None,
         )
     assert "CALL_ESTABLISHED" not in phone.event_types(), call.timeline()
     final = status_of(call, "call.hangup")
@@ -300,3 +317,23 @@ async def test_a_call_that_never_connects_ends_with_its_sip_status(
     assert call.report_after_close < REPORT_WITHIN, call.timeline()
     if answer == "ring":
         assert [s["status"] for s in status_of(call, "call.ringing")] == ["ringing"]
+
+
+async def test_amd_hangup_sends_the_bye_at_the_verdict(
+    voice_worker: WorkerProcess,
+    livekit: LiveKitEndpoint,
+    livekit_sip: LiveKitSIP,
+    llama_base_url: str,
+) -> None:
+    audio = AMD_AUDIO / "not_available_00.wav"
+    with SIPPhone(answer="ring", audio=audio, hold_seconds=30) as phone:
+        call = await call_phone(voice_worker, livekit, llama_base_url, phone)
+    amd = amd_of(call)
+    assert (amd["category"], amd["action"]) == ("machine-unavailable", "hangup"), amd
+    assert call.heard_onsets == [], call.timeline()  # not a word to a carrier announcement
+    assert call.answered_at is not None and call.closed_at is not None
+    bye_at = call.closed_at - call.answered_at
+    print(f"BYE {bye_at - amd['decided_at']:.2f} s after the verdict")
+    assert bye_at - amd["decided_at"] <= BYE_WITHIN, call.timeline()
+    assert call.report["end_reason"] == "amd: machine-unavailable"
+    assert_answered_leg(call)
