@@ -112,7 +112,34 @@ class AMDRouter:
         self._replayed: str | None = None
 
     async def run(self, session: AgentSession[Any], participant: rtc.RemoteParticipant) -> None:
-        await wait_call_active(participant, CALL_ACTIVE_TIMEOUT)
+        # The stream opens while the phone still rings, so its frames flow from the answer on
+        # (one opened at the answer got its first frame 0.75 s late over livekit-sip: a short
+        # "Hello." was lost whole). What it carries before the answer (a ringing tone) is
+        # not the callee and is dropped.
+        stream = rtc.AudioStream.from_participant(
+            participant=participant,
+            track_source=rtc.TrackSource.SOURCE_MICROPHONE,
+            sample_rate=AMD_RATE,
+            num_channels=1,
+        )
+        detector: AMDDetector | None = None
+
+        def on_transcript(ev: UserInputTranscribedEvent) -> None:
+            if detector is not None:
+                detector.push_transcript(ev.transcript, is_final=ev.is_final)
+
+        async def feed() -> None:
+            async for ev in stream:
+                if detector is not None:
+                    detector.push_frame(ev.frame)
+
+        feeder = asyncio.create_task(feed())
+        try:
+            await wait_call_active(participant, CALL_ACTIVE_TIMEOUT)
+        except BaseException:
+            feeder.cancel()
+            await stream.aclose()
+            raise
         detector = AMDDetector(
             AMD_RATE,
             timeout_seconds=self.amd.timeout_seconds,
@@ -120,22 +147,7 @@ class AMDRouter:
             if self.amd.llm_tiebreaker and isinstance(session.llm, llm.LLM)
             else None,
         )
-        stream = rtc.AudioStream.from_participant(
-            participant=participant,
-            track_source=rtc.TrackSource.SOURCE_MICROPHONE,
-            sample_rate=AMD_RATE,
-            num_channels=1,
-        )
-
-        def on_transcript(ev: UserInputTranscribedEvent) -> None:
-            detector.push_transcript(ev.transcript, is_final=ev.is_final)
-
-        async def feed() -> None:
-            async for ev in stream:
-                detector.push_frame(ev.frame)
-
         session.on("user_input_transcribed", on_transcript)
-        feeder = asyncio.create_task(feed())
         try:
             verdict = await detector.wait()
             self.verdict = verdict

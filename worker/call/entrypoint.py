@@ -197,7 +197,7 @@ async def entrypoint(ctx: JobContext) -> None:
         sender,
         lkapi=ctx.api,
         ringing_timeout=dispatch.telephony.ringing_timeout,
-        inbound=plan.direction == "inbound",
+        direction=plan.direction,
         numbers=(dispatch.dialed_number, dispatch.caller_number),
     )
     phone.start(call.session)

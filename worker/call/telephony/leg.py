@@ -57,7 +57,7 @@ class SIPCall:
         *,
         lkapi: api.LiveKitAPI | None,
         ringing_timeout: float | None = None,
-        inbound: bool = False,
+        direction: str | None = None,
         numbers: tuple[str | None, str | None] = (None, None),
     ) -> None:
         self.room = room
@@ -65,11 +65,15 @@ class SIPCall:
         self.sender = sender
         self.lkapi = lkapi
         self.ringing_timeout = ringing_timeout
-        self.inbound = inbound
+        self.inbound = direction == "inbound"
+        self.outbound = direction == "outbound"
         self.numbers = numbers
         """``(to, from)`` from the dispatch: what the report says when the SIP attributes do not."""
         self.participant: rtc.RemoteParticipant | None = None
         self.machine: CallStatusMachine | None = None
+        self.answered = asyncio.Event()
+        """Set once the callee answered (``sip.callStatus`` ``automation`` or ``active``):
+        what a greeting on a phone call waits for."""
         self.gone = asyncio.Event()
         """Set once the SIP participant left the room (the call is over)."""
         self._session: AgentSession[Any] | None = None
@@ -92,7 +96,7 @@ class SIPCall:
         for participant in list(self.room.remote_participants.values()):
             self._adopt(participant)
         session.on("close", self._on_session_close)
-        if not self.inbound:
+        if self.outbound:
             self._watchdog = asyncio.create_task(self._callee_never_joined(CALLEE_JOIN_TIMEOUT))
 
     async def _callee_never_joined(self, timeout: float) -> None:
@@ -126,6 +130,8 @@ class SIPCall:
         assert self.machine is not None
         for change in self.machine.observe(participant.attributes.get(CALL_STATUS), at=time.time()):
             self._statuses.put_nowait(change)
+        if self.machine.answered:
+            self.answered.set()
 
     def _on_attributes(self, changed: Mapping[str, str], participant: rtc.Participant) -> None:
         if participant is self.participant and CALL_STATUS in changed:

@@ -152,3 +152,29 @@ def test_every_secret_setting_is_redacted() -> None:
         deepgram_api_key="dg-1",
     )
     assert {"bt-1", "aai-1", "dg-1", "secret"} <= set(settings_secrets(s))
+
+
+def test_phone_leg_in_the_report_redacted() -> None:
+    rec = CallRecorder(call_id="c1", direction="outbound", redact=["s3cr3t-value"])
+    assert rec.finish("ended").phone is None
+    rec = CallRecorder(call_id="c2", direction="outbound", redact=["s3cr3t-value"])
+    rec.set_phone(
+        {
+            "to_number": "+15550001111",
+            "sip_call_id": "SCL_x",
+            "outcome": "busy",
+            "sip_status_code": 486,
+            "failure_cause": "busy (s3cr3t-value)",
+            "dialed_at": 1_700_000_000.0,
+            "amd": None,
+        }
+    )
+    phone = rec.finish("busy").to_payload()["phone"]
+    assert (phone["to_number"], phone["sip_status_code"], phone["outcome"]) == (
+        "+15550001111",
+        486,
+        "busy",
+    )
+    assert phone["failure_cause"] == f"busy ({REDACTED})"
+    assert phone["dialed_at"].startswith("2023-11-14T")
+    assert phone["answered_at"] is None
