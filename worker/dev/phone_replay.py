@@ -1,8 +1,10 @@
 """``voice-worker replay --phone``: one whole call over the SIP leg, a real baresip phone at
 the far end of livekit-sip (G.711, 8 kHz).
 
-Outbound, the platform side places the call (``place_outbound_call``) and the phone answers;
-inbound, the phone dials a number routed to the agent (``route_inbound``). The phone plays
+Outbound, the platform side places the call (``place_outbound_call``) and the phone answers
+once the agent is in the room (a callee picks up after a ring or two; answering at once, it
+would speak before anyone listens); inbound, the phone dials a number routed to the agent
+(``route_inbound``) and livekit-sip answers. The phone plays
 the WAV from the answer, then stays on the line in silence until the call is hung up or
 ``tail_seconds`` pass. Writes ``report.json`` (the post-call report as the worker delivered
 it), ``phone_heard.wav`` (what the phone heard, t=0 at the answer), ``transcript.json`` and
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from livekit import api
 
 from pipelines.audio import Audio, detect_segments, read_wav, resample, write_wav
 from worker.dev.caller import AGENT_RATE, FRAME_MS, CallRecording, turn_metrics
@@ -35,7 +38,8 @@ from worker.dev.replay import (
     resolve_first,
 )
 from worker.dev.services import LiveKitEndpoint
-from worker.dev.services.phone import SIPPhone
+from worker.dev.services.phone import Answer, SIPPhone
+from worker.dev.services.process import ServiceError
 from worker.dev.services.sip import LiveKitSIP
 from worker.settings import Settings
 
@@ -117,7 +121,11 @@ async def run_phone_call(
     registered as ``agent_name`` (``metadata`` is its dispatch), until the phone hangs up
     (its WAV and ``tail_seconds`` of silence played) or is hung up on."""
     log_start = len(sip.log_text())
-    phone = SIPPhone(user=PHONE_NUMBER, audio=audio_path, hold_seconds=tail_seconds)
+    # outbound, the phone rings until the agent is in the room, as a callee picks up after
+    # a ring or two: answering at once, it would speak before anyone listens (the job takes
+    # seconds to join on a busy machine)
+    answer: Answer = "ring" if direction == "outbound" else "auto"
+    phone = SIPPhone(user=PHONE_NUMBER, answer=answer, audio=audio_path, hold_seconds=tail_seconds)
     await phone.astart()
     try:
         placed = time.time()
@@ -132,13 +140,16 @@ async def run_phone_call(
                 ringing_timeout=ANSWER_TIMEOUT,
             )
             room = call.room_name
+            await asyncio.to_thread(phone.wait_for, "CALL_INCOMING", ANSWER_TIMEOUT)
+            await agent_in_room(livekit, room, ANSWER_TIMEOUT)
+            await asyncio.to_thread(phone.command, "accept")
         else:
             route = await route_inbound(
                 livekit, agent_name=agent_name, sip_address=sip.address, metadata=metadata
             )
             await asyncio.to_thread(phone.dial, route.uri)
-        answer = await asyncio.to_thread(phone.wait_for, "CALL_ESTABLISHED", ANSWER_TIMEOUT)
-        answered = time.time() - (time.monotonic() - answer.at)
+        established = await asyncio.to_thread(phone.wait_for, "CALL_ESTABLISHED", ANSWER_TIMEOUT)
+        answered = time.time() - (time.monotonic() - established.at)
         limit = phone.speech_seconds + tail_seconds + HANGUP_MARGIN
         closed = await asyncio.to_thread(phone.wait_for, "CALL_CLOSED", limit)
         heard_path = phone.heard_wav()
@@ -146,7 +157,7 @@ async def run_phone_call(
         heard = None
         if heard_path is not None:
             heard = answer_aligned(read_wav(heard_path), read_wav(sent[-1]) if sent else None)
-        events = "\n".join(f"{e.at - answer.at:8.3f} {e.type} {e.param}" for e in phone.events)
+        events = "\n".join(f"{e.at - established.at:8.3f} {e.type} {e.param}" for e in phone.events)
         sip_log = (
             f"# phone ({phone.uri}) events, seconds since the answer\n{events}\n"
             f"# livekit-sip\n{sip.log_text()[log_start:]}"
@@ -156,11 +167,27 @@ async def run_phone_call(
     return PhoneCallResult(
         placed_at=placed,
         answered_at=answered,
-        call_seconds=round(closed.at - answer.at, 3),
+        call_seconds=round(closed.at - established.at, 3),
         heard=heard,
         sip_log=sip_log,
         room=room,
     )
+
+
+async def agent_in_room(livekit: LiveKitEndpoint, room: str, timeout: float) -> None:
+    """Waits until an agent participant has joined ``room``."""
+    lkapi = livekit.client()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
+            if any(p.kind == api.ParticipantInfo.Kind.AGENT for p in listed.participants):
+                return
+            if time.monotonic() > deadline:
+                raise ServiceError(f"no agent joined {room} within {timeout:.0f} s")
+            await asyncio.sleep(0.2)
+    finally:
+        await lkapi.aclose()
 
 
 async def replay_phone_call(

@@ -179,6 +179,8 @@ def _call_options(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def _latency(args: argparse.Namespace, out: Path) -> Coroutine[Any, Any, Report]:
     if args.sip:
+        if args.record:
+            raise ValueError("--record: not with --sip")
         from worker.dev.bench.sip import bench_latency_sip
 
         options = _call_options(args, out)
@@ -341,7 +343,8 @@ def add_bench_parser(
         "amd",
         _amd,
         "answering-machine detection accuracy and decision times",
-        "Accuracy per category, confusion matrix and decision times over the AMD fixtures.",
+        "Accuracy per category, confusion matrix and decision times over the AMD fixtures; "
+        "with --sip also over real phone calls, the file-level figures beside.",
     )
     p.add_argument("--manifest", help="AMD manifest (default fixtures/amd/manifest.json)")
     p.add_argument(

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines.audio import Audio, read_wav
 from pipelines.loopback import OpenAIServer
 from worker.dev.bench.amd import DEFAULT_MANIFEST, SttSource, amd_figures, bench_amd
 from worker.dev.bench.common import BenchError, progress
@@ -77,7 +78,7 @@ async def bench_amd_sip(
             call_id = f"amd-sip-{i:03d}"
             metadata = phone_metadata({"agent": agent, "call_id": call_id}, "outbound")
             path = base / entry["file"]
-            duration = _duration(path)
+            duration = read_wav(path).duration
             call = await run_phone_call(
                 leg.livekit,
                 leg.sip,
@@ -88,7 +89,7 @@ async def bench_amd_sip(
                 tail_seconds=max(1.0, AMD_TIMEOUT + AFTER_TIMEOUT - duration),
             )
             report = await report_for(leg.reports, call_id)
-            rows.append(_row(entry, report, call.heard))
+            rows.append(verdict_row(entry, report, call.heard))
             r = rows[-1]
             progress(
                 f"amd --sip: {i + 1}/{len(chosen)} {entry['file']}: {r['category']} "
@@ -129,13 +130,11 @@ async def bench_amd_sip(
     }
 
 
-def _duration(path: Path) -> float:
-    from pipelines.audio import read_wav
-
-    return read_wav(path).duration
-
-
-def _row(entry: dict[str, Any], report: dict[str, Any], heard: Any) -> dict[str, Any]:
+def verdict_row(
+    entry: dict[str, Any], report: dict[str, Any], heard: Audio | None
+) -> dict[str, Any]:
+    """One fixture's call scored from the worker's report (its ``amd`` event; ``none`` when
+    the call ended without a verdict) and what the phone heard."""
     verdict = next((e["data"] for e in report.get("events", []) if e["type"] == "amd"), None)
     greeting_end = entry.get("greeting_end")
     decided_at = float(verdict["decided_at"]) if verdict else AMD_TIMEOUT + AFTER_TIMEOUT

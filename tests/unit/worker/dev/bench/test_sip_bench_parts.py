@@ -1,0 +1,77 @@
+"""The SIP benchmarks' and phone replay's own arithmetic: which fixtures a ``--limit`` plays,
+the phone's caller WAV and its turn windows, the heard side's alignment to the answer, and a
+verdict row scored from a report."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipelines.audio import Audio
+from worker.dev.bench.sip.amd import AFTER_TIMEOUT, AMD_TIMEOUT, pick, verdict_row
+from worker.dev.bench.sip.latency import GAP, LEAD, phone_script
+from worker.dev.bench.stack import CallScript
+from worker.dev.phone_replay import answer_aligned, heard_recording, transcript_since
+from worker.dev.services.phone import PHONE_RATE
+
+
+def test_a_limit_spreads_over_the_labels() -> None:
+    entries = [{"file": f"{label}{i}", "label": label} for label in "abc" for i in range(4)]
+    chosen = pick(entries, 3)
+    assert [e["label"] for e in chosen] == ["a", "b", "c"]
+    assert pick(entries, None) == entries and pick(entries, 50) == entries
+
+
+def tone(seconds: float, rate: int = 16000) -> Audio:
+    t = np.arange(int(seconds * rate)) / rate
+    return Audio((0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), rate)
+
+
+def test_the_phone_script_lays_turns_after_the_greeting_with_a_gap_for_each_reply() -> None:
+    # two turns of one fixture: 1.0-2.0 s (speech ends 0.8 s in) and 3.0-3.5 s (0.5 s)
+    script = CallScript("x", tone(4.0), ((1.0, 2.0), (3.0, 3.5)), (0.8, 0.5))
+    audio, windows = phone_script(script)
+    assert audio.sample_rate == PHONE_RATE
+    assert abs(audio.duration - (LEAD + 1.0 + GAP + 0.5 + GAP)) < 0.01
+    first_end, second_start = LEAD + 0.8, LEAD + 1.0 + GAP
+    assert np.allclose(windows, [(first_end, second_start), (second_start + 0.5, audio.duration)])
+    # silence before the first turn and in each gap
+    assert not audio.samples[: int(LEAD * PHONE_RATE)].any()
+    assert audio.samples[int((LEAD + 0.1) * PHONE_RATE)] != 0
+
+
+def test_what_the_phone_heard_is_put_on_the_answer_clock() -> None:
+    heard = Audio(np.concatenate([np.zeros(8000), tone(0.5, 8000).samples]), 8000)  # 1.5 s
+    sent = Audio(np.zeros(2 * 8000, np.float32), 8000)  # the phone sent 2 s: heard began late
+    aligned = answer_aligned(heard, sent)
+    assert aligned.duration == 2.0
+    assert heard_recording(aligned).speech_onsets() == [1.5]
+    assert answer_aligned(heard, None) is heard
+    assert answer_aligned(heard, Audio(np.zeros(8000, np.float32), 8000)) is heard
+
+
+def test_the_transcript_is_on_the_answer_clock_caller_and_agent_only() -> None:
+    report = {
+        "transcript": [
+            {"role": "user", "text": "hi", "started_at": "2026-12-01T10:00:03.5Z"},
+            {"role": "assistant", "text": "hello", "started_at": "2026-12-01T10:00:01Z"},
+            {"role": "tool", "text": "{}", "started_at": "2026-12-01T10:00:02Z"},
+        ]
+    }
+    t0 = 1796119200.0  # 2026-12-01T10:00:00Z
+    assert transcript_since(report, t0) == [
+        {"role": "agent", "text": "hello", "at": 1.0},
+        {"role": "caller", "text": "hi", "at": 3.5},
+    ]
+
+
+def test_a_verdict_row_scores_what_the_worker_acted_on() -> None:
+    entry = {"file": "vm.wav", "label": "machine-vm", "greeting_end": 3.0, "beep_at": 3.2}
+    amd = {"category": "machine-vm", "decided_at": 3.4, "action": "voicemail", "reason": "beep"}
+    row = verdict_row(
+        entry, {"events": [{"type": "amd", "data": amd}], "end_reason": "voicemail"}, None
+    )
+    assert row["correct"] and row["after_greeting_end"] == 0.4 and row["action"] == "voicemail"
+    missing = verdict_row(entry, {"events": []}, None)
+    assert missing["category"] == "none" and not missing["correct"]
+    assert missing["decided_at"] == AMD_TIMEOUT + AFTER_TIMEOUT
+    assert missing["after_greeting_end"] is None
