@@ -2,8 +2,9 @@
 
 ``ProviderChain`` is the mechanism (``chain``): it walks the session's ranked allowed chain,
 skips providers whose circuit is open in the per-process ``HealthRegistry`` (``health``),
-fails a provider over on an error or on a ``StallError`` from its ``Watchdog``, and emits a
-``SwitchEvent`` for each switch. What a layer adds is only how to resume its request on the
+fails a provider over on an error or on a ``StallError`` from its ``Watchdog``
+(``watchdog``), hedges a late first output (``HedgePolicy``) and emits a ``SwitchEvent`` for
+each switch and hedge. What a layer adds is only how to resume its request on the
 next provider: ``FailoverSTT`` replays the turn in flight (``stt``), ``FailoverLLM``
 continues a cut reply (``llm``), ``FailoverTTS`` resumes at the first unplayed sentence
 (``tts``). They subclass LiveKit's ``stt.STT``, ``llm.LLM`` and ``tts.TTS`` so an
@@ -12,17 +13,11 @@ the chain, not the plugin, decides. Build them with ``build_failover_layers``.
 """
 
 from pipelines.providers.failover.chain import (
-    HEDGE_REASONS,
-    NO_HEDGE,
     Deadlines,
-    HedgePolicy,
     LayerDown,
     Link,
     ProviderChain,
-    RatePolicy,
-    StallError,
     SwitchEvent,
-    Watchdog,
     classify,
 )
 from pipelines.providers.failover.health import (
@@ -35,6 +30,14 @@ from pipelines.providers.failover.layers import build_failover_layers
 from pipelines.providers.failover.llm import CONTINUE_INSTRUCTION, FailoverLLM, RepeatFilter
 from pipelines.providers.failover.stt import FailoverSTT, TurnBuffer
 from pipelines.providers.failover.tts import FailoverTTS, SentenceQueue
+from pipelines.providers.failover.watchdog import (
+    HEDGE_REASONS,
+    NO_HEDGE,
+    HedgePolicy,
+    RatePolicy,
+    StallError,
+    Watchdog,
+)
 
 __all__ = [
     "CONTINUE_INSTRUCTION",

@@ -2,11 +2,13 @@
 
 ``ProviderChain`` walks the session's ranked allowed chain of one layer (never anything
 else), skips providers whose circuit is open in the shared ``HealthRegistry``, runs one
-*attempt* per provider under a ``Watchdog`` that turns silence into a ``StallError`` once
-the layer's deadline passes, classifies what went wrong (``classify``), records it, emits
-a ``SwitchEvent`` and moves on. When every allowed provider has failed it raises
-``LayerDown``, whose cause is a non-retryable ``ProviderError`` naming the layer and each
-provider tried.
+*attempt* per provider under a ``Watchdog`` (``watchdog``) that turns silence into a
+``StallError`` (the layer's deadline; mid-stream, the stream's own rate), classifies what
+went wrong (``classify``), records it, emits a ``SwitchEvent`` and moves on. A request
+whose first output is later than the provider's usual latency is hedged: raced on the next
+allowed provider, the first to answer serves and the other is cancelled. When every
+allowed provider has failed it raises ``LayerDown``, whose cause is a non-retryable
+``ProviderError`` naming the layer and each provider tried.
 
 ``ChainFront`` is the part of ``FailoverSTT``, ``FailoverLLM`` and ``FailoverTTS`` that
 does not depend on the layer: model and provider of the serving link, metrics, prewarming
@@ -20,7 +22,6 @@ import contextlib
 import functools
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -40,6 +41,15 @@ from livekit.agents.metrics.base import Metadata
 from pipelines.errors import ProviderError
 from pipelines.providers.factories import ProviderSpec
 from pipelines.providers.failover.health import HealthRegistry
+from pipelines.providers.failover.watchdog import (
+    NO_HEDGE,
+    HedgePolicy,
+    Race,
+    RatePolicy,
+    StallError,
+    Watchdog,
+    cancel_all,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -104,88 +114,6 @@ class SwitchEvent:
     """Wall-clock time of the switch."""
 
 
-HEDGE_REASONS = ("hedge_won", "hedge_lost")
-
-
-@dataclass(frozen=True, slots=True)
-class HedgePolicy:
-    """When a request whose first output is late gets a parallel request on the next
-    allowed provider (a hedge), and how many a layer may start per call.
-
-    The threshold follows the serving provider's own recent first-output latency on this
-    worker (``HealthRegistry.latency_p95``): ``factor`` x p95, at least ``floor``, and never
-    at or past the layer's deadline (there the watchdog fails the provider over anyway).
-    With fewer than ``min_samples`` latencies it is ``cold`` (clamped the same way)."""
-
-    factor: float = 1.5
-    floor: float = 0.3
-    cold: float = 1.0
-    """Threshold with no latency history yet (the first requests of a worker)."""
-    min_samples: int = 5
-    budget: int = 3
-    """Hedges a layer may start per call (one chain): caps the duplicate spend."""
-
-    def threshold(self, p95: float | None, deadline: float) -> float | None:
-        """Seconds without a first output after which to hedge; None: never (the
-        threshold would reach the deadline)."""
-        base = self.cold if p95 is None else self.factor * p95
-        seconds = max(self.floor, base)
-        return seconds if seconds < deadline else None
-
-
-NO_HEDGE = HedgePolicy(budget=0)
-
-
-@dataclass(frozen=True, slots=True)
-class RatePolicy:
-    """The mid-stream watchdog: once a stream has shown its own rate (``min_gaps`` gaps
-    between outputs), a silence longer than ``factor`` x its largest recent gap (at least
-    ``floor``, at most the layer's deadline) is a stall. The provider's p95 gap on this
-    worker (the health registry's ``gap`` series) stands in for a young stream and is
-    never undercut; a provider with neither keeps the deadline."""
-
-    factor: float = 3.0
-    floor: float = 0.4
-    min_gaps: int = 2
-
-    def limit(self, gaps: Sequence[float], deadline: float, usual: float | None = None) -> float:
-        """The silence allowed after ``gaps`` (this stream's); ``usual`` is the provider's
-        p95 gap on this worker, which stands in while the stream is too young and keeps a
-        stream whose first gaps were quick from tripping on a usual pause."""
-        seen = max(gaps) if len(gaps) >= self.min_gaps else None
-        if seen is None and usual is None:
-            return deadline
-        return min(deadline, max(self.floor, self.factor * max(seen or 0.0, usual or 0.0)))
-
-
-class HedgeLost(Exception):
-    """Raised inside the attempt that answered after its rival had already won the race."""
-
-
-class Race:
-    """Primary and hedge of one request: the first to answer claims it."""
-
-    def __init__(self) -> None:
-        self.winner: Watchdog | None = None
-        self.decided = asyncio.Event()
-
-    def claim(self, wd: Watchdog) -> bool:
-        if self.winner is None:
-            self.winner = wd
-            self.decided.set()
-        return self.winner is wd
-
-
-class StallError(APITimeoutError):
-    """A provider owed output and stayed silent past its layer's deadline."""
-
-    def __init__(self, layer: str, provider: str, waited: float) -> None:
-        super().__init__(f"{layer} {provider}: no output for {waited:.2f} s")
-        self.layer = layer
-        self.provider = provider
-        self.waited = waited
-
-
 def classify(exc: BaseException) -> str:
     """The failure reason recorded for a provider error (see ``SwitchEvent.reason``)."""
     if isinstance(exc, StallError):
@@ -206,174 +134,6 @@ def classify(exc: BaseException) -> str:
     if isinstance(exc, APIConnectionError | ConnectionError | OSError):
         return "connection"
     return "protocol"
-
-
-class Watchdog:
-    """Turns a provider's silence into ``StallError``.
-
-    The attempt says when output is owed (``owe``; ``request`` when it is the first output
-    of a new request, which a hedge may race), when some arrived (``answered``,
-    ``progress`` = answered and more owed) and when nothing is owed (``settle``);
-    ``trip`` stalls it at once (a layer with its own clock, such as STT counting
-    unanswered speech). ``on_first_answer`` gets the latency of each request's first
-    output (of the attempt's first output when it never calls ``request``)."""
-
-    def __init__(
-        self,
-        layer: str,
-        provider: str,
-        deadline: float,
-        *,
-        on_first_answer: Callable[[float], None] | None = None,
-        rate: RatePolicy | None = None,
-        usual_gap: Callable[[], float | None] | None = None,
-        on_gap: Callable[[float], None] | None = None,
-    ) -> None:
-        self.layer = layer
-        self.provider = provider
-        self.deadline = deadline
-        self.rate = rate
-        """Mid-stream (after ``progress``) the limit follows the stream's own rate."""
-        self._limit = deadline
-        self._last_answer: float | None = None
-        self._gaps: deque[float] = deque(maxlen=8)
-        self._usual_gap = usual_gap
-        self._on_gap = on_gap
-        self._on_first_answer = on_first_answer
-        self._owed_since: float | None = None
-        self._first_owed: float | None = None
-        self._answers = 0
-        self._tripped: float | None = None
-        self._wake = asyncio.Event()
-        self._request_since: float | None = None
-        self.changed = asyncio.Event()
-        """Set whenever a request starts or is answered (the hedge timer waits on it)."""
-        self.race: Race | None = None
-        """Set while this attempt races a hedge: its first answer must claim the race."""
-
-    @property
-    def answers(self) -> int:
-        return self._answers
-
-    def silent_since(self) -> float:
-        """When the provider went silent while owing output; now if nothing is owed."""
-        if self._tripped is not None:
-            return self._tripped
-        return self._owed_since if self._owed_since is not None else time.monotonic()
-
-    @property
-    def limit(self) -> float:
-        """Seconds of silence allowed for the output owed now."""
-        return self._limit
-
-    def owe(self, deadline: float | None = None) -> None:
-        if deadline is not None:
-            self.deadline = deadline
-        self._limit = self.deadline
-        if self._owed_since is None:
-            self._owed_since = time.monotonic()
-            if self._first_owed is None:
-                self._first_owed = self._owed_since
-            self._wake.set()
-
-    @property
-    def request_since(self) -> float | None:
-        """When the request now waiting for its first output started; None if none is."""
-        return self._request_since
-
-    def request(self, deadline: float | None = None) -> None:
-        """A new request: its first output is owed (from now)."""
-        self._owed_since = self._last_answer = None
-        self.owe(deadline)
-        self._request_since = self._owed_since
-        self.changed.set()
-
-    def owe_within(self, limit: float, since: float) -> None:
-        """Output is owed ``limit`` seconds after ``since`` (a moment already past, such as
-        the end of the caller's speech), whatever was owed before."""
-        self._owed_since = since
-        if self._first_owed is None:
-            self._first_owed = since
-        self._limit = limit
-        self._wake.set()
-
-    def answered(self) -> None:
-        now = time.monotonic()
-        if self.race is not None and not self.race.claim(self):
-            raise HedgeLost(f"{self.layer} {self.provider} answered after its rival")
-        if self._on_first_answer is not None:
-            if self._request_since is not None:
-                self._on_first_answer(now - self._request_since)
-            elif self._answers == 0:
-                self._on_first_answer(now - (self._first_owed or now))
-        if self._request_since is not None:
-            self._request_since = None
-            self.changed.set()
-        elif self._last_answer is not None:
-            self._gaps.append(now - self._last_answer)
-            if self._on_gap is not None:
-                self._on_gap(now - self._last_answer)
-        self._last_answer = now
-        self._answers += 1
-        self._owed_since = None
-        self._wake.set()
-
-    def progress(self) -> None:
-        self.answered()
-        self.owe()
-        if self.rate is not None:
-            usual = self._usual_gap() if self._usual_gap is not None else None
-            self._limit = self.rate.limit(self._gaps, self.deadline, usual)
-
-    def settle(self) -> None:
-        self._owed_since = None
-        self._wake.set()
-
-    def trip(self, silent_since: float | None = None) -> None:
-        self._tripped = silent_since if silent_since is not None else time.monotonic()
-        self._wake.set()
-
-    async def _watch(self) -> None:
-        while True:
-            if self._tripped is not None:
-                raise StallError(self.layer, self.provider, time.monotonic() - self._tripped)
-            since = self._owed_since
-            self._wake.clear()
-            if since is None:
-                await self._wake.wait()
-                continue
-            remaining = since + self._limit - time.monotonic()
-            if remaining <= 0:
-                self._tripped = since
-                continue
-            # asyncio.timeout, not wait_for: wait_for (3.11) can swallow a cancellation
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._wake.wait()
-
-    async def guard(self, work: Awaitable[None]) -> None:
-        """Runs ``work``; cancels it and raises ``StallError`` if the provider stalls."""
-        task = asyncio.ensure_future(work)
-        watcher = asyncio.create_task(self._watch())
-        try:
-            await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if task.done():
-                task.result()
-                return
-            await _cancel(task)
-            watcher.result()
-        finally:
-            await _cancel(task, watcher)
-
-
-async def _cancel(*futures: asyncio.Future[Any]) -> None:
-    """Cancels ``futures`` and waits for them; an exception one of them had already ended
-    with (a losing attempt that failed as it was cancelled) is consumed, not left for
-    asyncio to report as never retrieved."""
-    await utils.aio.cancel_and_wait(*futures)
-    for fut in futures:
-        if fut.done() and not fut.cancelled():
-            fut.exception()
 
 
 @dataclass(frozen=True, slots=True)
@@ -578,7 +338,7 @@ class ProviderChain(Generic[T]):
                 raise self._failed(self.current, wd, exc, failures) from exc
             return wd
         finally:
-            await _cancel(task)
+            await cancel_all(task)
 
     async def _hedge_moment(self, idx: int, wd: Watchdog) -> None:
         """Returns once a request of ``wd`` has waited past the hedge threshold."""
@@ -665,7 +425,7 @@ class ProviderChain(Generic[T]):
             else:
                 won = ptask if race.winner is pwd else htask
                 lost = htask if won is ptask else ptask
-                await _cancel(lost)
+                await cancel_all(lost)
                 if won is htask:
                     self.health.record_slow(self.links[p].id, time.monotonic() - since)
                     self._failed_at[p] = self.health.now()
@@ -677,7 +437,7 @@ class ProviderChain(Generic[T]):
             self.current = idx
             return wd, won
         finally:
-            await _cancel(decided, *(t for t in rivals if t is not won))
+            await cancel_all(decided, *(t for t in rivals if t is not won))
 
 
 class _Failed(Exception):

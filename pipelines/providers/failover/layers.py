@@ -9,18 +9,20 @@ from livekit.agents import vad
 
 from pipelines.providers.factories import ProviderSpec, build
 from pipelines.providers.failover.chain import (
-    NO_HEDGE,
     Deadlines,
-    HedgePolicy,
     Link,
     ProviderChain,
-    RatePolicy,
     SwitchEvent,
 )
 from pipelines.providers.failover.health import HealthRegistry
 from pipelines.providers.failover.llm import FailoverLLM
 from pipelines.providers.failover.stt import FailoverSTT, stt_link
 from pipelines.providers.failover.tts import FailoverTTS
+from pipelines.providers.failover.watchdog import (
+    NO_HEDGE,
+    HedgePolicy,
+    RatePolicy,
+)
 
 T = TypeVar("T")
 

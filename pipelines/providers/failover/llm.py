@@ -20,8 +20,10 @@ from pipelines.providers.failover.chain import (
     Link,
     MeasuredByAttempts,
     ProviderChain,
-    Watchdog,
     front_conn_options,
+)
+from pipelines.providers.failover.watchdog import (
+    Watchdog,
 )
 
 logger = logging.getLogger(__name__)

@@ -24,14 +24,16 @@ from pipelines.providers.factories import ProviderSpec, build
 from pipelines.providers.failover.chain import (
     INNER_CONN_OPTIONS,
     ChainFront,
-    HedgePolicy,
     Link,
     ProviderChain,
-    RatePolicy,
     Rotate,
+    front_conn_options,
+)
+from pipelines.providers.failover.watchdog import (
+    HedgePolicy,
+    RatePolicy,
     StallError,
     Watchdog,
-    front_conn_options,
 )
 from pipelines.providers.segment_stream import SegmentStreamAdapter
 
