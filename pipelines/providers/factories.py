@@ -1,6 +1,7 @@
 """Provider factories: one catalog entry in, one LiveKit plugin instance out.
 
-Vendor plugins are LiveKit's own (livekit-plugins-deepgram/-openai/-elevenlabs): they
+Vendor plugins are LiveKit's own (livekit-plugins-deepgram/-openai/-elevenlabs/-speechify/
+-cartesia/-anthropic): they
 already speak each vendor's streaming protocol, reconnect and report metrics, and every
 one takes a ``base_url`` so tests and self-hosted deployments point them at local
 servers. The offline stack (pocketsphinx, espeak-ng, llama.cpp) is built the same way.
