@@ -245,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fault",
         metavar="LAYER:PROVIDER:KIND@SECONDS",
-        help="break a provider mid-call to rehearse an outage: kind reset, stall, 500 (llm) "
+        help="break a provider mid-call to rehearse an outage: kind reset, stall, 500 (an "
+        "OpenAI-compatible llm) "
         "or refuse, SECONDS after the call starts; e.g. llm:local:stall@10",
     )
     p.set_defaults(handler=_replay)

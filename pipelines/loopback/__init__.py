@@ -1,4 +1,5 @@
-"""Local servers that speak the vendors' wire protocols (Deepgram, ElevenLabs, OpenAI),
+"""Local servers that speak the vendors' wire protocols (Deepgram, ElevenLabs, OpenAI,
+Speechify, Cartesia, Anthropic and the STT vendors),
 backed by the offline engines, on loopback only. Tests, ``replay --fault`` and the benches
 use them, and so does the runtime: ``pipelines.providers.warmup`` rehearses each vendor
 plugin against them before a job process takes a call. Hence a package of its own name

@@ -9,8 +9,13 @@ flip at run time.
     vendors.deepgram.DeepgramServer        /v1/listen (live WebSocket and pre-recorded POST)
     vendors.elevenlabs.ElevenLabsServer    /v1/text-to-speech/{voice}/multi-stream-input, .../stream
     vendors.openai_compat.OpenAIServer     /v1/chat/completions, /v1/models, /v1/audio/*
+    vendors.speechify.SpeechifyServer      /v1/audio/stream/with-timestamps, /v1/audio/speech
+    vendors.cartesia.CartesiaServer        /tts/websocket, /tts/bytes
+    vendors.anthropic.AnthropicServer      /v1/messages, /v1/models
 
-This module holds what the three share: the server lifecycle, the request log, the knobs and
+The TTS servers build on ``synthesis.SynthesisServer`` (engine, voice map, PCM chunks).
+
+This module holds what they all share: the server lifecycle, the request log, the knobs and
 the pacing of responses. Each vendor is a module of ``pipelines.loopback.vendors``; import
 the servers from ``pipelines.loopback``.
 

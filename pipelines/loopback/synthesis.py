@@ -9,8 +9,10 @@ import asyncio
 import re
 from typing import Any
 
+from aiohttp import web
+
 from pipelines.audio import Audio
-from pipelines.loopback.base import Knobs, TextToSpeech, WireServer
+from pipelines.loopback.base import RECORD, Knobs, TextToSpeech, WireServer, pcm16
 
 _WORD = re.compile(r"\S+")
 
@@ -58,6 +60,20 @@ class SynthesisServer(WireServer):
     def chunks(self, pcm: bytes, rate: int) -> list[bytes]:
         size = max(2, rate * self.chunk_ms // 1000 * 2)
         return [pcm[i : i + size] for i in range(0, len(pcm), size)]
+
+    async def stream_pcm(
+        self, request: web.Request, audio: Audio, rate: int, *, content_type: str
+    ) -> web.StreamResponse:
+        """``audio`` as a chunked HTTP response of raw 16-bit PCM at ``rate``, paced."""
+        record = request[RECORD]
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await self.open_stream(request, response)
+        for chunk in self.chunks(pcm16(audio, rate), rate):
+            await self.pace(record, request)
+            await response.write(chunk)
+            record.messages_sent += 1
+        await response.write_eof()
+        return response
 
 
 def word_timings(text: str, duration_ms: float) -> list[dict[str, Any]]:

@@ -1,9 +1,10 @@
 """Provider factories: one catalog entry in, one LiveKit plugin instance out.
 
-Vendor plugins are LiveKit's own (livekit-plugins-deepgram/-openai/-elevenlabs): they
-already speak each vendor's streaming protocol, reconnect and report metrics, and every
-one takes a ``base_url`` so tests and self-hosted deployments point them at local
-servers. The offline stack (Moonshine, pocketsphinx, espeak-ng, llama.cpp) is built the same way.
+Vendor plugins are LiveKit's own (livekit-plugins-deepgram/-openai/-elevenlabs/-speechify/
+-cartesia/-anthropic): they already speak each vendor's streaming protocol, reconnect and
+report metrics, and every one takes a ``base_url`` so tests and self-hosted deployments
+point them at local servers. The offline stack (Moonshine, pocketsphinx, espeak-ng, llama.cpp) is
+built the same way.
 One exception: every chat LLM (OpenAI, custom and local OpenAI-compatible endpoints) is
 ``openai_llm.ChatCompletionsLLM``, a lean streaming client on the job's aiohttp session,
 because the OpenAI plugin's SDK path costs several ms per reply (see that module).

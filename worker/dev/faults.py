@@ -28,13 +28,21 @@ DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
     "deepgram": "https://api.deepgram.com/v1/listen",
     "elevenlabs": "https://api.elevenlabs.io/v1",
+    "speechify": "https://api.speechify.ai",
+    "cartesia": "https://api.cartesia.ai",
+    "anthropic": "https://api.anthropic.com",
 }
 BASE_URL_ENV = {
     "local": "LOCAL_LLM_BASE_URL",
     "openai": "OPENAI_BASE_URL",
     "deepgram": "DEEPGRAM_BASE_URL",
     "elevenlabs": "ELEVEN_BASE_URL",
+    "speechify": "SPEECHIFY_BASE_URL",
+    "cartesia": "CARTESIA_BASE_URL",
+    "anthropic": "ANTHROPIC_BASE_URL",
+    "llm:speechify": "SPEECHIFY_LLM_BASE_URL",
 }
+"""Where the worker takes each vendor's base URL (``layer:vendor`` where the layer's own)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +131,12 @@ async def armed(
         raise ConfigError(
             f"{choice.id} has no base URL to put a fault in front of", field="--fault"
         )
+    if fault.kind == "500" and choice.vendor == "anthropic":
+        raise ConfigError(
+            "500 is injected by an OpenAI-compatible relay: use reset, stall or refuse for "
+            f"{choice.id}",
+            field="--fault",
+        )
     if fault.kind == "500":
         from pipelines.loopback import OpenAIServer
 
@@ -151,4 +165,5 @@ def worker_overrides(
             raise ConfigError("a custom endpoint fault needs --agent FILE", field="--fault")
         agent["llm_base_url"] = fault.url
         return {}
-    return {BASE_URL_ENV[choice.vendor]: fault.url}
+    layer_key = f"{fault.spec.layer}:{choice.vendor}"
+    return {BASE_URL_ENV.get(layer_key, BASE_URL_ENV[choice.vendor]): fault.url}

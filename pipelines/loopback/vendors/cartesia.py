@@ -98,14 +98,9 @@ class CartesiaServer(SynthesisServer):
             return web.json_response({"error": str(exc)}, status=400)
         record.body, record.text = body, text
         audio = await self.synthesize(text, options.voice_id, options.speed)
-        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        await self.open_stream(request, response)
-        for chunk in self.chunks(pcm16(audio, options.sample_rate), options.sample_rate):
-            await self.pace(record, request)
-            await response.write(chunk)
-            record.messages_sent += 1
-        await response.write_eof()
-        return response
+        return await self.stream_pcm(
+            request, audio, options.sample_rate, content_type="application/octet-stream"
+        )
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         # time to first byte is per context (per request), not per socket

@@ -103,14 +103,7 @@ class ElevenLabsServer(SynthesisServer):
         record.text = text
         settings = body.get("voice_settings") or {}
         audio = await self.synthesize(text, request.match_info["voice_id"], _speed(settings))
-        response = web.StreamResponse(headers={"Content-Type": "audio/pcm"})
-        await self.open_stream(request, response)
-        for chunk in self.chunks(pcm16(audio, rate), rate):
-            await self.pace(record, request)
-            await response.write(chunk)
-            record.messages_sent += 1
-        await response.write_eof()
-        return response
+        return await self.stream_pcm(request, audio, rate, content_type="audio/pcm")
 
     async def _multi_stream(self, request: web.Request) -> web.StreamResponse:
         try:

@@ -5,7 +5,7 @@ each plugin's own code, the speaking rate reaching the server, injected faults r
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from pipelines.loopback import (
     SpeechifyServer,
     ToolCall,
 )
+from pipelines.loopback.synthesis import SynthesisServer
 from pipelines.providers import ProviderSpec, build
 
 pytestmark = pytest.mark.integration
@@ -108,21 +109,6 @@ async def test_speechify_synthesize_and_legacy_model(http: None) -> None:
         paths = [r.path for r in server.requests if r.path != "/health"]
         assert paths == ["/v1/audio/stream/with-timestamps", "/v1/audio/speech"]
         assert server.requests[-1].body["input"] == "Good morning."  # no rate: plain text
-
-
-@pytest.mark.parametrize("knobs", [Knobs(fail_with_status=500), Knobs(close_after=1)])
-async def test_speechify_faults_raise_api_errors(http: None, knobs: Knobs) -> None:
-    async with SpeechifyServer(knobs=knobs) as server:
-        tts = speechify(server)
-        stream = tts.stream(conn_options=APIConnectOptions(max_retry=0, timeout=2.0))
-        stream.push_text("This sentence is long enough to need several audio chunks.")
-        stream.end_input()
-        with pytest.raises(APIError):
-            async for _ in stream:
-                pass
-        await tts.aclose()
-        faults = {r.fault for r in server.records("/v1/audio/stream")}
-        assert faults == {"fail_with_status" if knobs.fail_with_status else "close"}
 
 
 # the platform LLM (speechify:kimi-k2.6): an OpenAI-compatible endpoint of its own
@@ -262,10 +248,19 @@ async def test_cartesia_bytes_and_no_speed_on_older_models(http: None) -> None:
         assert "generation_config" not in record.body  # the plan says so (no rate knob)
 
 
+TTS_SERVERS: dict[str, tuple[type[SynthesisServer], Callable[[Any], Any], str]] = {
+    "speechify": (SpeechifyServer, lambda server: speechify(server), "/v1/audio/stream"),
+    "cartesia": (CartesiaServer, lambda server: cartesia(server), "/tts/websocket"),
+}
+"""vendor -> (its local server, the plugin on it, the streaming path)."""
+
+
+@pytest.mark.parametrize("vendor", list(TTS_SERVERS))
 @pytest.mark.parametrize("knobs", [Knobs(fail_with_status=500), Knobs(close_after=1)])
-async def test_cartesia_faults_raise_api_errors(http: None, knobs: Knobs) -> None:
-    async with CartesiaServer(knobs=knobs) as server:
-        tts = cartesia(server)
+async def test_tts_faults_raise_api_errors(http: None, knobs: Knobs, vendor: str) -> None:
+    server_type, plugin, path = TTS_SERVERS[vendor]
+    async with server_type(knobs=knobs) as server:
+        tts = plugin(server)
         stream = tts.stream(conn_options=APIConnectOptions(max_retry=0, timeout=2.0))
         stream.push_text("This sentence is long enough to need several audio chunks.")
         stream.end_input()
@@ -273,7 +268,7 @@ async def test_cartesia_faults_raise_api_errors(http: None, knobs: Knobs) -> Non
             async for _ in stream:
                 pass
         await tts.aclose()
-        faults = {r.fault for r in server.records("/tts/websocket")}
+        faults = {r.fault for r in server.records(path)}
         assert faults == {"fail_with_status" if knobs.fail_with_status else "close"}
 
 
