@@ -239,6 +239,12 @@ def _replies(args: argparse.Namespace, out: Path) -> Coroutine[Any, Any, Report]
     return bench_replies(repeats=args.repeats, base_url=args.llm_base_url)
 
 
+def _fleet(args: argparse.Namespace, out: Path) -> Coroutine[Any, Any, Report]:
+    from worker.dev.bench.cluster import bench_fleet
+
+    return bench_fleet(quick=args.quick, workdir=out / "work")
+
+
 def _failover(args: argparse.Namespace, out: Path) -> Report:
     if args.repeats < 1:
         raise ValueError("--repeats must be at least 1")
@@ -380,6 +386,21 @@ def add_bench_parser(
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--layers", default="stt,llm,tts", help="comma-separated (default all)")
     _outputs(p, "failover")
+
+    p = benchmark(
+        "fleet",
+        _fleet,
+        "calls on two LiveKit nodes through a worker crash and a drain",
+        "Two livekit-server nodes on one Redis, worker processes split across them (REDIS_URL: "
+        "calls checkpointed and taken over), calls created on both nodes; mid-call the worker "
+        "holding the most calls is SIGKILLed and another is drained (SIGTERM). Prints calls "
+        "answered, calls per worker, calls recovered, the recovery gap heard at the callers, "
+        "turns lost, reports delivered and drained calls.",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="3 workers, 6 calls (a few minutes); else 4 and 12"
+    )
+    _outputs(p, "fleet")
 
     p = benchmark(
         "stt",

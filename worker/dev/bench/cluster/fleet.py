@@ -1,0 +1,227 @@
+"""``voice-worker bench fleet [--quick]``: two livekit-server nodes sharing one Redis, worker
+processes registered alternately with them (all on that Redis: ``REDIS_URL``), calls created
+alternately on each node. Mid-call, the worker holding the most calls is SIGKILLed with its job
+processes (a lost host); then another worker with calls up is drained (SIGTERM). Measured at
+the callers and from the reports the workers wrote (``REPORT_DIR``): every call answered, the
+killed worker's calls taken over, the gap the callers heard, turns left unanswered, one report
+per call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from pipelines.audio import read_wav
+from pipelines.loopback import OpenAIServer, WireServer
+from worker.dev.bench.common import AUDIO_FIXTURES, percentile, progress
+from worker.dev.caller import SPEECH_RMS, CallRecording, run_caller
+from worker.dev.services import LiveKitEndpoint, LiveKitServer, RedisServer, WorkerProcess
+from worker.settings import REPO_ROOT
+
+CONTROL_PLANE = REPO_ROOT / "fixtures" / "control_plane"
+FRONT_DESK = "agent_01JC0FRNTDESK0000000000000"
+ANSWER = "Of course, let me check that for you."
+CALLER = "booking_two_turns"
+INTO_THE_CALL = 8.0
+"""Seconds after every call is up before the kill: the callers' first turn (at 4-7 s of the
+recording) has been said, the second (16-20 s) is to come."""
+ANSWER_WINDOW = 8.0
+"""Seconds after a caller turn within which an agent reply counts as its answer."""
+
+
+def _agent(llm: WireServer) -> dict[str, Any]:
+    """The front desk on the offline STT/TTS with a scripted LLM (cheap on the CPU, so the
+    figures are the fleet's, not the model's)."""
+    record = json.loads((CONTROL_PLANE / "agents" / f"{FRONT_DESK}.json").read_text())
+    record = {k: v for k, v in record.items() if not k.startswith("background")}
+    record.update(
+        llm_provider="custom",
+        llm_model="scripted",
+        llm_base_url=f"{llm.url}/v1",
+        stackPreferences={
+            "allowedProviders": {"stt": ["local"], "llm": ["custom"], "tts": ["local"]}
+        },
+    )
+    return record
+
+
+def _kill_tree(worker: WorkerProcess) -> None:
+    assert worker.pid is not None
+    tree = psutil.Process(worker.pid)
+    victims = [tree, *tree.children(recursive=True)]
+    for p in victims:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(victims, timeout=10)
+
+
+def _rooms(worker: WorkerProcess) -> set[str]:
+    """The rooms (calls) a worker's jobs have logged so far."""
+    return {str(r["room"]) for r in worker.log_records() if r.get("room")}
+
+
+def _loud_times(rec: CallRecording) -> list[float]:
+    return [
+        at
+        for at, samples in rec.agent_frames
+        if float(np.sqrt(np.mean(np.square(samples)))) > SPEECH_RMS
+    ]
+
+
+def _gap(rec: CallRecording, killed_at: float) -> float | None:
+    """Caller's last agent audio before the crash to the first after (None: never again)."""
+    loud = _loud_times(rec)
+    before = [t for t in loud if t <= killed_at]
+    after = [t for t in loud if t > killed_at]
+    if not after:
+        return None
+    return round(after[0] - (before[-1] if before else killed_at), 2)
+
+
+def _turns_lost(rec: CallRecording) -> int:
+    """Caller turns with no agent speech within ``ANSWER_WINDOW`` after them."""
+    loud = [t - rec.t0 for t in _loud_times(rec)]
+    return sum(
+        1 for _, end in rec.caller_turns if not any(end < t <= end + ANSWER_WINDOW for t in loud)
+    )
+
+
+async def _all_calls_up(redis_url: str, calls: int, timeout: float) -> None:
+    """Until every call holds its lease and checkpoint (its job has started it)."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while len(await client.keys("vw:call:*")) < calls:
+            if time.monotonic() > deadline:
+                progress(f"not every call was up after {timeout:.0f} s; going on")
+                return
+            await asyncio.sleep(0.25)
+    finally:
+        await client.aclose()
+
+
+async def bench_fleet(*, quick: bool, workdir: Path) -> dict[str, Any]:
+    n_workers, n_calls = (3, 6) if quick else (4, 12)
+    name = f"fleet-{secrets.token_hex(3)}"
+    reports = workdir / "reports"
+    manifest = json.loads((AUDIO_FIXTURES / "manifest.json").read_text())[CALLER]
+    caller = read_wav(AUDIO_FIXTURES / manifest["file"])
+    turns = [(float(t["start"]), float(t["end"])) for t in manifest["turns"]]
+    with contextlib.ExitStack() as stack:
+        redis = stack.enter_context(RedisServer())
+        first = stack.enter_context(LiveKitServer(redis_address=redis.address))
+        second = stack.enter_context(
+            LiveKitServer(
+                api_key=first.api_key, api_secret=first.api_secret, redis_address=redis.address
+            )
+        )
+        nodes: list[LiveKitEndpoint] = [first.endpoint, second.endpoint]
+        redis_url = f"redis://{redis.address}/0"
+        async with OpenAIServer(reply=ANSWER) as llm:
+            workers = [
+                WorkerProcess(
+                    nodes[i % 2],
+                    workdir=workdir / f"worker{i}",
+                    control_plane_url=f"file://{CONTROL_PLANE}",
+                    extra_env={
+                        "AGENT_NAME": name,
+                        "REDIS_URL": redis_url,
+                        "REPORT_DIR": str(reports),
+                        "OFFLINE_PROVIDERS": "true",
+                        "LOG_JSON": "true",
+                        "NUM_IDLE_PROCESSES": "1",
+                        "DRAIN_TIMEOUT": "40",
+                    },
+                )
+                for i in range(n_workers)
+            ]
+            progress(f"{len(nodes)} nodes, {n_workers} workers")
+            await asyncio.gather(*(w.astart() for w in workers))
+            stopping: list[asyncio.Task[None]] = []
+            try:
+                record = _agent(llm)
+                calls = []
+                for i in range(n_calls):
+                    calls.append(
+                        asyncio.create_task(
+                            run_caller(
+                                nodes[i % 2],
+                                name,
+                                {"agent": record},
+                                caller,
+                                turns=turns,
+                                answer_timeout=15.0,
+                                tail_seconds=3.0,
+                                join_timeout=60.0,
+                            )
+                        )
+                    )
+                    await asyncio.sleep(1.0)
+                await _all_calls_up(redis_url, n_calls, timeout=90.0)
+                await asyncio.sleep(INTO_THE_CALL)
+                killed_at = time.time()
+                held = [_rooms(w) for w in workers]
+                victim = max(range(n_workers), key=lambda i: len(held[i]))
+                progress(f"SIGKILL worker {victim} with {len(held[victim])} calls")
+                _kill_tree(workers[victim])
+                await asyncio.sleep(1.0)
+                drained = max(
+                    (i for i in range(n_workers) if i != victim), key=lambda i: len(held[i])
+                )
+                drained_rooms = _rooms(workers[drained])
+                progress(f"SIGTERM (drain) worker {drained} with {len(drained_rooms)} calls")
+                stopping.append(asyncio.create_task(workers[drained].astop()))
+                results = await asyncio.gather(*calls, return_exceptions=True)
+                deadline = time.monotonic() + 30.0
+                while len(list(reports.glob("*.json"))) < n_calls and time.monotonic() < deadline:
+                    await asyncio.sleep(0.5)
+            finally:
+                await asyncio.gather(*stopping, return_exceptions=True)
+                await asyncio.gather(*(w.astop() for w in workers), return_exceptions=True)
+    recs = [r for r in results if isinstance(r, CallRecording)]
+    delivered = [json.loads(p.read_text()) for p in reports.glob("*.json")]
+    by_room: dict[str, list[dict[str, Any]]] = {}
+    for report in delivered:
+        by_room.setdefault(str(report.get("room_name")), []).append(report)
+    on_killed = [r for r in recs if r.room_name in held[victim]]
+    gaps = [g for g in (_gap(r, killed_at) for r in on_killed) if g is not None]
+    recovered = [
+        r
+        for r in on_killed
+        if any(x["metadata"].get("recovered") for x in by_room.get(r.room_name, []))
+    ]
+    return {
+        "nodes": len(nodes),
+        "workers": n_workers,
+        "calls": n_calls,
+        "calls_failed": [repr(r) for r in results if not isinstance(r, CallRecording)],
+        "calls_answered": sum(1 for r in recs if r.speech_onsets()),
+        "calls_per_worker": [len(h) for h in held],
+        "calls_on_killed_worker": len(on_killed),
+        "calls_recovered": len(recovered),
+        "recovery_gap_s": {
+            "p50": percentile(gaps, 50),
+            "p95": percentile(gaps, 95),
+            "max": max(gaps) if gaps else None,
+            "never_heard_again": len(on_killed) - len(gaps),
+        },
+        "turns_lost": sum(_turns_lost(r) for r in recs),
+        "turns": sum(len(r.caller_turns) for r in recs),
+        "reports_delivered": sum(1 for r in recs if len(by_room.get(r.room_name, [])) == 1),
+        "reports_duplicated": sum(1 for r in recs if len(by_room.get(r.room_name, [])) > 1),
+        "reports_expected": n_calls,
+        "drained_calls": sum(
+            1 for r in recs if r.room_name in drained_rooms and by_room.get(r.room_name)
+        ),
+        "drained_calls_up": len(drained_rooms),
+    }
