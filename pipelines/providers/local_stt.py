@@ -171,6 +171,18 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
+def _request_pcm(buffer: AudioBuffer, language: NotGivenOr[str], rate: int) -> Int16Array:
+    """The request's audio as the engine takes it (mono int16 at ``rate``), once its
+    language is checked (English only, as the bundled models)."""
+    if is_given(language):
+        try:
+            check_language(language)
+        except ValueError as exc:
+            raise APIError(str(exc), retryable=False) from exc
+    samples, sample_rate = buffer_to_samples(buffer)
+    return float_to_int16(resample(samples, sample_rate, rate))
+
+
 def _final(text: str) -> stt.SpeechEvent:
     return stt.SpeechEvent(
         type=stt.SpeechEventType.FINAL_TRANSCRIPT,
@@ -221,13 +233,7 @@ class PocketsphinxSTT(stt.STT[Never]):
         language: NotGivenOr[str] = NOT_GIVEN,
         conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
     ) -> stt.SpeechEvent:
-        if is_given(language):
-            try:
-                check_language(language)
-            except ValueError as exc:
-                raise APIError(str(exc), retryable=False) from exc
-        samples, rate = buffer_to_samples(buffer)
-        pcm = float_to_int16(resample(samples, rate, POCKETSPHINX_SAMPLE_RATE))
+        pcm = _request_pcm(buffer, language, POCKETSPHINX_SAMPLE_RATE)
         # Decoding runs at RTF ~0.2; allow for a loaded machine but not for a hang.
         timeout = max(conn_options.timeout, 2.0 * len(pcm) / POCKETSPHINX_SAMPLE_RATE)
         if self._child is not None:
@@ -303,13 +309,7 @@ class MoonshineSTT(stt.STT[Never]):
         language: NotGivenOr[str] = NOT_GIVEN,
         conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
     ) -> stt.SpeechEvent:
-        if is_given(language):
-            try:
-                check_language(language)
-            except ValueError as exc:
-                raise APIError(str(exc), retryable=False) from exc
-        samples, rate = buffer_to_samples(buffer)
-        pcm = float_to_int16(resample(samples, rate, MOONSHINE_SAMPLE_RATE))
+        pcm = _request_pcm(buffer, language, MOONSHINE_SAMPLE_RATE)
         # ~0.1 s per second of speech on a free core; a cold child loads for seconds
         timeout = max(conn_options.timeout, 2.0 * len(pcm) / MOONSHINE_SAMPLE_RATE)
         return _final(await self._child.transcribe(pcm, timeout=timeout))
