@@ -258,18 +258,19 @@ class PocketsphinxSTT(stt.STT[Never]):
 
 MOONSHINE_MAX_RSS_MB = 1000.0
 """Resident memory past which the Moonshine child is replaced. It holds ~130 MB idle,
-~700 MB after its first few seconds of speech, then grows by tens of MB per segment
-(``voice-worker bench stt`` prints the figures)."""
+~620 MB after its first segment, then grows by 50-90 MB per segment: replaced every ~5
+segments, peaking near 1.06 GB (``voice-worker bench stt`` prints the figures)."""
 
 
 class MoonshineSTT(stt.STT[Never]):
     """LiveKit batch STT on Moonshine base-en (``pipelines.engines.moonshine``), English only.
 
-    Each ``recognize`` is one whole VAD segment (the chain wraps this STT in a VAD stream
-    adapter), transcribed as one piece: split into phrases, Moonshine loses the context
-    that makes a phrase's last words out. It runs in a child process that starts (and
-    warms its model) when the STT is made inside an event loop, and is replaced once it
-    holds more than ``max_rss_mb``."""
+    Each ``recognize`` is one whole VAD segment (the chain wraps this STT in a
+    ``SegmentStreamAdapter``, which also asks for interim text every ``interim_every``
+    seconds of a long segment), transcribed as one piece: split into phrases, Moonshine
+    loses the context that makes a phrase's last words out. It runs in a child process
+    that starts (and warms its model) when the STT is made inside an event loop, and is
+    replaced once it holds more than ``max_rss_mb``."""
 
     def __init__(
         self,
