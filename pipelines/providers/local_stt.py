@@ -171,6 +171,18 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
+def _request_pcm(buffer: AudioBuffer, language: NotGivenOr[str], rate: int) -> Int16Array:
+    """The request's audio as the engine takes it (mono int16 at ``rate``), once its
+    language is checked (English only, as the bundled models)."""
+    if is_given(language):
+        try:
+            check_language(language)
+        except ValueError as exc:
+            raise APIError(str(exc), retryable=False) from exc
+    samples, sample_rate = buffer_to_samples(buffer)
+    return float_to_int16(resample(samples, sample_rate, rate))
+
+
 def _final(text: str) -> stt.SpeechEvent:
     return stt.SpeechEvent(
         type=stt.SpeechEventType.FINAL_TRANSCRIPT,
@@ -221,13 +233,7 @@ class PocketsphinxSTT(stt.STT[Never]):
         language: NotGivenOr[str] = NOT_GIVEN,
         conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
     ) -> stt.SpeechEvent:
-        if is_given(language):
-            try:
-                check_language(language)
-            except ValueError as exc:
-                raise APIError(str(exc), retryable=False) from exc
-        samples, rate = buffer_to_samples(buffer)
-        pcm = float_to_int16(resample(samples, rate, POCKETSPHINX_SAMPLE_RATE))
+        pcm = _request_pcm(buffer, language, POCKETSPHINX_SAMPLE_RATE)
         # Decoding runs at RTF ~0.2; allow for a loaded machine but not for a hang.
         timeout = max(conn_options.timeout, 2.0 * len(pcm) / POCKETSPHINX_SAMPLE_RATE)
         if self._child is not None:
@@ -252,18 +258,19 @@ class PocketsphinxSTT(stt.STT[Never]):
 
 MOONSHINE_MAX_RSS_MB = 1000.0
 """Resident memory past which the Moonshine child is replaced. It holds ~130 MB idle,
-~700 MB after its first few seconds of speech, then grows by tens of MB per segment
-(``voice-worker bench stt`` prints the figures)."""
+~620 MB after its first segment, then grows by 50-90 MB per segment: replaced every ~5
+segments, peaking near 1.06 GB (``voice-worker bench stt`` prints the figures)."""
 
 
 class MoonshineSTT(stt.STT[Never]):
     """LiveKit batch STT on Moonshine base-en (``pipelines.engines.moonshine``), English only.
 
-    Each ``recognize`` is one whole VAD segment (the chain wraps this STT in a VAD stream
-    adapter), transcribed as one piece: split into phrases, Moonshine loses the context
-    that makes a phrase's last words out. It runs in a child process that starts (and
-    warms its model) when the STT is made inside an event loop, and is replaced once it
-    holds more than ``max_rss_mb``."""
+    Each ``recognize`` is one whole VAD segment (the chain wraps this STT in a
+    ``SegmentStreamAdapter``, which also asks for interim text every ``interim_every``
+    seconds of a long segment), transcribed as one piece: split into phrases, Moonshine
+    loses the context that makes a phrase's last words out. It runs in a child process
+    that starts (and warms its model) when the STT is made inside an event loop, and is
+    replaced once it holds more than ``max_rss_mb``."""
 
     def __init__(
         self,
@@ -303,13 +310,7 @@ class MoonshineSTT(stt.STT[Never]):
         language: NotGivenOr[str] = NOT_GIVEN,
         conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
     ) -> stt.SpeechEvent:
-        if is_given(language):
-            try:
-                check_language(language)
-            except ValueError as exc:
-                raise APIError(str(exc), retryable=False) from exc
-        samples, rate = buffer_to_samples(buffer)
-        pcm = float_to_int16(resample(samples, rate, MOONSHINE_SAMPLE_RATE))
+        pcm = _request_pcm(buffer, language, MOONSHINE_SAMPLE_RATE)
         # ~0.1 s per second of speech on a free core; a cold child loads for seconds
         timeout = max(conn_options.timeout, 2.0 * len(pcm) / MOONSHINE_SAMPLE_RATE)
         return _final(await self._child.transcribe(pcm, timeout=timeout))

@@ -35,7 +35,8 @@ FALLBACK_LINES = (
 MIN_SENTENCE_WORDS = 3
 """A first sentence shorter than this ("Sure.") takes the next one with it."""
 
-_SENTENCE_END = re.compile(r"[.?!](?=\s|$)")
+_SENTENCE_END = re.compile(r"(?<![\s.][a-zA-Z])[.?!](?=\s|$)")
+"""An end mark before a space or the end, not after a one-letter word ("10 a.m.")."""
 _WORD = re.compile(r"[a-z0-9']+")
 _BUSINESS = re.compile(
     r"\b(?:of|at|for|from|with|to)\s+((?:the\s+)?[A-Z][\w'&-]*(?:\s+[A-Z][\w'&-]*){0,3})"

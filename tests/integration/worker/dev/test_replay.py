@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from pipelines.audio import read_wav
-from worker.dev.replay import replay_call
+from worker.dev.replay import replay_call, summary_text
 from worker.dev.services import LiveKitEndpoint
 from worker.settings import REPO_ROOT
 
@@ -61,6 +61,12 @@ async def test_replay_of_a_recorded_call_writes_the_report_and_the_object(
     # the caller played the WAV, listened TAIL seconds more and hung up
     call_seconds = read_wav(HELLO).duration + TAIL
     assert abs(seconds - call_seconds) <= 0.02 * call_seconds, (seconds, call_seconds)
+
+    # the story make demo ends with: the fixture's script beside what was heard and said
+    (row,) = result["story"]
+    assert row["said"] == "Hello?" and row["heard"], row
+    story = summary_text(result)
+    assert "caller said:  Hello?" in story and str(tmp_path / "agent.wav") in story, story
 
     transcript = json.loads((tmp_path / "transcript.json").read_text())
     assert {e["role"] for e in transcript} == {"caller", "agent"}, transcript

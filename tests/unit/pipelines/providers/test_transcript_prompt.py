@@ -72,6 +72,8 @@ def test_a_reply_is_its_first_sentence() -> None:
     )
     assert first_sentence("What day suits you? We open at nine.") == "What day suits you?"
     assert first_sentence("no end mark at all") == "no end mark at all"
+    assert first_sentence("We open at 10 a.m. tomorrow. Bye.") == "We open at 10 a.m. tomorrow."
+    assert not sentence_complete("We open at 10 a.")
     assert not sentence_complete("Sure.") and sentence_complete("Sure, what day suits you? We")
 
 
