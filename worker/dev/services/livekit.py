@@ -134,6 +134,11 @@ class LiveKitServer(ManagedProcess):
                 f"  node_ip: {LOOPBACK}",
                 "  use_external_ip: false",
                 "  enable_loopback_candidate: true",
+                # the media ports on loopback only (without it they bind every interface's
+                # address, and a second node could collide with a port free on 127.0.0.1)
+                "  ips:",
+                "    includes:",
+                f"      - {LOOPBACK}/32",
                 "keys:",
                 f"  {json.dumps(self.api_key)}: {json.dumps(self.api_secret)}",
                 "logging:",
