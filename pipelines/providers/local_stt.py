@@ -76,12 +76,16 @@ class _DecoderProcess:
         """Children replaced for their memory so far."""
         self._proc: asyncio.subprocess.Process | None = None
         self._starting: asyncio.Task[asyncio.subprocess.Process] | None = None
+        self._spawns: set[asyncio.Task[asyncio.subprocess.Process]] = set()
+        """Every start still running (one cancelled by a caller's timeout too), for aclose."""
         self._lock = asyncio.Lock()
 
     def start_soon(self) -> None:
         """Starts the child in the background (it loads and warms its model)."""
         if self._starting is None and (self._proc is None or self._proc.returncode is not None):
             self._starting = asyncio.create_task(self._spawn())
+            self._spawns.add(self._starting)
+            self._starting.add_done_callback(self._spawns.discard)
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         env = dict(os.environ)
@@ -154,8 +158,8 @@ class _DecoderProcess:
             return str(reply["text"])
 
     async def aclose(self) -> None:
-        starting, self._starting = self._starting, None
-        if starting is not None:
+        self._starting = None
+        for starting in list(self._spawns):
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError, APIConnectionError):
                 proc = await starting

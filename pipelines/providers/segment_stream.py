@@ -31,7 +31,16 @@ def _seconds(frames: list[rtc.AudioFrame]) -> float:
     return sum(f.samples_per_channel / f.sample_rate for f in frames)
 
 
-class SegmentStreamAdapter(stt.StreamAdapter):
+class ClosingStreamAdapter(stt.StreamAdapter):
+    """``stt.StreamAdapter`` that closes the STT it wraps (LiveKit's leaves it open: a local
+    engine's decoder child would outlive the call)."""
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await self._stt.aclose()
+
+
+class SegmentStreamAdapter(ClosingStreamAdapter):
     """``stt.StreamAdapter`` plus interim transcripts of long segments (see the module)."""
 
     def __init__(

@@ -35,7 +35,7 @@ from pipelines.providers.failover.watchdog import (
     StallError,
     Watchdog,
 )
-from pipelines.providers.segment_stream import SegmentStreamAdapter
+from pipelines.providers.segment_stream import ClosingStreamAdapter, SegmentStreamAdapter
 
 AnySTT = stt.STT[Any]
 
@@ -389,6 +389,6 @@ def stt_link(spec: ProviderSpec, deadline: float, vad_: vad.VAD | None) -> Link[
         instance = (
             SegmentStreamAdapter(stt=batch, vad=vad_, interim_every=every, interim_stt=instance)
             if isinstance(every, float)
-            else stt.StreamAdapter(stt=batch, vad=vad_)
+            else ClosingStreamAdapter(stt=batch, vad=vad_)
         )
     return Link(spec, instance)
