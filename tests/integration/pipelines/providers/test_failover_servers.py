@@ -262,8 +262,6 @@ async def wire_process(
         stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
-    assert proc.stdout is not None
-    banner = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
 
     def records() -> list[dict[str, Any]]:
         assert proc.returncode is not None, "read the log after the server stopped"
@@ -271,6 +269,9 @@ async def wire_process(
         return data
 
     try:
+        # inside the try: a start cancelled while it waits for the banner stops the server
+        assert proc.stdout is not None
+        banner = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
         yield str(banner["url"]), records
     finally:
         if proc.returncode is None:
@@ -390,18 +391,18 @@ async def test_stt_failover_mid_turn(
     primary, fallback, outsider = STT_CHAINS[chain_name]
     primary_args = [*primary.args, "--fail-with-status=500"] if fault == "500" else primary.args
     async with contextlib.AsyncExitStack() as stack:
-        # the three servers start side by side: each loads its decoder in its own process
-        (a_url, _), (b_url, b_records), (_, x_records) = await asyncio.gather(
-            stack.enter_async_context(
-                wire_process(primary.server, *primary_args, log=tmp_path / "a.json")
-            ),
-            stack.enter_async_context(
-                wire_process(fallback.server, *fallback.args, log=tmp_path / "b.json")
-            ),
-            stack.enter_async_context(
-                wire_process(outsider.server, log=tmp_path / "x.json", warm_up=False)
-            ),
-        )
+        # the three servers start side by side (each loads its decoder in its own process);
+        # one failing to start cancels the others, whose starts stop their servers
+        async with asyncio.TaskGroup() as starting:
+            starts = [
+                starting.create_task(stack.enter_async_context(server))
+                for server in (
+                    wire_process(primary.server, *primary_args, log=tmp_path / "a.json"),
+                    wire_process(fallback.server, *fallback.args, log=tmp_path / "b.json"),
+                    wire_process(outsider.server, log=tmp_path / "x.json", warm_up=False),
+                )
+            ]
+        (a_url, _), (b_url, b_records), (_, x_records) = (t.result() for t in starts)
         proxy = await toxi.proxy("stt", a_url)
         events: list[SwitchEvent] = []
         model = layers(
