@@ -252,15 +252,23 @@ class _ListenSession(SegmentingSession):
 
 
 class _FluxSession(SegmentingSession):
-    """One v2 (Flux) WebSocket: a turn opens with its first words (``StartOfTurn``),
-    grows (``Update``) and closes at the end of the utterance (``EndOfTurn``), which the
-    plugin turns into the final transcript and the end of speech."""
+    """One v2 (Flux) WebSocket: a turn opens as speech begins (``StartOfTurn``), grows
+    (``Update``) and closes at the end of the utterance (``EndOfTurn``), which the plugin
+    turns into the final transcript and the end of speech."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sequence = 0
         self.turn_index = -1
         self.open_segment: int | None = None
+
+    def speech_started(self, seconds: float) -> None:
+        # Flux's StartOfTurn fires as speech begins, before its words are transcribed; with
+        # the previous turn still closing, the first words open it instead (keeps the order)
+        if self.open_segment is None:
+            self.turn_index += 1
+            self.open_segment = self.segment_id
+            self.outbox.send(self._turn("StartOfTurn", Job("interim", start=seconds), ""))
 
     def on_control(self, data: dict[str, Any]) -> str:
         kind = str(data.get("type", ""))

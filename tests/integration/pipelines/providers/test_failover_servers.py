@@ -14,10 +14,10 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 import pytest
 import pytest_asyncio
@@ -289,7 +289,7 @@ async def wire_process(
     vendor: str, *args: str, log: Path, warm_up: bool = True
 ) -> AsyncIterator[tuple[str, Callable[[], list[dict[str, Any]]]]]:
     """``(url, records)``: a ``python -m pipelines.loopback`` server; ``records()`` reads its
-    request log once it has stopped."""
+    request log once it has stopped. ``warm_up`` loads its decoder before the call."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -297,12 +297,11 @@ async def wire_process(
         vendor,
         "--port=0",
         f"--log={log}",
+        *(["--preload"] if warm_up else []),
         *args,
         stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
-    assert proc.stdout is not None
-    banner = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
 
     def records() -> list[dict[str, Any]]:
         assert proc.returncode is not None, "read the log after the server stopped"
@@ -310,8 +309,9 @@ async def wire_process(
         return data
 
     try:
-        if warm_up:
-            await warm(str(banner["url"]))
+        # inside the try: a start cancelled while it waits for the banner stops the server
+        assert proc.stdout is not None
+        banner = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
         yield str(banner["url"]), records
     finally:
         if proc.returncode is None:
@@ -323,14 +323,48 @@ async def wire_process(
                 await proc.wait()
 
 
-async def warm(url: str) -> None:
-    """One pre-recorded request, so the server's decoder is loaded before the call (the
-    request goes to the log; tests look at live sessions only)."""
-    pcm = (np.random.default_rng(0).normal(0, 300, 8000)).astype(np.int16).tobytes()
-    async with aiohttp.ClientSession() as http:
-        query = "?encoding=linear16&sample_rate=16000"
-        async with http.post(f"{url}/v1/listen{query}", data=pcm) as resp:
-            await resp.read()
+@dataclass(frozen=True)
+class SpeechVendor:
+    """A streaming STT of the catalog and the local server speaking its wire protocol."""
+
+    server: str
+    """``python -m pipelines.loopback`` vendor."""
+    vendor: str
+    model: str
+    args: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return f"{self.vendor}:{self.model}"
+
+    def spec(self, url: str) -> ProviderSpec:
+        """The spec the plan would give it, with the settings' base URL for ``url``."""
+        ws = "ws" + url.removeprefix("http")
+        base_url = {
+            # DEEPGRAM_BASE_URL names v1; the factory serves Flux from the same host's v2
+            "deepgram": f"{url}/v1/listen",
+            "baseten": f"{ws}/environments/production/websocket",
+            "assemblyai": ws,
+        }[self.server]
+        return ProviderSpec("stt", self.vendor, self.model, base_url=base_url, api_key="k")
+
+
+# 0.5 s interims keep a healthy provider well inside the 1.5 s deadline (Baseten's come at
+# the factory's partial_transcript_interval_s, sent in the session's metadata)
+FAST = ("--interim-interval=0.5",)
+NOVA_3 = SpeechVendor("deepgram", "deepgram", "nova-3", FAST)
+NOVA_2 = SpeechVendor("deepgram", "deepgram", "nova-2", FAST)
+FLUX = SpeechVendor("deepgram", "deepgram", "flux", FAST)
+WHISPER = SpeechVendor("baseten", "baseten", "whisper-v3")
+UNIVERSAL = SpeechVendor("assemblyai", "assemblyai", "universal-streaming", FAST)
+STT_CHAINS = {
+    "nova": (NOVA_3, NOVA_2, NOVA_3),
+    "whisper": (WHISPER, UNIVERSAL, FLUX),
+    "universal": (UNIVERSAL, FLUX, WHISPER),
+    "flux": (FLUX, WHISPER, UNIVERSAL),
+}
+"""``(primary, fallback, outsider)``: every streaming vendor is faulted as a primary and
+transcribes a turn through its plugin as a fallback; the outsider is not allowed."""
 
 
 @pytest.fixture(scope="module")
@@ -343,28 +377,46 @@ def heard(text: str) -> set[str]:
     return set(text.lower().replace(".", "").split()) & set(UTTERANCE.split())
 
 
+SETTLE_SECONDS = 1.0
+"""Quiet after a final, once the input ended, that ends the wait for more results."""
+
+
 async def speak(
     model: stt.STT[Any], pcm: np.ndarray, on_time: Callable[[float], Awaitable[None]]
 ) -> list[str]:
     """Pushes ``pcm`` in real time (20 ms frames); ``on_time(seconds)`` runs per frame."""
     stream = model.stream()
     finals: list[str] = []
+    last_event = [0.0]
 
     async def read() -> None:
         async for ev in stream:
+            last_event[0] = time.monotonic()
             if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
                 finals.append(ev.alternatives[0].text)
+
+    async def settled() -> None:
+        """The stream's end, or a final and then a quiet second: a plugin may keep its
+        socket open once the input ended (Baseten's sends no end of session)."""
+        while not reader.done():
+            if finals and time.monotonic() - last_event[0] > SETTLE_SECONDS:
+                return
+            await asyncio.sleep(0.05)
+        await reader  # its error, if it failed
 
     reader = asyncio.create_task(read())
     started = time.monotonic()
     try:
         for i in range(0, len(pcm), 320):
+            if reader.done():
+                break  # the stream ended early: its error is raised below
             await on_time(i / 16000)
             chunk = pcm[i : i + 320]
             stream.push_frame(rtc.AudioFrame(chunk.tobytes(), 16000, 1, len(chunk)))
             await asyncio.sleep(max(0.0, started + (i + 320) / 16000 - time.monotonic()))
-        stream.end_input()
-        await asyncio.wait_for(reader, 15)
+        else:
+            stream.end_input()
+        await asyncio.wait_for(settled(), 15)
     finally:
         reader.cancel()
         await stream.aclose()
@@ -372,34 +424,29 @@ async def speak(
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("chain_name", list(STT_CHAINS))
 async def test_stt_failover_mid_turn(
-    toxi: ToxiproxyServer, fault: str, utterance: Any, tmp_path: Path
+    toxi: ToxiproxyServer, chain_name: str, fault: str, utterance: Any, tmp_path: Path
 ) -> None:
-    # 0.5 s interims keep a healthy provider well inside the 1.5 s deadline
-    fast = ["--interim-interval=0.5"]
-    primary_args = [*fast, "--fail-with-status=500"] if fault == "500" else fast
-    async with (
-        wire_process("deepgram", *primary_args, log=tmp_path / "a.json") as (a_url, _),
-        wire_process("deepgram", *fast, log=tmp_path / "b.json") as (b_url, b_records),
-        wire_process("deepgram", log=tmp_path / "x.json", warm_up=False) as (_, x_records),
-    ):
+    primary, fallback, outsider = STT_CHAINS[chain_name]
+    primary_args = [*primary.args, "--fail-with-status=500"] if fault == "500" else primary.args
+    async with contextlib.AsyncExitStack() as stack:
+        # the three servers start side by side (each loads its decoder in its own process);
+        # one failing to start cancels the others, whose starts stop their servers
+        async with asyncio.TaskGroup() as starting:
+            starts = [
+                starting.create_task(stack.enter_async_context(server))
+                for server in (
+                    wire_process(primary.server, *primary_args, log=tmp_path / "a.json"),
+                    wire_process(fallback.server, *fallback.args, log=tmp_path / "b.json"),
+                    wire_process(outsider.server, log=tmp_path / "x.json", warm_up=False),
+                )
+            ]
+        (a_url, _), (b_url, b_records), (_, x_records) = (t.result() for t in starts)
         proxy = await toxi.proxy("stt", a_url)
         events: list[SwitchEvent] = []
         model = layers(
-            {
-                "stt": [
-                    ProviderSpec(
-                        "stt",
-                        "deepgram",
-                        "nova-3",
-                        base_url=f"{proxy.url}/v1/listen",
-                        api_key="k",
-                    ),
-                    ProviderSpec(
-                        "stt", "deepgram", "nova-2", base_url=f"{b_url}/v1/listen", api_key="k"
-                    ),
-                ]
-            },
+            {"stt": [primary.spec(proxy.url), fallback.spec(b_url)]},
             events,
             HealthRegistry(),
         )["stt"]
@@ -422,7 +469,7 @@ async def test_stt_failover_mid_turn(
         finals = await speak(model, pcm, inject)
         await model.aclose()
     (event,) = events
-    assert (event.from_provider, event.to_provider) == ("deepgram:nova-3", "deepgram:nova-2")
+    assert (event.from_provider, event.to_provider) == (primary.id, fallback.id)
     assert event.reason == {"stall": "stall", "500": "server_error"}.get(fault, "connection")
     # the fallback was sent the whole turn (replayed, then live) and transcribed it
     (session,) = [r for r in b_records() if r["websocket"]]
