@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +107,10 @@ class AMDRouter:
         if amd.greet_immediately:
             self.reply_gate.set()
         self.verdict: Verdict | None = None
+        self.notify: Callable[..., Coroutine[Any, Any, bool]] | None = None
+        """``send_status(event_type, status, metadata=)`` for the verdict's progress webhook
+        (``call.amd``), set by the job."""
+        self._notified: asyncio.Task[bool] | None = None
         self.ivr: IVRRecall | None = None
         """The IVR memory of the number called (``ivr_memory_enabled``), set by the job."""
         self._replayed: str | None = None
@@ -154,6 +158,14 @@ class AMDRouter:
             action = self.amd.actions[verdict.category]
             self.life.recorder.add_event("amd", action=action, **verdict.to_json())
             self.life.metrics.amd_verdicts.labels(category=verdict.category).inc()
+            if self.notify is not None:  # 002's progress webhooks: the verdict as it happens
+                self._notified = asyncio.create_task(
+                    self.notify(
+                        "call.amd",
+                        verdict.category,
+                        metadata={"action": action, **verdict.to_json()},
+                    )
+                )
             logger.info("amd verdict %s -> %s (%s)", verdict.category, action, verdict.reason)
             if action == "voicemail":
                 await self._wait_for_beep_or_silence(detector)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -187,6 +188,8 @@ async def entrypoint(ctx: JobContext) -> None:
     history = None if checkpoint is None else chat_history(checkpoint["report"]["transcript"])
     call = assemble_call(plan, life, ctx.room, tools, history=history)
     keys.attach(ctx.room, call.session, reply_gate=call.router.reply_gate if call.router else None)
+    if call.router is not None:
+        call.router.notify = functools.partial(life.send_status, sender)
     if call.router is not None and plan.ivr_memory and dispatch.dialed_number:
         call.router.ivr = IVRRecall(
             ivr_memory(settings), plan.agent_id or "", dispatch.dialed_number, room_dtmf(ctx.room)

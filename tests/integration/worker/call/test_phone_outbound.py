@@ -214,6 +214,10 @@ def assert_answered_leg(call: PhoneCall) -> None:
     assert phone["outcome"] == "completed" and phone["sip_status_code"] == 200, phone
     assert [s["status"] for s in status_of(call, "call.ringing")] == ["ringing"]
     assert [s["status"] for s in status_of(call, "call.answered")] == ["in_progress"]
+    # the AMD verdict goes out as it happens, with the action taken
+    (amd,) = status_of(call, "call.amd")
+    assert amd["status"] == phone["amd"]["category"], (amd, phone["amd"])
+    assert amd["metadata"]["action"], amd
     assert phone["ringing_at"] < phone["answered_at"], phone
     assert [(s["status"], s["sip_status_code"]) for s in status_of(call, "call.hangup")] == [
         ("ended", 200)
