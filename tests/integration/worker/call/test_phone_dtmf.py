@@ -94,13 +94,15 @@ async def test_caller_keys_reach_the_agent_and_its_keys_reach_the_phone(
         with SIPPhone(user="pin-caller", hold_seconds=40) as phone:
             room = await dial(voice_worker, livekit, phone, agent)
             await until(lambda: call_started(voice_worker, room), 15, "the agent's session started")
+            # keys pressed before the answer go nowhere: the phone may still be ringing
+            await asyncio.to_thread(phone.wait_for, "CALL_ESTABLISHED", 15)
             await asyncio.to_thread(phone.press, FIRST_KEYS)
             # the turn reached the LLM, which asked for the PIN: type it while it waits
             await until(
                 lambda: any(
                     "The caller pressed 5 #" in texts(m, "user") for m in chat_messages(llm)
                 ),
-                10,
+                20,
                 "the caller's keys as a user turn",
             )
             await asyncio.sleep(0.5)

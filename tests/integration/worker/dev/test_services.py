@@ -69,7 +69,12 @@ def test_livekit_server_stops_and_frees_its_port() -> None:
     assert again.startup_seconds is not None and again.startup_seconds < 10
 
 
-async def test_llama_server_streams_a_chat_completion(llama_server: LlamaServer) -> None:
+async def test_llama_server_answers_a_chat_completion_with_one_sentence(
+    llama_server: LlamaServer,
+) -> None:
+    """Through the OpenAI plugin, as calls use it. The server holds each reply until its
+    first sentence ends (the guard replaces an empty or looping one), so it streams one
+    sentence, possibly as a single chunk."""
     model = openai.LLM(base_url=llama_server.base_url, api_key="local", model=llama_server.model)
     ctx = llm.ChatContext()
     ctx.add_message(
@@ -79,13 +84,14 @@ async def test_llama_server_streams_a_chat_completion(llama_server: LlamaServer)
     ctx.add_message(role="user", content="Hi, what are your opening hours?")
     pieces: list[str] = []
     started = time.monotonic()
-    async with model.chat(chat_ctx=ctx) as stream:
-        async for chunk in stream:
-            if chunk.delta and chunk.delta.content:
-                pieces.append(chunk.delta.content)
+    try:
+        async with model.chat(chat_ctx=ctx) as stream:
+            async for chunk in stream:
+                if chunk.delta and chunk.delta.content:
+                    pieces.append(chunk.delta.content)
+    finally:
+        await model.aclose()
     text = "".join(pieces).strip()
-    assert len(pieces) > 1, "expected a streamed answer in several chunks"
     assert text, "empty completion"
     assert "\n" not in text and "Caller:" not in text, "transcript format must stop at the turn"
     assert time.monotonic() - started < 30
-    await model.aclose()
