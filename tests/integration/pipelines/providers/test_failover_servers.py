@@ -120,8 +120,10 @@ def continuing(body: dict[str, Any]) -> str:
 LLM_PRIMARIES: dict[str, tuple[type[OpenAIServer] | type[AnthropicServer], str]] = {
     "openai": (OpenAIServer, "/v1"),
     "anthropic": (AnthropicServer, ""),
+    "speechify": (OpenAIServer, "/v1"),
 }
-"""vendor -> (its local server, base URL path)."""
+"""vendor -> (its local server, base URL path); ``speechify`` is the platform LLM
+(``speechify:kimi-k2.6``, an OpenAI-compatible endpoint with its own URL and key)."""
 
 
 @pytest.mark.parametrize("vendor", list(LLM_PRIMARIES))
