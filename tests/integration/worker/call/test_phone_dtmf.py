@@ -42,6 +42,10 @@ FIRST_KEYS = "5#"
 PIN = "4321"
 OPERATOR = "0"
 
+MEDIA_SETTLE_SECONDS = 2.0
+"""After the answer, before the phone presses keys: the first RTP reaches the worker
+about 0.75 s after the answer (measured), later on a busy machine."""
+
 
 def pin_script(body: dict[str, Any]) -> str | ScriptedReply:
     """Keys pressed -> collect four digits; collected -> press them back; pressed -> end."""
@@ -94,8 +98,11 @@ async def test_caller_keys_reach_the_agent_and_its_keys_reach_the_phone(
         with SIPPhone(user="pin-caller", hold_seconds=40) as phone:
             room = await dial(voice_worker, livekit, phone, agent)
             await until(lambda: call_started(voice_worker, room), 15, "the agent's session started")
-            # keys pressed before the answer go nowhere: the phone may still be ringing
+            # keys pressed before the answer go nowhere: the phone may still be ringing; and
+            # the leg's media (RFC 2833 rides on it) reaches the room only ~1 s after the
+            # answer on a livekit-sip just started (this is the session's first SIP call)
             await asyncio.to_thread(phone.wait_for, "CALL_ESTABLISHED", 15)
+            await asyncio.sleep(MEDIA_SETTLE_SECONDS)
             await asyncio.to_thread(phone.press, FIRST_KEYS)
             # the turn reached the LLM, which asked for the PIN: type it while it waits
             await until(
