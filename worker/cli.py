@@ -24,6 +24,8 @@ from pipelines.errors import (
 )
 
 EXIT_OK, EXIT_RUNTIME, EXIT_BAD_INPUT = 0, 1, 2
+DEMO_AGENT = "agent_01JC0FRNTDESK0000000000000"
+"""The front desk of the fixture control plane: ``make demo`` calls it, ``talk`` defaults to it."""
 BAD_INPUT = (ConfigError, RoutingError, AgentNotFound, InvalidPayload, AudioFormatError, ValueError)
 
 
@@ -118,6 +120,23 @@ async def _replay_phone(args: argparse.Namespace, out: Path) -> int:
     )
     print(summary_text(result), file=sys.stderr)
     emit({k: result[k] for k in ("out", "direction", "end_reason", "answer_seconds", "turns")})
+    return EXIT_OK
+
+
+async def _talk(args: argparse.Namespace) -> int:
+    from worker.dev.talk import ensure_bundle, talk
+
+    if args.build:
+        emit({"bundle": str(await asyncio.to_thread(ensure_bundle, force=True))})
+        return EXIT_OK
+    await talk(
+        args.agent,
+        workdir=Path(args.out),
+        port=args.port,
+        dispatch=_json_arg(args.dispatch, "--dispatch"),
+        livekit_url=args.livekit_url,
+        on_ready=lambda url: print(f"talk to the agent at {url} (Ctrl-C stops)", file=sys.stderr),
+    )
     return EXIT_OK
 
 
@@ -250,6 +269,32 @@ def build_parser() -> argparse.ArgumentParser:
         "or refuse, SECONDS after the call starts; e.g. llm:local:stall@10",
     )
     p.set_defaults(handler=_replay)
+
+    p = sub.add_parser(
+        "talk",
+        help="talk to an agent from a browser page on loopback",
+        description="Start a local LiveKit server (unless --livekit-url), the offline "
+        "LLM if needed and a worker, then serve a page on 127.0.0.1:PORT: Start call "
+        "joins a new room with your microphone and dispatches the agent (the page's agent "
+        "field picks another id); the page plays it and shows the live transcript, the "
+        "agent's state, each turn's latency and how much agent audio arrived. Ctrl-C "
+        "stops everything.",
+    )
+    p.add_argument(
+        "--agent",
+        default=DEMO_AGENT,
+        help=f"agent id or path to an agent JSON file (default {DEMO_AGENT})",
+    )
+    p.add_argument("--port", type=int, help="page port (default: a free one, printed)")
+    p.add_argument("--dispatch", help="extra dispatch metadata: inline JSON or a JSON file")
+    p.add_argument("--livekit-url", help="use this LiveKit server (LIVEKIT_API_KEY/SECRET)")
+    p.add_argument("--out", default="out/talk", help="worker log directory (default out/talk)")
+    p.add_argument(
+        "--build",
+        action="store_true",
+        help="only (re)build the page's script bundle (npm ci + esbuild into .cache/talk)",
+    )
+    p.set_defaults(handler=_talk)
 
     p = sub.add_parser(
         "vad",
