@@ -1,5 +1,5 @@
 # The two commands a newcomer needs; each installs what is missing first.
-.PHONY: setup demo test lint unit integration
+.PHONY: setup demo talk test lint unit integration
 
 setup:
 	scripts/setup.sh
@@ -7,6 +7,9 @@ setup:
 demo: setup  ## a real call on the embedded default: local LiveKit, offline providers
 	.venv/bin/voice-worker replay --agent agent_01JC0FRNTDESK0000000000000 \
 	    --audio fixtures/audio/booking_two_turns.wav --out out/demo
+
+talk: setup  ## talk to the agent from a browser page on loopback (Ctrl-C stops)
+	.venv/bin/voice-worker talk
 
 test: setup lint  ## unit tier (seconds) then integration tier (real servers)
 	.venv/bin/python -m pytest tests/unit -q -p no:cacheprovider

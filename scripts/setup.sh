@@ -28,6 +28,18 @@ if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null \
   # shellcheck disable=SC2086
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $DEBS >/dev/null
 fi
+# `voice-worker talk`'s page: Debian's chromium (its browser test drives it through
+# Playwright's executable_path: no browser download) and npm (livekit-client, esbuild).
+TALK_DEBS=""
+command -v chromium >/dev/null || TALK_DEBS="chromium"
+command -v npm >/dev/null || TALK_DEBS="$TALK_DEBS nodejs npm"
+if [ -n "$TALK_DEBS" ]; then
+  log "Debian packages: $TALK_DEBS"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $TALK_DEBS >/dev/null
+fi
 
 # The LiveKit server builds in the background while pip works (2 cores: both fit).
 if [ ! -x .cache/bin/server ] && ! command -v livekit-server >/dev/null; then
@@ -90,4 +102,7 @@ if [ ! -x .cache/bin/versitygw ]; then
   GOBIN="$ROOT/.cache/bin" GOFLAGS=-mod=mod \
     go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 fi
+# The talk page's script: npm ci (lockfile-pinned) and esbuild into .cache/talk, rebuilt only
+# when its sources change.
+.venv/bin/voice-worker talk --build >/dev/null
 log "ready: $(.venv/bin/voice-worker --help >/dev/null && echo voice-worker) $(ls .cache/bin)"

@@ -127,7 +127,7 @@ async def _talk(args: argparse.Namespace) -> int:
     from worker.dev.talk import ensure_bundle, talk
 
     if args.build:
-        emit({"bundle": str(await asyncio.to_thread(ensure_bundle, force=True))})
+        emit({"bundle": str(await asyncio.to_thread(ensure_bundle))})
         return EXIT_OK
     await talk(
         args.agent,
@@ -292,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--build",
         action="store_true",
-        help="only (re)build the page's script bundle (npm ci + esbuild into .cache/talk)",
+        help="only build the page's script bundle if missing or its sources changed "
+        "(npm ci + esbuild into .cache/talk), print its path",
     )
     p.set_defaults(handler=_talk)
 

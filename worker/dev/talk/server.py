@@ -128,8 +128,8 @@ class TalkServer:
         return metadata
 
     async def _session(self, request: web.Request) -> web.Response:
-        assert self._lkapi is not None
         metadata = await self._call_metadata(request)
+        assert self._lkapi is not None
         room = f"{ROOM_PREFIX}{secrets.token_hex(4)}"
         identity = f"you-{secrets.token_hex(3)}"
         await self._lkapi.room.create_room(api.CreateRoomRequest(name=room))

@@ -160,6 +160,7 @@ async function start() {
         badge('call-state', 'idle', 'call ended');
         $('start').disabled = false;
         $('hangup').disabled = true;
+        $('mute').disabled = true;
       });
     await room.connect(session.url, session.token);
     room.remoteParticipants.forEach(watchAgent);
@@ -167,6 +168,7 @@ async function start() {
     await room.localParticipant.setMicrophoneEnabled(true);
     badge('call-state', 'connected', `in room ${session.room}`);
     $('hangup').disabled = false;
+    $('mute').disabled = false;
   } catch (err) {
     badge('call-state', 'failed', 'failed');
     showError(String(err && err.message ? err.message : err));
@@ -186,3 +188,10 @@ async function configure() {
 configure().catch((err) => showError(String(err)));
 $('start').addEventListener('click', start);
 $('hangup').addEventListener('click', () => room && room.disconnect());
+$('mute').addEventListener('click', async () => {
+  if (!room) return;
+  const muted = $('mute').getAttribute('aria-pressed') !== 'true';
+  await room.localParticipant.setMicrophoneEnabled(!muted);
+  $('mute').setAttribute('aria-pressed', String(muted));
+  $('mute').textContent = muted ? 'Unmute' : 'Mute';
+});
