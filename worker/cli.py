@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -134,7 +135,7 @@ async def _talk(args: argparse.Namespace) -> int:
         workdir=Path(args.out),
         port=args.port,
         dispatch=_json_arg(args.dispatch, "--dispatch"),
-        livekit_url=args.livekit_url,
+        livekit_url=args.livekit_url or os.environ.get("LIVEKIT_URL"),
         on_ready=lambda url: print(f"talk to the agent at {url} (Ctrl-C stops)", file=sys.stderr),
     )
     return EXIT_OK
@@ -287,7 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, help="page port (default: a free one, printed)")
     p.add_argument("--dispatch", help="extra dispatch metadata: inline JSON or a JSON file")
-    p.add_argument("--livekit-url", help="use this LiveKit server (LIVEKIT_API_KEY/SECRET)")
+    p.add_argument(
+        "--livekit-url",
+        help="use this LiveKit server (LIVEKIT_API_KEY/SECRET; default $LIVEKIT_URL if set, "
+        "else a local one)",
+    )
     p.add_argument("--out", default="out/talk", help="worker log directory (default out/talk)")
     p.add_argument(
         "--build",

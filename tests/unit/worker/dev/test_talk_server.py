@@ -1,14 +1,18 @@
 """The talk page's server without LiveKit: the default agent it offers, and the agent ids
-``POST /session`` refuses (a 400 naming the field) before it opens any room."""
+``POST /session`` refuses (a 400 naming the field) before it opens any room; and
+``voice-worker talk`` on an unknown agent fails as bad input before starting anything."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from pipelines.errors import AgentNotFound
+from worker.cli import main
 from worker.dev.services import LiveKitEndpoint
 from worker.dev.talk import TalkServer
 
@@ -49,3 +53,16 @@ async def test_session_refuses_bad_agent_ids_before_any_room() -> None:
             assert resp.status == 400, body
             assert (await resp.text()).startswith(needle), body
     assert server.rooms == []
+
+
+def test_talk_with_an_unknown_agent_exits_2_before_any_server(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    control_plane_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONTROL_PLANE_URL", f"file://{control_plane_dir}")
+    code = main(["talk", "--agent", "agent_nope", "--out", str(tmp_path / "talk")])
+    err = capsys.readouterr().err
+    assert code == 2 and "agent_nope" in err, err
+    assert not (tmp_path / "talk").exists()  # failed before the stack (and its logs) started
