@@ -359,7 +359,8 @@ def add_bench_parser(
         type=_call_counts,
         default=None,
         metavar="N,N,...",
-        help="call counts to run (e.g. 1,4,8) instead of 1, 2, 4, 6, ... up to --max",
+        help="call counts to run, each whatever the limits (e.g. 1,4,8), instead of 1, 2, 4, 6, "
+        "... up to --max or the first step over a limit",
     )
     _outputs(p, "capacity", calls=True)
 

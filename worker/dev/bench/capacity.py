@@ -305,7 +305,7 @@ async def bench_capacity(
                 f"cpu={step['worker_cpu_percent_busy_median']}%"
                 f" loadgen_cpu={step.get('loadgen_cpu_percent_mean')}%"
             )
-            if not step["ok"]:
+            if not step["ok"] and steps is None:  # listed steps all run: figures per step
                 stopped_by = "quality limit"
                 break
             await asyncio.sleep(2.0)  # let the finished jobs' processes exit
