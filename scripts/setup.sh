@@ -96,6 +96,12 @@ if [ ! -x .cache/bin/livekit-sip ]; then
   log "building livekit-sip v1.0.0 (throwaway module: the proxy serves only that exact version)"
   .venv/bin/python -c "from worker.dev.services.sip import build_livekit_sip; build_livekit_sip()"
 fi
+# The Go caller of `bench capacity` (worker/dev/loadgen, modules pinned by its go.sum; Go's
+# build cache under .cache/go-build: ~2.5 min of CPU cold, seconds after).
+if [ ! -x .cache/bin/voice-worker-loadgen ]; then
+  log "building the Go load generator (worker/dev/loadgen)"
+  .venv/bin/python -c "from worker.dev.gocaller import build_loadgen; build_loadgen()"
+fi
 # Versity's S3 gateway: the call recordings' bucket in tests, replay and the embedded stack.
 if [ ! -x .cache/bin/versitygw ]; then
   log "building versitygw $VERSITYGW_VERSION (S3 server for recordings, ~1 min)"

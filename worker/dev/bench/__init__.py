@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.lazy import lazy_exports
 from worker.dev.bench.capacity import (
+    CALLERS,
     CAPACITY_WORKER_P95_LIMIT_MS,
     FRAME_GAP_LIMIT_MS,
     MIN_TURNS_PER_STEP,
@@ -194,12 +195,25 @@ def _latency(args: argparse.Namespace, out: Path) -> Coroutine[Any, Any, Report]
     )
 
 
+def _call_counts(text: str) -> list[int]:
+    """``--steps 1,4,8``: positive call counts."""
+    try:
+        counts = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected call counts like 1,4,8, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive call counts, got {text!r}")
+    return counts
+
+
 def _capacity(args: argparse.Namespace, out: Path) -> Coroutine[Any, Any, Report]:
     return bench_capacity(
         max_calls=args.max,
         step_seconds=args.step_seconds,
         time_limit=args.time_limit,
         min_turns=args.min_turns,
+        caller=args.caller,
+        steps=args.steps,
         **_call_options(args, out),
     )
 
@@ -332,6 +346,21 @@ def add_bench_parser(
         type=int,
         default=MIN_TURNS_PER_STEP,
         help=f"fewest caller turns per step, for a stable p95 (default {MIN_TURNS_PER_STEP})",
+    )
+    p.add_argument(
+        "--caller",
+        choices=CALLERS,
+        default="go",
+        help="go: the low-CPU Go load generator (worker/dev/loadgen; default); python: "
+        "the rtc SDK callers in this process",
+    )
+    p.add_argument(
+        "--steps",
+        type=_call_counts,
+        default=None,
+        metavar="N,N,...",
+        help="call counts to run, each whatever the limits (e.g. 1,4,8), instead of 1, 2, 4, 6, "
+        "... up to --max or the first step over a limit",
     )
     _outputs(p, "capacity", calls=True)
 

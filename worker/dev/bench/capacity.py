@@ -29,6 +29,7 @@ from worker.dev.bench.stack import FixedDelays, Stack, caller_scripts, run_call,
 
 if TYPE_CHECKING:
     from worker.dev.caller import CallRecording
+    from worker.dev.gocaller import LoadgenRun
 
 FRAME_GAP_LIMIT_MS = 40.0
 CAPACITY_WORKER_P95_LIMIT_MS = 50.0
@@ -40,6 +41,7 @@ REFERENCE_CALLS_PER_CORE = {
     "pipecat_users_reported": 5.0,
 }
 CALLS_PER_CORE_GOAL = 20.0
+CALLERS = ("go", "python")
 
 
 def frame_gaps(rec: CallRecording) -> list[float]:
@@ -138,10 +140,13 @@ def capacity_steps(max_calls: int) -> list[int]:
 
 
 async def _capacity_step(
-    st: Stack, n: int, step_seconds: float, cores: int, min_turns: int
+    st: Stack, n: int, step_seconds: float, cores: int, min_turns: int, caller: str, workdir: Path
 ) -> dict[str, Any]:
     """One step of ``n`` concurrent calls. Limits: frame gap p99 over 40 ms, worker time
     p95 (own clock) over 50 ms, or under 90 % of turns answered."""
+    # the LiveKit SDK only once a call is made: CLI start-up stays light
+    from worker.dev.gocaller import PacketRecording, run_go_callers
+
     # at least min_turns turns, so a step's p95 is not just its slowest turn
     per_call = max(1, round(step_seconds / 7.0), math.ceil(min_turns / n))
     scripts = caller_scripts(n, per_call)
@@ -149,10 +154,23 @@ async def _capacity_step(
     stop = asyncio.Event()
     sampling = asyncio.create_task(sampler.run(st.worker.http_port, stop))
     started = time.monotonic()
+    loadgen: LoadgenRun | None = None
+    results: Sequence[CallRecording | BaseException]
     try:
-        results = await asyncio.gather(
-            *(run_call(st, s, answer_timeout=15.0) for s in scripts), return_exceptions=True
-        )
+        if caller == "go":
+            loadgen = await run_go_callers(
+                st.livekit,
+                st.worker.agent_name,
+                {"agent": st.agent},
+                scripts,
+                workdir=workdir,
+                answer_timeout=15.0,
+            )
+            results = loadgen.calls
+        else:
+            results = await asyncio.gather(
+                *(run_call(st, s, answer_timeout=15.0) for s in scripts), return_exceptions=True
+            )
     finally:
         stop.set()
         await sampling
@@ -167,7 +185,10 @@ async def _capacity_step(
                 i, rec, script, stack=st.stack, response_delay=st.response_delay, delays=st.delays
             )
         )
-        gaps.extend(frame_gaps(rec))
+        if isinstance(rec, PacketRecording):
+            gaps.extend(g / 1000.0 for g in rec.packet_gaps_ms)
+        else:
+            gaps.extend(frame_gaps(rec))
     worker = [r.worker_own_clock for r in rows if r.worker_own_clock is not None]
     # the first seconds hold process start-up; the busy part is what a slot costs
     cpu = sorted(sampler.cpu_percent)[len(sampler.cpu_percent) // 2 :] or [0.0]
@@ -215,6 +236,18 @@ async def _capacity_step(
         "job_processes_peak": max(sampler.job_processes, default=0),
         "reported_load_max": max(sampler.loads, default=None),
         "reported_load_samples": sorted(set(round(v, 3) for v in sampler.loads)),
+        **_loadgen_figures(loadgen, n),
+    }
+
+
+def _loadgen_figures(run: LoadgenRun | None, n: int) -> dict[str, Any]:
+    """The Go caller's own cost over the step (its rusage over its wall time)."""
+    if run is None:
+        return {}
+    return {
+        "loadgen_cpu_percent_mean": round(run.cpu_percent, 2),
+        "loadgen_cpu_percent_per_call": round(run.cpu_percent / n, 2),
+        "loadgen_max_rss_mb": round(run.max_rss_mb, 1),
     }
 
 
@@ -226,12 +259,22 @@ async def bench_capacity(
     min_turns: int = MIN_TURNS_PER_STEP,
     response_delay: float = 0.4,
     delays: FixedDelays | None = None,
+    caller: str = "go",
+    steps: Sequence[int] | None = None,
     workdir: Path,
 ) -> dict[str, Any]:
     """Concurrent calls against one worker process group, stepped up until audio frame
-    gaps or worker time break the limits (or the time limit is reached)."""
+    gaps or worker time break the limits (or the time limit is reached). ``caller``:
+    ``go`` (the low-CPU Go load generator) or ``python`` (``worker.dev.caller``);
+    ``steps``: the call counts to run instead of ``capacity_steps(max_calls)``."""
     if max_calls < 1 or step_seconds <= 0 or time_limit <= 0 or min_turns < 1:
         raise ValueError("--max, --step-seconds, --time-limit and --min-turns must be positive")
+    if caller not in CALLERS:
+        raise ValueError(f"--caller: expected one of {', '.join(CALLERS)}, got {caller!r}")
+    if steps is not None and (not steps or min(steps) < 1):
+        raise ValueError("--steps: expected positive call counts, e.g. 1,4,8")
+    if steps is not None:
+        max_calls = max(steps)
     delays = delays or FixedDelays()
     cores = os.cpu_count() or 1
     max_slots = max(20, math.ceil(max_calls / 0.75) + 1)
@@ -239,37 +282,42 @@ async def bench_capacity(
         "NUM_IDLE_PROCESSES": str(min(max_calls, 4)),
         "MAX_CONCURRENT_CALLS": str(max_slots),
     }
-    steps: list[dict[str, Any]] = []
+    ran: list[dict[str, Any]] = []
     deadline = time.monotonic() + time_limit
     stopped_by = "max reached"
     async with running_stack(
         "fixed", workdir=workdir, response_delay=response_delay, delays=delays, worker_env=env
     ) as st:
         idle_rss = sum(p.memory_info().rss for p in _worker_tree())
-        for n in capacity_steps(max_calls):
+        for n in steps or capacity_steps(max_calls):
             if time.monotonic() + step_seconds + 20 > deadline:
                 stopped_by = "time limit"
                 break
             progress(f"capacity: {n} concurrent call(s)")
-            step = await _capacity_step(st, n, step_seconds, cores, min_turns)
-            steps.append(step)
+            step = await _capacity_step(
+                st, n, step_seconds, cores, min_turns, caller, workdir / "loadgen"
+            )
+            ran.append(step)
             progress(
                 f"capacity: {n} calls ok={step['ok']} "
                 f"gap_max={step['frame_gap_ms']['max']} ms "
                 f"worker_p95={step['worker_time']['p95_ms']} ms "
                 f"cpu={step['worker_cpu_percent_busy_median']}%"
+                f" loadgen_cpu={step.get('loadgen_cpu_percent_mean')}%"
             )
-            if not step["ok"]:
+            if not step["ok"] and steps is None:  # listed steps all run: figures per step
                 stopped_by = "quality limit"
                 break
             await asyncio.sleep(2.0)  # let the finished jobs' processes exit
-    good = [s for s in steps if s["ok"]]
+    good = [s for s in ran if s["ok"]]
     best = max((s["calls"] for s in good), default=0)
-    marginal = per_added_call(steps, "worker_cpu_percent_mean")
+    marginal = per_added_call(ran, "worker_cpu_percent_mean")
+    loadgen_marginal = per_added_call(ran, "loadgen_cpu_percent_mean") if caller == "go" else None
     return {
         "benchmark": "capacity",
         "cores": cores,
         "stack": "fixed",
+        "caller": caller,
         "fixed_delays_s": asdict(delays),
         "response_delay_s": response_delay,
         "limits": {
@@ -285,11 +333,17 @@ async def bench_capacity(
         "reference_calls_per_core": REFERENCE_CALLS_PER_CORE,
         "worker_idle_rss_mb": round(idle_rss / 2**20, 1),
         "worker_cpu_percent_per_added_call": marginal,
-        "worker_uss_mb_per_added_call": per_added_call(steps, "worker_uss_mb_peak"),
+        "worker_uss_mb_per_added_call": per_added_call(ran, "worker_uss_mb_peak"),
+        "loadgen_cpu_percent_per_added_call": loadgen_marginal,
+        "loadgen_to_worker_cpu_per_added_call": (
+            round(loadgen_marginal / marginal, 3)
+            if loadgen_marginal is not None and marginal
+            else None
+        ),
         "cpu_bound_calls_per_core_marginal": (
             round(100.0 / marginal, 1) if marginal and marginal > 0 else None
         ),
-        "steps": steps,
+        "steps": ran,
         "notes": CAPACITY_NOTES,
     }
 
@@ -320,6 +374,12 @@ CAPACITY_NOTES = [
     "steps (what one more call costs, without the worker's fixed cost); "
     "memory: peak summed RSS (shared pages counted per process, so an upper bound) and "
     "USS (pages only that process has; the slope of USS over calls is a call's own memory).",
+    "caller go: one Go process (worker/dev/loadgen, server-sdk-go) places all of a step's "
+    "calls, publishes pre-encoded Opus and decodes the agent's packets only while an answer "
+    "is awaited; frame gaps are then the arrival gaps of consecutive agent RTP packets (20 ms "
+    "each) and first agent audio the first packet above the speech level; its own CPU "
+    "(rusage over its wall time) is loadgen_cpu_percent_*. caller python: the rtc SDK "
+    "callers in the bench's process (10 ms frames, every frame decoded).",
     "reported_load: worker_load from the worker's HTTP /worker endpoint (slots in use / "
     "MAX_CONCURRENT_CALLS).",
 ]

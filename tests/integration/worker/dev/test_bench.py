@@ -93,6 +93,9 @@ def test_capacity_steps_up_and_reads_the_worker_load(tmp_path: Path) -> None:
         # slots in use / MAX_CONCURRENT_CALLS, as served on the worker's /worker endpoint
         assert step["reported_load_max"] is not None
         assert 0 < step["reported_load_max"] <= step["calls"] / 20 + 1e-9
+        # the default callers are the Go load generator, which reports its own CPU
+        assert step["loadgen_cpu_percent_mean"] > 0
+    assert report["caller"] == "go"
     assert report["reference_calls_per_core"]
 
 
