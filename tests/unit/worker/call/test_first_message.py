@@ -12,7 +12,7 @@ from typing import Any
 from livekit import rtc
 from livekit.agents.voice.events import AgentStateChangedEvent
 
-from worker.call.first_message import PreparedSpeech
+from worker.call.first_message import PreparedSpeech, warm_first_speech
 
 RATE = 16000
 
@@ -63,8 +63,10 @@ async def test_audio_made_ahead_is_what_say_plays_and_the_timing_is_recorded() -
     session, agent, events = Session(), Agent(3), []
     greeting = PreparedSpeech("Hi there.", session, agent, lambda t, **d: events.append((t, d)))  # type: ignore[arg-type]
     greeting.start()
-    for _ in range(10):
-        await asyncio.sleep(0)
+    for _ in range(500):
+        if greeting.ready:
+            break
+        await asyncio.sleep(0.01)
     assert greeting.ready and agent.texts == ["Hi there."]
     greeting.say("Hi there.", allow_interruptions=False)
     ((text, audio, interruptible),) = session.said
@@ -85,6 +87,8 @@ async def test_frames_still_coming_stream_on_and_a_failure_falls_back() -> None:
     session, agent = Session(), Agent(3, gate=gate)
     greeting = PreparedSpeech("Hello.", session, agent)  # type: ignore[arg-type]
     greeting.start()
+    while not agent.texts:  # the synthesis has started (after its warm-up thread)
+        await asyncio.sleep(0.01)
     await asyncio.sleep(0.01)
     greeting.say("Hello.", allow_interruptions=True)
     audio = session.said[0][1]
@@ -99,11 +103,22 @@ async def test_frames_still_coming_stream_on_and_a_failure_falls_back() -> None:
     session, agent = Session(), Agent(3, fail=True)
     failed = PreparedSpeech("Hello.", session, agent)  # type: ignore[arg-type]
     failed.start()
+    while not failed.ready and not agent.texts:
+        await asyncio.sleep(0.01)
     await asyncio.sleep(0.01)
     failed.say("Hello.", allow_interruptions=True)
     other = PreparedSpeech("Hello.", session, Agent(1))  # type: ignore[arg-type]
     other.start()
-    await asyncio.sleep(0.01)
+    while not other.ready:
+        await asyncio.sleep(0.01)
     other.say("Hello, Jordan.", allow_interruptions=True)
     assert [(t, a) for t, a, _ in session.said] == [("Hello.", None), ("Hello, Jordan.", None)]
     await other.aclose()
+
+
+def test_the_warm_up_builds_what_the_first_spoken_word_would_build_on_the_loop() -> None:
+    from livekit.agents.tokenize import _basic_hyphenator
+
+    _basic_hyphenator._get_hyphenator.cache_clear()
+    warm_first_speech()
+    assert _basic_hyphenator._get_hyphenator.cache_info().currsize == 1
