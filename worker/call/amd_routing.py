@@ -27,6 +27,7 @@ from livekit.agents.voice.events import ConversationItemAddedEvent, UserInputTra
 
 from pipelines.amd import AMDDetector, Verdict
 from pipelines.types import AMD_CATEGORIES
+from worker.call.first_message import PreparedSpeech
 from worker.call.ivr_memory import IVRMemory, path_that_reached_a_person, replay
 from worker.call.lifecycle import CallLifecycle
 from worker.plan import AMDPlan, SessionPlan
@@ -114,6 +115,8 @@ class AMDRouter:
         self.ivr: IVRRecall | None = None
         """The IVR memory of the number called (``ivr_memory_enabled``), set by the job."""
         self._replayed: str | None = None
+        self._greeting: PreparedSpeech | None = None
+        """The first message, synthesized while detection listens (said on ``continue``)."""
 
     async def run(self, session: AgentSession[Any], participant: rtc.RemoteParticipant) -> None:
         # The stream opens while the phone still rings, so its frames flow from the answer on
@@ -144,6 +147,14 @@ class AMDRouter:
             feeder.cancel()
             await stream.aclose()
             raise
+        if self.plan.first_message and not self.amd.greet_immediately:
+            self._greeting = PreparedSpeech(
+                self.plan.first_message,
+                session,
+                session.current_agent,
+                self.life.recorder.add_event,
+            )
+            self._greeting.start()  # made while the callee says who they are
         detector = AMDDetector(
             AMD_RATE,
             timeout_seconds=self.amd.timeout_seconds,
@@ -178,6 +189,8 @@ class AMDRouter:
                 await feeder
             await stream.aclose()
             await detector.aclose()
+            if self._greeting is not None:
+                await self._greeting.aclose()
 
     async def _wait_for_beep_or_silence(self, detector: AMDDetector) -> None:
         deadline = time.monotonic() + VOICEMAIL_WAIT_SECONDS
@@ -197,7 +210,10 @@ class AMDRouter:
                 # Not interruptible: the verdict usually lands before LiveKit's VAD has
                 # seen the end of the callee's "hello", and an interruptible greeting
                 # would be paused, then dropped when they say "hello?" again.
-                session.say(self.plan.first_message, allow_interruptions=False)
+                if self._greeting is not None:
+                    self._greeting.say(self.plan.first_message, allow_interruptions=False)
+                else:
+                    session.say(self.plan.first_message, allow_interruptions=False)
         elif action == "voicemail":
             if self.amd.voicemail_message:
                 handle = session.say(self.amd.voicemail_message, allow_interruptions=False)
@@ -207,10 +223,10 @@ class AMDRouter:
                 )
             await handle.wait_for_playout()
             self.life.end_reason = "amd: voicemail left"
-            session.shutdown(drain=True)
+            self.life.end_session(session, drain=True, tail=True)
         elif action == "hangup":
             self.life.end_reason = f"amd: {self.verdict.category if self.verdict else 'machine'}"
-            session.shutdown(drain=False)
+            self.life.end_session(session, drain=False, tail=False)
         elif action == "navigate":
             self.reply_gate.set()
             self._bound_navigation(session)

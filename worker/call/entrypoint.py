@@ -204,6 +204,7 @@ async def entrypoint(ctx: JobContext) -> None:
         numbers=(dispatch.dialed_number, dispatch.caller_number),
     )
     phone.start(call.session)
+    life.hang_up_phone = phone.hang_up_soon
 
     def fenced() -> None:
         phone.leave_line_up()  # the caller is the new job's now
@@ -261,6 +262,8 @@ async def entrypoint(ctx: JobContext) -> None:
     drain_watch = asyncio.create_task(end_on_drain(life))
     call.session.on("close", lambda _ev: drain_watch.cancel())
     answered = None if caller is None else (lambda: until_answered(ctx.room, caller))
+    if plan.direction == "outbound" and checkpoint is None:
+        answered = phone.until_answered  # the greeting waits for the callee to pick up
     await start_call(call, ctx.room, answered=answered)
     if checkpoint is not None and awaits_answer(checkpoint["report"]["transcript"]):
         call.session.generate_reply()  # the turn the lost worker never answered

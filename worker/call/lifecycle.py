@@ -184,6 +184,10 @@ class CallLifecycle:
         self.failed: str | None = None
         """Why the session died of an error (all providers of a layer down), if it did."""
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.hang_up_phone: Callable[[bool], None] | None = None
+        """``hang_up_phone(tail)`` ends a phone call's SIP leg (the phone sees a BYE), set by
+        the job: at each decision to end the call, not a second or two later at the session's
+        close; ``tail`` lets the last words still on their way reach the phone first."""
         self.secret_key = plan.agent_id or f"call:{call_id}"
         """Names this call's webhook secret for the sender (the spool keeps the name)."""
         if plan.webhook_secret is not None:
@@ -345,9 +349,15 @@ class CallLifecycle:
         async def run() -> None:
             handle = session.say(goodbye, allow_interruptions=False)
             await handle.wait_for_playout()
-            session.shutdown(drain=True)
+            self.end_session(session, drain=True, tail=True)
 
         self._spawn(run())
+
+    def end_session(self, session: AgentSession[Any], *, drain: bool, tail: bool) -> None:
+        """The worker ends the call: the phone (if any) is hung up now, the session closed."""
+        if self.hang_up_phone is not None:
+            self.hang_up_phone(tail)
+        session.shutdown(drain=drain)
 
     def record_switch(
         self, layer: str, from_id: str, to_id: str, reason: str, switch_seconds: float

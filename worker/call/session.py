@@ -37,6 +37,7 @@ from pipelines.providers.failover import (
     default_health,
 )
 from worker.call.amd_routing import AMDRouter
+from worker.call.first_message import PreparedSpeech
 from worker.call.lifecycle import CallLifecycle, replaced_text
 from worker.call.recording import Recording, call_recording
 from worker.plan import ProviderChoice, SessionPlan
@@ -197,6 +198,8 @@ class Call:
     """The call's audio recording when the plan says record (``start_call`` taps it in)."""
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the session closes: the call is over."""
+    record_event: Callable[..., object] | None = None
+    """The report's ``add_event`` (the first message's timing goes there)."""
 
 
 def assemble_call(
@@ -222,7 +225,12 @@ def assemble_call(
         plan, tools, reply_gate=router.reply_gate if router else None, history=history
     )
     call = Call(
-        plan=plan, session=session, agent=agent, router=router, recording=call_recording(life)
+        plan=plan,
+        session=session,
+        agent=agent,
+        router=router,
+        recording=call_recording(life),
+        record_event=life.recorder.add_event,
     )
     session.on("close", lambda _ev: call.closed.set())
     publish_turns(session, room)
@@ -259,8 +267,19 @@ async def start_call(
         },
     )
     greet_now = call.router is None or call.router.reply_gate.is_set()
-    if plan.first_message and greet_now and (answered is None or await answered()):
-        session.say(plan.first_message, allow_interruptions=plan.endpointing.allow_interruptions)
+    interruptible = plan.endpointing.allow_interruptions
+    if not (plan.first_message and greet_now):
+        return
+    if answered is None:
+        session.say(plan.first_message, allow_interruptions=interruptible)
+        return
+    # a phone still ringing: the greeting's audio is made meanwhile, played at the answer
+    greeting = PreparedSpeech(plan.first_message, session, call.agent, call.record_event)
+    greeting.start()
+    if await answered():
+        greeting.say(plan.first_message, allow_interruptions=interruptible)
+    else:
+        await greeting.aclose()
 
 
 EVENTS_TOPIC = "voice-worker.events"

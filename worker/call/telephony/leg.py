@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from livekit import api, rtc
 
-from worker.call.telephony.status import CallStatusMachine, StatusChange
+from worker.call.telephony.status import DEFAULT_RINGING_TIMEOUT, CallStatusMachine, StatusChange
 from worker.call.telephony.transfer import TRANSFERRED
 
 if TYPE_CHECKING:
@@ -38,6 +38,11 @@ CALLEE_JOIN_TIMEOUT: Final = 20.0
 """Longest wait on an outbound call for the callee to join the room: the platform dials
 right after the dispatch, so a callee that never shows up was refused (or failed) before
 the agent was in the room to see it leave."""
+BYE_TAIL: Final = 0.4
+"""Seconds from the last agent frame played to the BYE: the room, livekit-sip, RTP and the
+phone's jitter buffer still carry ~0.2 s of it (a BYE at once would cut the last word)."""
+ANSWER_WAIT_MARGIN: Final = 5.0
+"""Added to the join and ringing timeouts: the longest a greeting waits for the answer."""
 STATUS_FLUSH_TIMEOUT: Final = 5.0
 """Longest wait at the end for progress statuses still being sent."""
 
@@ -82,6 +87,7 @@ class SIPCall:
         self._status_task: asyncio.Task[None] | None = None
         self._hangup_task: asyncio.Task[None] | None = None
         self._callee_seen = False
+        self._callee = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------- following
@@ -110,12 +116,15 @@ class SIPCall:
         self._session.shutdown(drain=False)
 
     def _adopt(self, participant: rtc.RemoteParticipant) -> None:
+        sip = participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
+        adopt = self.participant is None and sip
+        if adopt:
+            self.participant = participant
         if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
             self._callee_seen = True
-        sip = participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
-        if self.participant is not None or not sip:
+            self._callee.set()  # after the phone leg is known: a greeting waiting looks at it
+        if not adopt:
             return
-        self.participant = participant
         joined = participant.joined_at
         self.machine = CallStatusMachine(
             dialed_at=joined.timestamp() if joined is not None else time.time(),
@@ -163,7 +172,37 @@ class SIPCall:
                 self.sender, change.event_type, change.status, **change.fields()
             )
 
+    async def until_answered(self) -> bool:
+        """What an outbound greeting waits for: True once the callee answered (at once for a
+        callee that is not a phone), False if the call ended or never connected first."""
+        ring = self.ringing_timeout or DEFAULT_RINGING_TIMEOUT
+        deadline = time.monotonic() + CALLEE_JOIN_TIMEOUT + ring + ANSWER_WAIT_MARGIN
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._callee.wait(), CALLEE_JOIN_TIMEOUT)
+        if not self._callee.is_set():
+            return False
+        if self.participant is None:
+            return True  # a room participant, not a phone: nothing to answer
+        answered = asyncio.ensure_future(self.answered.wait())
+        gone = asyncio.ensure_future(self.gone.wait())
+        try:
+            await asyncio.wait(
+                (answered, gone),
+                timeout=max(0.0, deadline - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            answered.cancel()
+            gone.cancel()
+        return self.answered.is_set() and not self.gone.is_set()
+
     # ---------------------------------------------------------------- hangup
+    def hang_up_soon(self, tail: bool) -> None:
+        """The worker decided to end the call: the BYE goes out now (``BYE_TAIL`` from now when
+        the agent has just spoken), not at the session's close."""
+        if self._hangup_task is None and self.life.end_reason != TRANSFERRED:
+            self._hangup_task = asyncio.create_task(self.hang_up(after=BYE_TAIL if tail else 0.0))
+
     def _on_session_close(self, _ev: object) -> None:
         if self.life.end_reason == TRANSFERRED:
             return  # the caller is someone else's now (a REFER, or a warm transfer's bridge)
@@ -175,14 +214,19 @@ class SIPCall:
         leaves the room without hanging up the phone."""
         self._removing = True
 
-    async def hang_up(self) -> None:
-        """Removes the SIP participant, so the phone gets a BYE; nothing if it is gone."""
+    async def hang_up(self, *, after: float = 0.0) -> None:
+        """Removes the SIP participant (``after`` seconds from now), so the phone gets a BYE;
+        nothing if it is gone."""
         participant = self.participant
         if participant is None or self.gone.is_set() or self._removing:
             return
         self._removing = True
         if self.lkapi is None:
             return
+        if after > 0:
+            await asyncio.sleep(after)
+            if self.gone.is_set():
+                return
         try:
             await asyncio.wait_for(
                 self.lkapi.room.remove_participant(

@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import pytest
 from pipelines.audio import read_wav, rms_dbfs
 from tests.fakes import Receiver
 from worker.dev.phone_call import CALLER_ID, place_outbound_call
+from worker.dev.phone_replay import answer_aligned
 from worker.dev.services import LiveKitEndpoint, WorkerProcess
 from worker.dev.services.phone import SIPPhone
 from worker.dev.services.sip import LiveKitSIP
@@ -52,8 +54,10 @@ REPORT_WAIT = 40.0
 REPORT_WITHIN = 8.0
 """Seconds from the phone's end of a call that never connected to the post-call report (2-4 s
 here; such a job used to wait for LiveKit to close the empty room)."""
-BYE_WITHIN = 3.0
-"""Seconds after the voicemail message's last word by which the phone must see the BYE."""
+BYE_WITHIN = 1.0
+"""Seconds after the voicemail message's last word (or the AMD hangup verdict) by which the
+phone must see the BYE: it goes out at the decision (0.4 s after the last frame played, for
+the words still on their way), not at the session's close (0.5-2.7 s later before)."""
 
 
 def onsets_and_end(heard: np.ndarray, rate: int) -> tuple[list[float], float | None]:
@@ -107,8 +111,10 @@ class PhoneCall:
         return "\n".join(rows)
 
 
-def agent_record(hooks: Receiver, llm_base_url: str) -> dict[str, Any]:
-    record: dict[str, Any] = json.loads(json.dumps(SETTER))
+def agent_record(
+    hooks: Receiver, llm_base_url: str, changes: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    record: dict[str, Any] = {**json.loads(json.dumps(SETTER)), **(changes or {})}
     record["allowed_providers"] = {"stt": ["local"], "llm": ["custom"], "tts": ["local"]}
     record["llm_base_url"] = llm_base_url
     record["webhook_secret"] = SECRET
@@ -129,12 +135,13 @@ async def call_phone(
     ringing_timeout: float = 10.0,
     answer_after: float | None = RING_SECONDS,
     hang_up_after_first_words: bool = False,
+    agent_changes: dict[str, Any] | None = None,
 ) -> PhoneCall:
     """Places the call, waits for the post-call report and reads what the phone heard. A
     phone in ``ring`` mode is picked up ``answer_after`` seconds after it starts ringing."""
     async with Receiver(SECRET.encode()) as hooks:
         metadata = {
-            "agent": agent_record(hooks, llm_base_url),
+            "agent": agent_record(hooks, llm_base_url, agent_changes),
             "variables": VARIABLES,
             "direction": "outbound",
             "to": phone.user,
@@ -181,7 +188,9 @@ async def call_phone(
     if heard_path is not None and established is not None:
         await asyncio.to_thread(phone.wait_for, "CALL_CLOSED", 10)
         closed = next(e.at for e in phone.events if e.type == "CALL_CLOSED")
-        heard = read_wav(heard_path)
+        sent = sorted(phone.recordings_dir.glob("*-enc.wav"))
+        # on the answer's clock: the heard side's recording starts at its first decoded frame
+        heard = answer_aligned(read_wav(heard_path), read_wav(sent[-1]) if sent else None)
         onsets, end = onsets_and_end(heard.samples, heard.sample_rate)
     report_after_close = None
     if closed is not None:
@@ -342,3 +351,55 @@ async def test_amd_hangup_sends_the_bye_at_the_verdict(
     assert bye_at - amd["decided_at"] <= BYE_WITHIN, call.timeline()
     assert call.report["end_reason"] == "amd: machine-unavailable"
     assert_answered_leg(call)
+
+
+def first_message_event(call: PhoneCall) -> dict[str, Any]:
+    """The report's ``first_message`` event (audio made ahead, when it played), with ``at``."""
+    found = [e for e in call.report["events"] if e["type"] == "first_message"]
+    assert len(found) == 1, call.timeline()
+    return {**found[0]["data"], "at": found[0]["at"]}
+
+
+async def test_without_amd_the_greeting_waits_for_the_answer_and_arrives_whole(
+    voice_worker: WorkerProcess,
+    livekit: LiveKitEndpoint,
+    livekit_sip: LiveKitSIP,
+    llama_base_url: str,
+) -> None:
+    # no AMD: nothing holds the greeting back but the phone, which rings 3 s first (a
+    # greeting said at the dispatch would be lost to the ringing, but for its tail)
+    with SIPPhone(answer="ring", hold_seconds=30) as phone:
+        call = await call_phone(
+            voice_worker,
+            livekit,
+            llama_base_url,
+            phone,
+            answer_after=3.0,
+            hang_up_after_first_words=True,
+            agent_changes={"amd": None},
+        )
+    assert call.report["phone"]["amd"] is None, call.report["phone"]
+    said = [t["text"] for t in call.report["transcript"] if t["role"] == "assistant"]
+    assert said[:1] == [FIRST_MESSAGE], said
+    greeting = first_message_event(call)
+    assert greeting["prepared"] and greeting["ready_when_said"], greeting
+    answered = call.report["phone"]["answered_at"]
+    assert answered is not None, call.report["phone"]
+    played = datetime.fromisoformat(greeting["at"]) - datetime.fromisoformat(answered)
+    assert played.total_seconds() > 0, (greeting, answered)
+    # heard from its first word to its last: the audio made (less the TTS's leading and
+    # trailing silence: 0.8 s of espeak's 4.0 s here), soon after the answer
+    assert call.heard_onsets and call.heard_end is not None, call.timeline()
+    heard = call.heard_end - call.heard_onsets[0]
+    print(f"greeting heard {call.heard_onsets[0]:.2f} s after the answer, {heard:.2f} s long")
+    assert heard >= greeting["audio_seconds"] - 1.2, (heard, greeting)
+    assert call.heard_onsets[0] <= FIRST_MESSAGE_WITHIN, call.timeline()
+    assert_answered_leg_without_amd(call)
+
+
+def assert_answered_leg_without_amd(call: PhoneCall) -> None:
+    phone = call.report["phone"]
+    assert phone["outcome"] == "completed" and phone["sip_status_code"] == 200, phone
+    assert [s["status"] for s in status_of(call, "call.answered")] == ["in_progress"]
+    assert status_of(call, "call.amd") == []
+    assert call.report["end_reason"] == "caller left", call.timeline()

@@ -11,13 +11,14 @@ import json
 import math
 import statistics
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pipelines.audio import Audio, read_wav
 from pipelines.loopback import OpenAIServer
 from worker.dev.bench.amd import DEFAULT_MANIFEST, SttSource, amd_figures, bench_amd
-from worker.dev.bench.common import BenchError, progress
+from worker.dev.bench.common import BenchError, percentile, progress
 from worker.dev.bench.sip.leg import report_for, sip_worker
 from worker.dev.phone_replay import heard_recording, phone_metadata, run_phone_call
 
@@ -89,7 +90,7 @@ async def bench_amd_sip(
                 tail_seconds=max(1.0, AMD_TIMEOUT + AFTER_TIMEOUT - duration),
             )
             report = await report_for(leg.reports, call_id)
-            rows.append(verdict_row(entry, report, call.heard))
+            rows.append(verdict_row(entry, report, call.heard, answered_at=call.answered_at))
             r = rows[-1]
             progress(
                 f"amd --sip: {i + 1}/{len(chosen)} {entry['file']}: {r['category']} "
@@ -106,6 +107,9 @@ async def bench_amd_sip(
     ]
     sip["human_first_audio_after_greeting_end_median"] = (
         round(statistics.median(human_audio), 3) if human_audio else None
+    )
+    sip["human_first_audio_after_greeting_end_p95"] = (
+        round(p95, 3) if (p95 := percentile(human_audio, 95)) is not None else None
     )
     sip["human_first_audio_within_1s"] = (
         round(sum(v <= 1.0 for v in human_audio) / len(human_audio), 3) if human_audio else None
@@ -131,17 +135,35 @@ async def bench_amd_sip(
 
 
 def verdict_row(
-    entry: dict[str, Any], report: dict[str, Any], heard: Audio | None
+    entry: dict[str, Any],
+    report: dict[str, Any],
+    heard: Audio | None,
+    *,
+    answered_at: float | None = None,
 ) -> dict[str, Any]:
     """One fixture's call scored from the worker's report (its ``amd`` event; ``none`` when
-    the call ended without a verdict) and what the phone heard."""
-    verdict = next((e["data"] for e in report.get("events", []) if e["type"] == "amd"), None)
+    the call ended without a verdict) and what the phone heard; with ``answered_at`` (the
+    phone's answer, ``time.time()``) a human's first message split into stages on the wall
+    clock: greeting end (the phone's WAV starts at the answer) to the verdict, to the first
+    frame played (the ``first_message`` event), to the phone hearing it."""
+    events = {e["type"]: e for e in reversed(report.get("events", []))}
+    verdict = events["amd"]["data"] if "amd" in events else None
+    greeting = events["first_message"]["data"] if "first_message" in events else None
     greeting_end = entry.get("greeting_end")
     decided_at = float(verdict["decided_at"]) if verdict else AMD_TIMEOUT + AFTER_TIMEOUT
     first_audio = None
     if heard is not None and greeting_end is not None:
         onsets = heard_recording(heard).speech_onsets()
         first_audio = next((round(t - greeting_end, 3) for t in onsets if t > greeting_end), None)
+    stages = None
+    if first_audio is not None and answered_at is not None and verdict and greeting:
+        ended = answered_at + float(greeting_end or 0.0)
+        decided, played = (_wall(events[k]["at"]) for k in ("amd", "first_message"))
+        stages = {
+            "verdict": round(decided - ended, 3),
+            "played": round(played - decided, 3),
+            "heard": round(ended + first_audio - played, 3),
+        }
     category = verdict["category"] if verdict else "none"
     return {
         "file": entry["file"],
@@ -155,7 +177,14 @@ def verdict_row(
             None if greeting_end is None or not verdict else round(decided_at - greeting_end, 3)
         ),
         "first_agent_audio_after_greeting_end": first_audio,
+        "first_message": greeting,
+        "first_message_stages": stages,
         "beep_at": entry.get("beep_at"),
         "reason": verdict.get("reason") if verdict else "no verdict in the report",
         "end_reason": report.get("end_reason"),
     }
+
+
+def _wall(at: str | float) -> float:
+    """A report timestamp (ISO 8601, or seconds) as ``time.time()``."""
+    return float(at) if isinstance(at, int | float) else datetime.fromisoformat(at).timestamp()

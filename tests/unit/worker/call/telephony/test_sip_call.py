@@ -212,3 +212,55 @@ async def test_other_participants_are_not_followed_and_web_calls_have_no_watchdo
     assert call.participant is None and session.shutdowns == [] and life.final_status is None
     await call.aclose()
     assert life.recorder.phone is None
+
+
+async def test_an_outbound_greeting_waits_for_the_answer_not_the_ringing() -> None:
+    call, room, _session, _life, _lkapi = make()
+    waiting = asyncio.create_task(call.until_answered())
+    p = Participant(attributes={"sip.callStatus": "dialing"})
+    room.join(p)
+    room.set_status(p, "ringing")
+    await settle()
+    assert not waiting.done()  # still ringing: nobody to greet
+    room.set_status(p, "active")
+    assert await asyncio.wait_for(waiting, 1.0) is True
+    await call.aclose()
+    # a callee that hangs up while it rings gets no greeting
+    call, room, _session, _life, _lkapi = make()
+    waiting = asyncio.create_task(call.until_answered())
+    p = Participant(attributes={"sip.callStatus": "ringing"})
+    room.join(p)
+    await settle()
+    room.leave(p, R.USER_REJECTED)
+    assert await asyncio.wait_for(waiting, 1.0) is False
+    await call.aclose()
+    # a room participant is not a phone: greeted at once
+    call, room, _session, _life, _lkapi = make()
+    waiting = asyncio.create_task(call.until_answered())
+    room.join(Participant(identity="web", kind=rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD))
+    assert await asyncio.wait_for(waiting, 1.0) is True
+    await call.aclose()
+
+
+async def test_a_hangup_decision_sends_the_bye_at_once_not_at_the_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(leg_module, "BYE_TAIL", 0.05)
+    call, room, session, _life, lkapi = make()
+    p = Participant(attributes={"sip.callStatus": "active"})
+    room.join(p)
+    call.hang_up_soon(False)
+    await settle()
+    assert lkapi.room.removed == [("call-room", "callee")]
+    session.emit("close", object())  # the session's close later: no second removal
+    await call.aclose()
+    assert lkapi.room.removed == [("call-room", "callee")]
+    # after the agent spoke, the BYE waits the tail (the last words still on their way)
+    call, room, session, _life, lkapi = make()
+    room.join(Participant(attributes={"sip.callStatus": "active"}))
+    call.hang_up_soon(True)
+    await settle()
+    assert lkapi.room.removed == []
+    await asyncio.sleep(0.1)
+    assert lkapi.room.removed == [("call-room", "callee")]
+    await call.aclose()

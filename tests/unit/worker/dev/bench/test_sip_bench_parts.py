@@ -5,6 +5,7 @@ verdict row scored from a report."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pipelines.audio import Audio
 from worker.dev.bench.sip.amd import AFTER_TIMEOUT, AMD_TIMEOUT, pick, verdict_row
@@ -75,3 +76,31 @@ def test_a_verdict_row_scores_what_the_worker_acted_on() -> None:
     assert missing["category"] == "none" and not missing["correct"]
     assert missing["decided_at"] == AMD_TIMEOUT + AFTER_TIMEOUT
     assert missing["after_greeting_end"] is None
+
+
+def test_a_humans_first_message_splits_into_stages_on_the_wall_clock() -> None:
+    rate = 8000
+    t = np.arange(rate // 2) / rate
+    speech = (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    heard = Audio(np.concatenate([np.zeros(2 * rate, np.float32), speech]), rate)
+    entry = {"file": "h.wav", "label": "human", "greeting_end": 1.0, "beep_at": None}
+    answered = 1796119200.0  # 2026-12-01T10:00:00Z
+    report = {
+        "events": [
+            {
+                "type": "amd",
+                "at": "2026-12-01T10:00:01.600Z",
+                "data": {"category": "human", "decided_at": 1.6},
+            },
+            {"type": "first_message", "at": answered + 1.7, "data": {"prepared": True}},
+        ]
+    }
+    row = verdict_row(entry, report, heard, answered_at=answered)
+    first = row["first_agent_audio_after_greeting_end"]
+    assert first == pytest.approx(1.0, abs=0.03)
+    stages = row["first_message_stages"]
+    assert stages["verdict"] == pytest.approx(0.6) and stages["played"] == pytest.approx(0.1)
+    assert stages["heard"] == pytest.approx(first - 0.7, abs=1e-3)
+    assert row["first_message"] == {"prepared": True}
+    # without the answer's time there is nothing to split
+    assert verdict_row(entry, report, heard)["first_message_stages"] is None
