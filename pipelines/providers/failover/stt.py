@@ -57,9 +57,13 @@ FINAL_LATENCY = HedgePolicy(factor=1.5, floor=0.3, cold=float("inf"), min_sample
 final latency on this worker (the health registry's ``final`` series), at least 0.3 s.
 With fewer than 5 samples, or a limit at or past the deadline, the stream keeps the
 deadline counted from ``END_OF_TURN_SILENCE`` of quiet."""
-INTERIM_RATE = RatePolicy(factor=2.0, floor=0.6, min_gaps=2)
-"""Speech an interim-capable provider may leave unanswered: twice its own recent interval
-between results (in seconds of speech), at least 0.6 s, at most the deadline."""
+INTERIM_RATE = RatePolicy(factor=3.0, floor=0.6, min_gaps=2)
+"""Speech an interim-capable provider may leave unanswered: three times its own recent
+interval between results (in seconds of speech), at least 0.6 s, at most the deadline
+(a server may skip an interim while it still decodes the last one: 2x tripped healthy
+streams on the local Deepgram server). The provider's p95 interval on this worker (the
+health registry's ``interim`` series) stands in while the turn is young (a stall before
+its second result) and is never undercut."""
 RECOGNIZE_PER_AUDIO_SECOND = 0.25
 """Seconds a batch ``recognize`` may spend per second of audio, over the deadline
 (batch decoding time grows with the audio's length)."""
@@ -288,7 +292,11 @@ class FailoverRecognizeStream(stt.RecognizeStream):
                 # the caller spoke on: a pause, not the end of the turn
                 self._final_owed = False
                 wd.settle()
-            limit = INTERIM_RATE.limit(self._interim_gaps, wd.deadline) if self._early else None
+            limit = (
+                INTERIM_RATE.limit(self._interim_gaps, wd.deadline, self._usual_interim(wd))
+                if self._early
+                else None
+            )
             if self._interim and self._unanswered_speech >= (limit or wd.deadline):
                 wd.trip(time.monotonic() - self._unanswered_speech)
             return
@@ -309,6 +317,10 @@ class FailoverRecognizeStream(stt.RecognizeStream):
                 # within the deadline after END_OF_TURN_SILENCE of quiet
                 wd.owe()
 
+    def _usual_interim(self, wd: Watchdog) -> float | None:
+        health = self._failover.chain.health
+        return health.latency_p95(wd.provider, INTERIM_RATE.min_gaps + 1, kind="interim")
+
     def _final_limit(self, wd: Watchdog) -> float | None:
         chain = self._failover.chain
         p95 = chain.health.latency_p95(wd.provider, FINAL_LATENCY.min_samples, kind="final")
@@ -323,6 +335,8 @@ class FailoverRecognizeStream(stt.RecognizeStream):
             return  # a late interim does not pay the final owed
         if not final and self._unanswered_speech > 0 and self._quiet == 0.0:
             self._interim_gaps.append(self._unanswered_speech)
+            chain = self._failover.chain
+            chain.health.record_latency(wd.provider, "interim", self._unanswered_speech)
         self._final_owed = False
         self._unanswered_speech = 0.0
         wd.answered()

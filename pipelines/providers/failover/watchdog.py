@@ -55,8 +55,8 @@ class RatePolicy:
     worker (the health registry's ``gap`` series) stands in for a young stream and is
     never undercut; a provider with neither keeps the deadline."""
 
-    factor: float = 3.0
-    floor: float = 0.4
+    factor: float = 2.0
+    floor: float = 0.3
     min_gaps: int = 2
 
     def limit(self, gaps: Sequence[float], deadline: float, usual: float | None = None) -> float:

@@ -408,8 +408,10 @@ def add_bench_parser(
         _failover,
         "provider failover times",
         "Added delay from a provider fault (reset, stall, refuse, HTTP 500; before the first "
-        "output or mid-stream) to the next provider's first output, against a healthy run "
-        "(median, p95), per layer (STT, LLM, TTS), and hedge_rate_healthy (hedges per "
+        "output or mid-stream) to the next provider's first output (STT: from the end of "
+        "speech to the turn's final, faults mid-turn or just before the end of speech), "
+        "against a healthy run (median, p95), per layer (STT, LLM, TTS), and "
+        "hedge_rate_healthy (hedges per "
         "request with no fault), against local vendor servers behind toxiproxy.",
     )
     p.add_argument("--repeats", type=int, default=5)

@@ -2,12 +2,14 @@
 traffic hedges (also, JSON only, ``python -m worker.dev.bench.failover``).
 
 Switch time is measured from the fault (injection, or the request start for faults that
-hit at connect) to the fallback's first output: first transcript event (STT), first
-token (LLM), first audio frame (TTS). ``added`` subtracts the fallback's own time to
-first output, measured in the same run without a fault (a healthy run), so it is what the
-failover cost. Every chain starts with the primary's latency history of a warm-up
-(``WARMUP`` healthy requests, replayed into each run's fresh health registry), as a worker
-that has served a few calls has: hedge thresholds and the STT final latency follow it.
+hit at connect) to the fallback's first output: first token (LLM), first audio frame
+(TTS); for STT, what the caller waits for, from the end of speech to the turn's final
+transcript (a fault mid-turn or 0.2 s before the end of speech, ``STT_MOMENTS``).
+``added`` subtracts the fallback's own time to first output (STT: to the final), measured
+in the same run without a fault (a healthy run), so it is what the failover cost. Every
+chain starts with the primary's latency history of a warm-up (``WARMUP`` healthy
+requests, replayed into each run's fresh health registry), as a worker that has served a
+few calls has: hedge thresholds and the STT final latency follow it.
 ``hedge_rate_healthy``: hedges per request (per sentence for TTS) over healthy runs of the
 whole chain. Goals (issue 17): stall cells added p95 <= 0.5 s, hard-fault cells <= 0.15 s,
 ``hedge_rate_healthy`` <= 0.05.
@@ -35,7 +37,7 @@ import numpy as np
 from livekit import rtc
 from livekit.agents import llm, stt, utils
 
-from pipelines.audio import float_to_int16, resample
+from pipelines.audio import float_to_int16, int16_to_float, resample, rms_dbfs
 from pipelines.engines import EspeakEngine
 from pipelines.loopback import ElevenLabsServer, Knobs, OpenAIServer, WireServer
 from pipelines.providers import ProviderSpec
@@ -46,6 +48,7 @@ from pipelines.providers.failover import (
     SwitchEvent,
     build_failover_layers,
 )
+from pipelines.providers.failover.stt import SPEECH_DBFS
 from worker.dev.services import Proxy, ToxiproxyServer
 from worker.settings import REPO_ROOT
 
@@ -66,7 +69,11 @@ def _seeded(history: History) -> HealthRegistry:
 
 
 def _history(health: HealthRegistry, provider: str) -> History:
-    return {provider: {kind: health.history(provider, kind) for kind in ("first", "final", "gap")}}
+    return {
+        provider: {
+            kind: health.history(provider, kind) for kind in ("first", "final", "gap", "interim")
+        }
+    }
 
 
 async def _inject(kind: str, proxy: Proxy, server: WireServer | None) -> None:
@@ -254,9 +261,28 @@ async def _deepgram_process(*args: str) -> AsyncIterator[str]:
             await proc.wait()
 
 
+STT_MOMENTS = {"mid_turn": 0.5, "turn_end": -0.2}
+"""Where a mid-turn STT fault hits: seconds into the caller's speech (0.5 s in: the
+provider still owes interims), or before its end (0.2 s before: caught from the end of
+speech). Connect faults (refuse, 500) hit as the stream opens, one moment only."""
+STT_CONNECT_FAULTS = ("refuse", "500")
+
+
+def speech_span(pcm: np.ndarray) -> tuple[float, float]:
+    """Seconds of ``pcm`` (16 kHz) from its start to the first and past the last 20 ms
+    frame of speech (the failover's own speech threshold)."""
+    loud = [
+        i
+        for i in range(0, len(pcm) - 319, 320)
+        if rms_dbfs(int16_to_float(pcm[i : i + 320])) > SPEECH_DBFS
+    ]
+    return loud[0] / 16000, (loud[-1] + 320) / 16000
+
+
 async def _stt_once(
     toxi: ToxiproxyServer,
     fault: str | None,
+    phase: str,
     pcm: np.ndarray,
     a_url: str,
     b_url: str,
@@ -265,6 +291,8 @@ async def _stt_once(
     alone: bool = False,
     health: HealthRegistry | None = None,
 ) -> Run:
+    """Seconds from the end of the caller's speech to the turn's final transcript (the
+    fallback's, after a fault): what the caller waits for the turn to be heard."""
     proxy = await toxi.proxy(f"stt{time.monotonic_ns()}", a_url)
     specs = [
         ProviderSpec("stt", "deepgram", "a", base_url=f"{proxy.url}/v1/listen", api_key="k"),
@@ -273,28 +301,24 @@ async def _stt_once(
     if fault == "500":
         specs[0] = ProviderSpec("stt", "deepgram", "a", base_url=f"{a_url}/v1/listen", api_key="k")
     model, events = _chain("stt", specs, health or _seeded(history), alone=alone)
-    connect_fault = fault in ("refuse", "500")
     if fault == "refuse":
         await proxy.refuse()
-    fault_at = time.monotonic()
+    onset, end = speech_span(pcm)
+    moment = STT_MOMENTS[phase]
+    inject_at = 320 * round(50 * (onset + moment if moment > 0 else end + moment))
     stream = model.stream()
-    first: list[float] = []
+    finals: list[float] = []
 
     async def read() -> None:
         async for ev in stream:
-            if ev.type in (
-                stt.SpeechEventType.INTERIM_TRANSCRIPT,
-                stt.SpeechEventType.FINAL_TRANSCRIPT,
-            ) and (fault is None or any(e.reason not in HEDGE_REASONS for e in events)):
-                first.append(time.monotonic())
+            if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT and ev.alternatives[0].text:
+                finals.append(time.monotonic())
                 return
 
     reader = asyncio.create_task(read())
     started = time.monotonic()
-    inject_at = 0 if connect_fault else 16000  # 0.5 s into the speech
     for i in range(0, len(pcm), 320):
-        if fault is not None and not connect_fault and i == inject_at:
-            fault_at = time.monotonic()
+        if fault is not None and fault not in STT_CONNECT_FAULTS and i == inject_at:
             await _inject(fault, proxy, None)
         if reader.done():
             break
@@ -306,17 +330,22 @@ async def _stt_once(
     await stream.aclose()
     await model.aclose()
     await proxy.restore()
-    if not first:
-        raise RuntimeError(f"stt {fault}: no transcript from the fallback")
-    # connect faults (and the baseline) are timed from the speech onset: before it the
-    # caller said nothing a failover could delay
-    return Run(first[0] - (started + 0.5 if fault is None or connect_fault else fault_at))
+    if not finals or (fault is not None and not events):
+        raise RuntimeError(f"stt {fault} {phase}: no final transcript from the fallback")
+    return Run(finals[0] - (started + end), _hedges(events))
 
 
 async def _layer(
-    once: Any, repeats: int, healthy: int, phases: tuple[str, ...], *args: Any
+    once: Any,
+    repeats: int,
+    healthy: int,
+    phases: tuple[str, ...],
+    *args: Any,
+    connect_faults: tuple[str, ...] = ("500",),
 ) -> dict[str, Any]:
-    """One layer's cells: warm-up, healthy baseline, hedge rate, then each fault."""
+    """One layer's cells: warm-up, healthy baseline, hedge rate, then each fault
+    (``connect_faults`` at the first moment only: a status line comes once, before the
+    first output)."""
     warm = HealthRegistry()
     for _ in range(WARMUP):
         await once(*args[:1], None, phases[0], {}, *args[1:], health=warm)
@@ -337,8 +366,8 @@ async def _layer(
     }
     for phase in phases:
         for fault in FAULTS:
-            if phase == "mid" and fault == "500":
-                continue  # a status line comes once, before the first output
+            if phase != phases[0] and fault in connect_faults:
+                continue  # one moment for a fault that hits as the request opens
             runs = [await once(*args[:1], fault, phase, history, *args[1:]) for _ in range(repeats)]
             results[f"{phase}_{fault}"] = _summary([r.seconds for r in runs], base)
     return results
@@ -373,9 +402,16 @@ async def _bench(repeats: int, layers: tuple[str, ...]) -> dict[str, Any]:
                     **kw: Any,
                 ) -> Run:
                     primary = bad_url if fault == "500" else a_url
-                    return await _stt_once(toxi_, fault, pcm, primary, b_url, history, **kw)
+                    return await _stt_once(toxi_, fault, phase, pcm, primary, b_url, history, **kw)
 
-                out["stt"] = await _layer(stt_once, repeats, max(3, repeats), ("mid_turn",), toxi)
+                out["stt"] = await _layer(
+                    stt_once,
+                    repeats,
+                    max(3, repeats),
+                    tuple(STT_MOMENTS),
+                    toxi,
+                    connect_faults=STT_CONNECT_FAULTS,
+                )
     rates = [out[x]["hedge_rate_healthy"] for x in ("llm", "tts") if x in out]
     out["hedge_rate_healthy"] = max(rates) if rates else None
     return out

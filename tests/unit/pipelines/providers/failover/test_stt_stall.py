@@ -124,3 +124,23 @@ async def test_interims_that_stop_while_the_caller_speaks_are_caught_at_their_ra
     # around frame 70, where the 2 s deadline would have waited until frame 140
     assert 65 <= at <= 80, at
     assert [text for _, text in run.finals] == ["160"]
+
+
+async def test_a_young_turn_that_stalls_is_caught_at_the_providers_usual_interim_rate() -> None:
+    health = HealthRegistry()
+    a, b = FakeSTT(), FakeSTT()  # an interim per 10 speech frames (0.2 s of speech)
+    # a previous turn on this worker taught the registry a's interval between interims
+    warm = Run()
+    await warm.go(chain(warm, a, b, health, deadline=2.0), [frame(True)] * 60, -1, None)
+    assert warm.switches == [] and len(health.history("v0:m", "interim")) >= 3
+    run = Run()
+    frames = [frame(True)] * 160 + [frame(False)] * 5
+    model = chain(run, a, b, health, deadline=2.0)
+    await run.go(model, frames, 15, lambda: a.update_options(stall_after_frames=0))
+    (at, ev), *_ = run.switches
+    assert ev.reason == "stall"
+    # one interim (frame 10) before the stall: too young for its own rate; the usual one
+    # (2 x 0.2 s, floor 0.6 s = 30 frames) tripped it near frame 40, where the 2 s deadline
+    # would have waited until frame 110
+    assert 35 <= at <= 55, at
+    assert [text for _, text in run.finals] == ["160"]
