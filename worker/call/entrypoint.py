@@ -261,9 +261,9 @@ async def entrypoint(ctx: JobContext) -> None:
     drain_watch = asyncio.create_task(end_on_drain(life))
     call.session.on("close", lambda _ev: drain_watch.cancel())
     answered = None if caller is None else (lambda: until_answered(ctx.room, caller))
-    await start_call(call, ctx.room, answered=answered)
-    if checkpoint is not None and awaits_answer(checkpoint["report"]["transcript"]):
-        call.session.generate_reply()  # the turn the lost worker never answered
+    # AMD listens before the session has started: a phone answered meanwhile starts its
+    # greeting at once (started after it, the detector lost the first 0.6-1.0 s of every
+    # call over livekit-sip, a short "Hello?" whole)
     amd_task: asyncio.Task[None] | None = None
     if call.router is not None:
         router = call.router
@@ -274,6 +274,14 @@ async def entrypoint(ctx: JobContext) -> None:
 
         amd_task = asyncio.create_task(route())
         amd_task.add_done_callback(_log_failure)
+    try:
+        await start_call(call, ctx.room, answered=answered)
+    except BaseException:
+        if amd_task is not None:
+            amd_task.cancel()
+        raise
+    if checkpoint is not None and awaits_answer(checkpoint["report"]["transcript"]):
+        call.session.generate_reply()  # the turn the lost worker never answered
     await call.closed.wait()
     if amd_task is not None:
         amd_task.cancel()
