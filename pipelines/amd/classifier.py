@@ -99,6 +99,7 @@ class AMDClassifier:
         ambiguous_wait: float = 0.2,
         min_greeting_before_beep: float = 0.5,
         vad_aggressiveness: int = 2,
+        transcript_wait: float = 0.0,
     ) -> None:
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
@@ -111,6 +112,9 @@ class AMDClassifier:
         self.end_silence = end_silence
         self.ambiguous_wait = ambiguous_wait
         self.min_greeting_before_beep = min_greeting_before_beep
+        if not (math.isfinite(transcript_wait) and transcript_wait >= 0):
+            raise ValueError(f"transcript_wait must be >= 0, got {transcript_wait}")
+        self.transcript_wait = transcript_wait
         self._frame_len = max(1, round(FRAME_SECONDS * sample_rate))
         self._frame_s = self._frame_len / sample_rate
         self._vad = VADCore(
@@ -139,6 +143,7 @@ class AMDClassifier:
         self._pauses = 0
         self._finals: list[str] = []
         self._interim = ""
+        self._final_at: float | None = None
         self._evidence = TranscriptEvidence(None, None, False)
         self._evidence_at: float | None = None
         self._tiebreak: AMDCategory | None = None
@@ -204,6 +209,7 @@ class AMDClassifier:
         """A streaming STT result: interim text replaces the previous interim, final text
         is appended. ``at_seconds`` is when it arrived, in seconds of callee audio."""
         if is_final:
+            self._final_at = at_seconds
             if text.strip():
                 self._finals.append(text.strip())
             self._interim = ""
@@ -336,6 +342,8 @@ class AMDClassifier:
             return self._emit("human", 0.8, f"greeting ended; phrase {ev.phrase!r}", now)
         if speech <= self.human_max_greeting:
             return self._emit("human", 0.85, f"short greeting ({speech:.1f} s) then silence", now)
+        if self._transcript_pending(silence):
+            return None
         if speech >= self.machine_min_greeting:
             return self._emit(
                 "machine-vm", 0.75, f"long greeting ({speech:.1f} s) then silence", now
@@ -357,6 +365,17 @@ class AMDClassifier:
             )
         lean: AMDCategory = "human" if speech < mid else "machine-vm"
         return self._emit(lean, 0.55, f"ambiguous greeting ({speech:.1f} s), leaning {lean}", now)
+
+    def _transcript_pending(self, silence: float) -> bool:
+        """A greeting longer than a human's decided by its length alone is a guess its
+        words would settle (an IVR menu, a full mailbox and a chatty human are all long):
+        until ``transcript_wait`` past the end silence, wait for the STT's final result on
+        it (a live STT finalises a segment after its own endpointing and compute, often
+        later than the end silence)."""
+        last_end = self._last_speech_end
+        if last_end is None or silence >= self.end_silence + self.transcript_wait:
+            return False
+        return self._final_at is None or self._final_at < last_end
 
     def _at_deadline(self) -> Verdict:
         now = self.timeout_seconds

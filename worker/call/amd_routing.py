@@ -39,6 +39,10 @@ CALL_ACTIVE_TIMEOUT = 60.0
 VOICEMAIL_WAIT_SECONDS = 10.0
 """After a voicemail verdict, the longest wait for the beep or the greeting's end."""
 GREETING_END_SILENCE = 1.0
+TRANSCRIPT_WAIT = 1.25
+"""Seconds past the detector's end silence that a greeting longer than a human's waits for
+the call STT's final transcript of it (``AMDClassifier.transcript_wait``): the session's
+STT finalises a segment after its own endpointing and compute, often after the silence."""
 AFTER_BEEP_SECONDS = 0.15
 """Margin after the beep stops before speaking: the recording has started by then."""
 VOICEMAIL_INSTRUCTIONS = (
@@ -133,6 +137,12 @@ class AMDRouter:
 
         def on_transcript(ev: UserInputTranscribedEvent) -> None:
             if detector is not None:
+                logger.debug(
+                    "amd transcript at %.2f s (final %s): %r",
+                    detector.core.now,
+                    ev.is_final,
+                    ev.transcript,
+                )
                 detector.push_transcript(ev.transcript, is_final=ev.is_final)
 
         async def feed() -> None:
@@ -158,6 +168,7 @@ class AMDRouter:
         detector = AMDDetector(
             AMD_RATE,
             timeout_seconds=self.amd.timeout_seconds,
+            transcript_wait=TRANSCRIPT_WAIT,
             tiebreaker=llm_tiebreaker(session.llm)
             if self.amd.llm_tiebreaker and isinstance(session.llm, llm.LLM)
             else None,

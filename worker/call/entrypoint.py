@@ -264,9 +264,9 @@ async def entrypoint(ctx: JobContext) -> None:
     answered = None if caller is None else (lambda: until_answered(ctx.room, caller))
     if plan.direction == "outbound" and checkpoint is None:
         answered = phone.until_answered  # the greeting waits for the callee to pick up
-    await start_call(call, ctx.room, answered=answered)
-    if checkpoint is not None and awaits_answer(checkpoint["report"]["transcript"]):
-        call.session.generate_reply()  # the turn the lost worker never answered
+    # AMD listens before the session has started: a phone answered meanwhile starts its
+    # greeting at once (started after it, the detector lost the first 0.6-1.0 s of every
+    # call over livekit-sip, a short "Hello?" whole)
     amd_task: asyncio.Task[None] | None = None
     if call.router is not None:
         router = call.router
@@ -277,6 +277,14 @@ async def entrypoint(ctx: JobContext) -> None:
 
         amd_task = asyncio.create_task(route())
         amd_task.add_done_callback(_log_failure)
+    try:
+        await start_call(call, ctx.room, answered=answered)
+    except BaseException:
+        if amd_task is not None:
+            amd_task.cancel()
+        raise
+    if checkpoint is not None and awaits_answer(checkpoint["report"]["transcript"]):
+        call.session.generate_reply()  # the turn the lost worker never answered
     await call.closed.wait()
     if amd_task is not None:
         amd_task.cancel()

@@ -234,10 +234,14 @@ def _amd(args: argparse.Namespace, out: Path) -> Report | Coroutine[Any, Any, Re
         from worker.dev.bench.sip import bench_amd_sip
 
         return bench_amd_sip(
-            manifest or DEFAULT_MANIFEST, workdir=out / "work", limit=args.limit, stt=args.stt
+            manifest or DEFAULT_MANIFEST,
+            workdir=out / "work",
+            limit=args.limit,
+            per_category=args.per_category,
+            stt=args.stt,
         )
-    if args.limit is not None:
-        raise ValueError("--limit: only with --sip")
+    if args.limit is not None or args.per_category is not None:
+        raise ValueError("--limit, --per-category: only with --sip")
     return bench_amd(manifest or DEFAULT_MANIFEST, stt=args.stt)
 
 
@@ -400,6 +404,12 @@ def add_bench_parser(
         "--limit",
         type=int,
         help="with --sip: this many fixtures, spread evenly over the manifest (default all)",
+    )
+    p.add_argument(
+        "--per-category",
+        type=int,
+        help="with --sip: this many fixtures of every category in each half (even seeds "
+        "tuned on, odd held out), spread evenly; 2 gives 18 calls over all of them",
     )
     _outputs(p, "amd")
 

@@ -324,3 +324,28 @@ async def test_slow_tiebreaker_cannot_hold_the_call() -> None:
     v = await asyncio.wait_for(det.wait(), 1.0)
     await det.aclose()
     assert v.decided_at == 0.4
+
+
+def test_a_long_greeting_waits_for_its_final_transcript_before_guessing_by_length() -> None:
+    # a live STT finalises a segment after its own endpointing and compute: the full
+    # mailbox's words arrive 1.1 s after it ended, past the end silence
+    entry = MANIFEST["mailbox_full_00.wav"]
+    end = entry["greeting_end"]
+    late = [(end + 1.1, "the mailbox is full and cannot accept any messages", True)]
+    guessed = amd_file(FIXTURES / entry["file"], transcripts=late)
+    assert guessed.category == "machine-vm" and "long greeting" in guessed.reason
+    waited = amd_file(FIXTURES / entry["file"], transcripts=late, transcript_wait=1.25)
+    assert waited.category == "machine-unavailable"
+    assert end + 1.1 <= waited.decided_at <= end + 1.2
+
+
+def test_the_transcript_wait_is_bounded_and_spares_short_greetings() -> None:
+    long_entry = MANIFEST["vm_nobeep_01.wav"]
+    v = amd_file(FIXTURES / long_entry["file"], transcripts=[], transcript_wait=1.25)
+    assert v.category == "machine-vm"  # no final ever came: the length decides, later
+    assert 0.75 + 1.25 - 0.1 <= v.decided_at - long_entry["greeting_end"] <= 0.75 + 1.25 + 0.3
+    short = MANIFEST["human_short_02.wav"]
+    h = amd_file(FIXTURES / short["file"], transcripts=[], transcript_wait=1.25)
+    assert h.category == "human" and h.decided_at - short["greeting_end"] <= 1.0
+    with pytest.raises(ValueError, match="transcript_wait"):
+        AMDClassifier(RATE, transcript_wait=-1.0)

@@ -61,15 +61,37 @@ def pick(entries: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any
     return [entries[math.floor(i * step)] for i in range(limit)]
 
 
+def pick_per_category(entries: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """``k`` entries of every label in each half (even seeds tuned on, odd held out),
+    spread evenly over that stratum in manifest order, each from the middle of its share
+    (all of a smaller one): a deterministic subset that covers every category, and the
+    kinds inside one (short and long humans, voicemails with and without a beep), on both
+    halves."""
+    if k < 1:
+        raise ValueError("--per-category must be at least 1")
+    strata: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for e in entries:
+        strata.setdefault((e["label"], e.get("seed", 0) % 2), []).append(e)
+    chosen = {
+        id(stratum[math.floor((i + 0.5) * len(stratum) / min(k, len(stratum)))])
+        for stratum in strata.values()
+        for i in range(min(k, len(stratum)))
+    }
+    return [e for e in entries if id(e) in chosen]
+
+
 async def bench_amd_sip(
     manifest: Path = DEFAULT_MANIFEST,
     *,
     workdir: Path,
     limit: int | None = None,
+    per_category: int | None = None,
     stt: SttSource = "moonshine+phrases",
 ) -> dict[str, Any]:
     entries: list[dict[str, Any]] = json.loads(Path(manifest).read_text())
-    chosen = pick(entries, limit)
+    if limit is not None and per_category is not None:
+        raise ValueError("--limit and --per-category: one or the other")
+    chosen = pick_per_category(entries, per_category) if per_category else pick(entries, limit)
     base = Path(manifest).parent
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -129,6 +151,7 @@ async def bench_amd_sip(
         },
         "file": {k: v for k, v in files.items() if k != "errors"},
         "limit": limit,
+        "per_category": per_category,
         "n_manifest": len(entries),
         "rows": rows,
     }

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from pipelines.audio import Audio
-from worker.dev.bench.sip.amd import AFTER_TIMEOUT, AMD_TIMEOUT, pick, verdict_row
+from worker.dev.bench.sip.amd import (
+    AFTER_TIMEOUT,
+    AMD_TIMEOUT,
+    pick,
+    pick_per_category,
+    verdict_row,
+)
 from worker.dev.bench.sip.latency import GAP, LEAD, phone_script
 from worker.dev.bench.stack import CallScript
 from worker.dev.phone_replay import answer_aligned, heard_recording, transcript_since
@@ -20,6 +26,18 @@ def test_a_limit_spreads_over_the_labels() -> None:
     chosen = pick(entries, 3)
     assert [e["label"] for e in chosen] == ["a", "b", "c"]
     assert pick(entries, None) == entries and pick(entries, 50) == entries
+
+
+def test_per_category_takes_k_of_every_label_in_each_half_from_the_middle() -> None:
+    entries = [
+        {"file": f"{label}{i}", "label": label, "seed": i} for label in "ab" for i in range(8)
+    ] + [{"file": "c0", "label": "c", "seed": 1}]
+    chosen = [e["file"] for e in pick_per_category(entries, 2)]
+    # even seeds 0,2,4,6 -> 2 and 6; odd 1,3,5,7 -> 3 and 7; the lone odd "c" whole
+    assert chosen == ["a2", "a3", "a6", "a7", "b2", "b3", "b6", "b7", "c0"]
+    assert pick_per_category(entries, 1) == pick_per_category(entries, 1)
+    with pytest.raises(ValueError, match="per-category"):
+        pick_per_category(entries, 0)
 
 
 def tone(seconds: float, rate: int = 16000) -> Audio:
