@@ -18,7 +18,7 @@ from typing import Any
 from livekit import api, rtc
 from livekit.agents import llm
 
-from worker.call.checkpoint import CallStore, Fenced, Lease, LeaseKeeper
+from worker.call.checkpoint import CLAIM_GRACE_MS, CallStore, Fenced, Lease, LeaseKeeper
 
 __all__ = ["Fenced"]  # re-exported for the entrypoint
 from worker.call.lifecycle import CallLifecycle, webhook_sender
@@ -35,10 +35,10 @@ SORRY = "Sorry, I lost you for a second."
 TOPIC_WORDS = 12
 """At most this many of the caller's last words are repeated back after a takeover."""
 REDISPATCH_SECONDS = 3.0
-"""A takeover dispatch whose job has not taken the lease by then is sent again (up to
-``DISPATCHES`` in all): LiveKit may offer it to the lost worker itself when that one only
-stalls (still registered), and then drops it after its 10 s availability timeout. The first
-job to take the lease keeps the call; a later one finds it taken and leaves."""
+"""A takeover dispatch no worker has accepted by then is sent again (up to ``DISPATCHES``
+in all): LiveKit may offer it to the lost worker itself when that one only stalls (still
+registered), and then drops it after its 10 s availability timeout. The first job to take
+the lease keeps the call; a later one finds it taken and leaves."""
 DISPATCHES = 5
 
 
@@ -293,23 +293,40 @@ async def _dispatch_until_taken(
     *,
     every: float = REDISPATCH_SECONDS,
 ) -> str:
-    """Dispatches the agent into the call's room at the claimed epoch, again every
-    ``every`` seconds until a job holds the lease at that epoch."""
+    """Dispatches the agent into the call's room at the claimed epoch, and again whenever
+    ``every`` seconds pass with no worker assigned a job for any dispatch sent (a job
+    assigned but slow to start, as on a busy host, is waited for, not doubled), until a
+    job holds the lease at that epoch or the claim's grace runs out."""
     room = str(checkpoint["room"])
     metadata = json.loads(checkpoint.get("metadata") or "{}")
     metadata[RECOVERY_KEY] = {"callId": call_id, "epoch": epoch}
     request = api.CreateAgentDispatchRequest(
         agent_name=str(checkpoint["agent_name"]), room=room, metadata=json.dumps(metadata)
     )
-    for sent in range(1, DISPATCHES + 1):
-        await lkapi.agent_dispatch.create_dispatch(request)
+    sent: list[str] = []
+    give_up = time.monotonic() + CLAIM_GRACE_MS / 1000
+    while time.monotonic() < give_up:
+        if not await _assigned(lkapi, room, sent) and len(sent) < DISPATCHES:
+            sent.append((await lkapi.agent_dispatch.create_dispatch(request)).id)
         deadline = time.monotonic() + every
         while time.monotonic() < deadline:
             held = await store.holder(call_id)
             if held is not None and held[0] >= epoch:
-                return f"re-dispatched at epoch {epoch}, taken by job {held[1]} ({sent} sent)"
+                return f"re-dispatched at epoch {epoch}, taken by job {held[1]} ({len(sent)} sent)"
             await asyncio.sleep(0.1)
-    return f"re-dispatched at epoch {epoch}: no job took it ({DISPATCHES} sent)"
+    return f"re-dispatched at epoch {epoch}: no job took it ({len(sent)} sent)"
+
+
+async def _assigned(lkapi: api.LiveKitAPI, room: str, dispatch_ids: Sequence[str]) -> bool:
+    """Whether LiveKit has assigned a job (to some worker) for one of these dispatches; it
+    lists a dispatch's job only once a worker accepted it."""
+    if not dispatch_ids:
+        return False
+    try:
+        listed = await lkapi.agent_dispatch.list_dispatch(room_name=room)
+    except api.TwirpError:
+        return False
+    return any(d.id in dispatch_ids and len(d.state.jobs) > 0 for d in listed)
 
 
 async def watch_calls(settings: Settings, every: float = 0.25) -> None:
