@@ -33,10 +33,12 @@ from worker.call.survival import (
     awaits_answer,
     call_store,
     chat_history,
+    fall_silent,
     guard_call,
     recovery_of,
     resume_report,
     resumed_plan,
+    until_either,
 )
 from worker.call.telephony import (
     CallerDigits,
@@ -206,8 +208,12 @@ async def entrypoint(ctx: JobContext) -> None:
     phone.start(call.session)
     life.hang_up_phone = phone.hang_up_soon
 
+    taken_over = asyncio.Event()
+
     def fenced() -> None:
         phone.leave_line_up()  # the caller is the new job's now
+        fall_silent(call.session)
+        taken_over.set()  # the entrypoint returns, so the job leaves the room at once
         ctx.shutdown(reason="call taken over by another worker")
 
     guard = None
@@ -285,9 +291,11 @@ async def entrypoint(ctx: JobContext) -> None:
         raise
     if checkpoint is not None and awaits_answer(checkpoint["report"]["transcript"]):
         call.session.generate_reply()  # the turn the lost worker never answered
-    await call.closed.wait()
+    await until_either(call.closed, taken_over)
     if amd_task is not None:
         amd_task.cancel()
+    if taken_over.is_set():
+        return
     await warm.until_bridge_ends()
     offline_tts_allowed = any(c.vendor == "local" for c in plan.providers["tts"])
     if life.failed and life.end_reason and "tts:" in life.end_reason and offline_tts_allowed:

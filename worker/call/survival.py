@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -17,7 +18,7 @@ from typing import Any
 from livekit import api, rtc
 from livekit.agents import llm
 
-from worker.call.checkpoint import CallStore, Fenced, Lease
+from worker.call.checkpoint import CLAIM_GRACE_MS, CallStore, Fenced, Lease, LeaseKeeper
 
 __all__ = ["Fenced"]  # re-exported for the entrypoint
 from worker.call.lifecycle import CallLifecycle, webhook_sender
@@ -33,6 +34,12 @@ RECOVERY_KEY = "voiceWorkerRecovery"
 SORRY = "Sorry, I lost you for a second."
 TOPIC_WORDS = 12
 """At most this many of the caller's last words are repeated back after a takeover."""
+REDISPATCH_SECONDS = 3.0
+"""A takeover dispatch no worker has accepted by then is sent again (up to ``DISPATCHES``
+in all): LiveKit may offer it to the lost worker itself when that one only stalls (still
+registered), and then drops it after its 10 s availability timeout. The first job to take
+the lease keeps the call; a later one finds it taken and leaves."""
+DISPATCHES = 5
 
 
 def call_store(settings: Settings) -> CallStore | None:
@@ -98,9 +105,10 @@ def resume_report(recorder: CallRecorder, checkpoint: Mapping[str, Any], *, job_
 
 
 class CallGuard:
-    """Holds a call's lease (renewed every quarter lease) and writes its checkpoint (the
-    dispatch and the report so far) when asked, one write at a time. ``on_fenced`` runs
-    once when another worker has claimed the call."""
+    """Holds a call's lease (a ``LeaseKeeper`` thread renews it while the job's event loop
+    ticks) and writes its checkpoint (the dispatch and the report so far) when asked, one
+    write at a time. ``on_fenced`` runs once, on the loop, when another worker has claimed
+    the call."""
 
     def __init__(
         self,
@@ -117,11 +125,17 @@ class CallGuard:
         self.fenced = False
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._keeper: LeaseKeeper | None = None
 
     def start(self) -> None:
         self._dirty.set()
+        loop = asyncio.get_running_loop()
+        self._keeper = LeaseKeeper(
+            self.store, self.lease, on_fenced=lambda: loop.call_soon_threadsafe(self._fence)
+        )
+        self._keeper.start()
         self._tasks = [
-            asyncio.create_task(self._renew_forever()),
+            asyncio.create_task(self._beat_forever(self._keeper)),
             asyncio.create_task(self._save_forever()),
         ]
 
@@ -135,15 +149,10 @@ class CallGuard:
             logger.warning("call %s taken over by another worker: leaving", self.lease.call_id)
             self.on_fenced()
 
-    async def _renew_forever(self) -> None:
+    async def _beat_forever(self, keeper: LeaseKeeper) -> None:
         every = self.store.lease_seconds / 4
         while not self.fenced:
-            try:
-                if not await self.store.renew(self.lease):
-                    self._fence()
-                    return
-            except Exception as exc:  # Redis away: the call goes on; the lease may lapse
-                logger.warning("lease renewal failed: %s", type(exc).__name__)
+            keeper.beat()
             await asyncio.sleep(every)
 
     async def _save_forever(self) -> None:
@@ -162,6 +171,9 @@ class CallGuard:
 
     async def close(self, *, release: bool) -> None:
         """Stops renewing; ``release`` (the call is over and reported) drops its keys."""
+        if self._keeper is not None:
+            self._keeper.stop()
+            await asyncio.to_thread(self._keeper.join, self.store.lease_seconds * 2)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -172,6 +184,26 @@ class CallGuard:
                 await self.store.release(self.lease)
         with contextlib.suppress(Exception):
             await self.store.aclose()
+
+
+def fall_silent(session: Any) -> None:
+    """A fenced job's agent says nothing more: its speech is cut and its output and input
+    are switched off while the job shuts down (the room is left once the entrypoint is out:
+    ``until_either``)."""
+    with contextlib.suppress(Exception):
+        session.output.set_audio_enabled(False)
+        session.input.set_audio_enabled(False)
+        session.interrupt(force=True)
+
+
+async def until_either(*events: asyncio.Event) -> None:
+    """Until one of the events is set (the call ended, or it was taken over)."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 async def guard_call(
@@ -246,21 +278,60 @@ async def take_over(
     except api.TwirpError:
         present = False
     if present:
-        metadata = json.loads(checkpoint.get("metadata") or "{}")
-        metadata[RECOVERY_KEY] = {"callId": call_id, "epoch": epoch}
-        await lkapi.agent_dispatch.create_dispatch(
-            api.CreateAgentDispatchRequest(
-                agent_name=str(checkpoint["agent_name"]), room=room, metadata=json.dumps(metadata)
-            )
-        )
-        return f"re-dispatched at epoch {epoch}"
+        return await _dispatch_until_taken(store, lkapi, checkpoint, call_id, epoch)
     await report_orphan(settings, checkpoint)
     await store.forget(call_id)
     return "caller gone: reported from the checkpoint"
 
 
+async def _dispatch_until_taken(
+    store: CallStore,
+    lkapi: api.LiveKitAPI,
+    checkpoint: Mapping[str, Any],
+    call_id: str,
+    epoch: int,
+    *,
+    every: float = REDISPATCH_SECONDS,
+) -> str:
+    """Dispatches the agent into the call's room at the claimed epoch, and again whenever
+    ``every`` seconds pass with no worker assigned a job for any dispatch sent (a job
+    assigned but slow to start, as on a busy host, is waited for, not doubled), until a
+    job holds the lease at that epoch or the claim's grace runs out."""
+    room = str(checkpoint["room"])
+    metadata = json.loads(checkpoint.get("metadata") or "{}")
+    metadata[RECOVERY_KEY] = {"callId": call_id, "epoch": epoch}
+    request = api.CreateAgentDispatchRequest(
+        agent_name=str(checkpoint["agent_name"]), room=room, metadata=json.dumps(metadata)
+    )
+    sent: list[str] = []
+    give_up = time.monotonic() + CLAIM_GRACE_MS / 1000
+    while time.monotonic() < give_up:
+        if not await _assigned(lkapi, room, sent) and len(sent) < DISPATCHES:
+            sent.append((await lkapi.agent_dispatch.create_dispatch(request)).id)
+        deadline = time.monotonic() + every
+        while time.monotonic() < deadline:
+            held = await store.holder(call_id)
+            if held is not None and held[0] >= epoch:
+                return f"re-dispatched at epoch {epoch}, taken by job {held[1]} ({len(sent)} sent)"
+            await asyncio.sleep(0.1)
+    return f"re-dispatched at epoch {epoch}: no job took it ({len(sent)} sent)"
+
+
+async def _assigned(lkapi: api.LiveKitAPI, room: str, dispatch_ids: Sequence[str]) -> bool:
+    """Whether LiveKit has assigned a job (to some worker) for one of these dispatches; it
+    lists a dispatch's job only once a worker accepted it."""
+    if not dispatch_ids:
+        return False
+    try:
+        listed = await lkapi.agent_dispatch.list_dispatch(room_name=room)
+    except api.TwirpError:
+        return False
+    return any(d.id in dispatch_ids and len(d.state.jobs) > 0 for d in listed)
+
+
 async def watch_calls(settings: Settings, every: float = 0.25) -> None:
-    """Every worker process: claims calls whose lease lapsed (their worker died or hung)."""
+    """Every worker process: claims calls whose lease lapsed (their worker died or hung),
+    each takeover in its own task (it may have to dispatch more than once)."""
     store = call_store(settings)
     if store is None:
         return
@@ -269,16 +340,32 @@ async def watch_calls(settings: Settings, every: float = 0.25) -> None:
         settings.livekit_api_key,
         settings.livekit_api_secret.get_secret_value(),
     )
+    running: dict[str, asyncio.Task[str]] = {}
+
+    def done(call_id: str, task: asyncio.Task[str]) -> None:
+        running.pop(call_id, None)
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            logger.error("takeover of %s failed: %r", call_id, task.exception())
+        else:
+            logger.info("lapsed call %s: %s", call_id, task.result())
+
     try:
         while True:
             try:
                 for call_id in await store.lapsed():
-                    outcome = await take_over(settings, store, lkapi, call_id)
-                    logger.info("lapsed call %s: %s", call_id, outcome)
+                    if call_id not in running:
+                        task = asyncio.create_task(take_over(settings, store, lkapi, call_id))
+                        running[call_id] = task
+                        task.add_done_callback(functools.partial(done, call_id))
             except Exception:
                 logger.exception("call watch failed")
                 await asyncio.sleep(2.0)
             await asyncio.sleep(every)
     finally:
+        for task in list(running.values()):
+            task.cancel()
+        await asyncio.gather(*running.values(), return_exceptions=True)
         await lkapi.aclose()
         await store.aclose()

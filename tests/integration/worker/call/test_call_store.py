@@ -41,6 +41,11 @@ async def test_a_lapsed_call_is_claimed_once_and_its_old_holder_fenced(redis_add
 
     # the new job takes the call at the claimed epoch, then ends it
     taken = await store.acquire(call_id, "job-2", epoch=max(won))
+    assert await store.holder(call_id) == (max(won), "job-2")
+    # a second job dispatched for the same takeover (the first dispatch looked lost) is late
+    with pytest.raises(Fenced):
+        await store.acquire(call_id, "job-3", epoch=max(won))
+    assert await store.renew(taken)
     assert await store.save(taken, {"room": "r", "report": {"n": 3}})
     await store.release(lease)  # the fenced job cannot drop the new job's keys
     assert (await store.load(call_id)) == {"room": "r", "report": {"n": 3}}

@@ -7,8 +7,10 @@ worker to start delivers the report from the checkpoint."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 import psutil
 import pytest
+from livekit import rtc
 
 from pipelines.audio import read_wav
 from pipelines.loopback import OpenAIServer
@@ -34,6 +37,9 @@ FRONT_DESK: dict[str, Any] = json.loads(
 ANSWER = "Of course, let me check that for you."
 SECRET = f"hook-{secrets.token_hex(12)}"
 REDIS_DB = 3
+FLUSH_SECONDS = 1.0
+"""Audio a job had queued for the room when it stalled plays out when it wakes, before
+it finds itself fenced (its next lease renewal, within a quarter lease)."""
 
 
 def agent(llm: OpenAIServer, hooks: Receiver) -> dict[str, Any]:
@@ -205,3 +211,93 @@ async def test_a_call_whose_worker_dies_alone_is_reported_by_the_next_worker(
     assert "worker lost" in report["end_reason"]
     assert [e["role"] for e in report["transcript"]][:2] == ["assistant", "user"]
     assert any(s.payload["event_type"] == "call.hangup" for s in statuses)
+
+
+def signal_tree(process: WorkerProcess, sig: int) -> None:
+    """SIGSTOP/SIGCONT the worker and its job processes: a worker that hangs, then wakes."""
+    assert process.pid is not None
+    tree = psutil.Process(process.pid)
+    for p in [tree, *tree.children(recursive=True)]:
+        p.send_signal(sig)
+
+
+async def test_a_worker_that_only_stalls_leaves_the_call_to_its_successor(
+    livekit: LiveKitEndpoint, redis_address: str, tmp_path: Path
+) -> None:
+    """No two agents in one room: the stalled worker (still registered with LiveKit, which
+    may offer it the takeover job too) wakes up fenced and its agent leaves without a word;
+    the successor speaks and writes the one report."""
+    name = f"fleet-{secrets.token_hex(3)}"
+    workers = [fleet_worker(livekit, tmp_path / f"w{i}", redis_address, name) for i in (0, 1)]
+    store = CallStore(f"redis://{redis_address}/{REDIS_DB}")
+    caller, turns = booking()
+    joined: list[tuple[str, float]] = []
+    left: list[tuple[str, float]] = []
+    speaking: list[tuple[str, float]] = []
+
+    def on_joined(p: rtc.RemoteParticipant) -> None:
+        if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            joined.append((p.identity, time.time()))
+
+    def on_left(p: rtc.RemoteParticipant) -> None:
+        if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            left.append((p.identity, time.time()))
+
+    def on_speakers(speakers: list[rtc.Participant]) -> None:
+        speaking.extend((p.identity, time.time()) for p in speakers)
+
+    async with Receiver(SECRET.encode()) as hooks, OpenAIServer(reply=ANSWER) as llm:
+        await asyncio.gather(*(w.astart() for w in workers))
+        try:
+            call = asyncio.create_task(
+                run_caller(
+                    livekit,
+                    name,
+                    {"agent": agent(llm, hooks)},
+                    caller,
+                    turns=turns,
+                    answer_timeout=20.0,
+                    tail_seconds=3.0,
+                    room_events={
+                        "participant_connected": on_joined,
+                        "participant_disconnected": on_left,
+                        "active_speakers_changed": on_speakers,
+                    },
+                )
+            )
+            checkpoint = await first_turn_heard(store)
+            stalled = holder(workers, checkpoint["room"])
+            held = await store.holder(checkpoint["report"]["call_id"])
+            assert held is not None
+            original = f"agent-{held[1]}"  # the holding job's agent
+            stalled_at = time.time()
+            signal_tree(stalled, signal.SIGSTOP)
+            await asyncio.sleep(5.0)  # well past its lease: the other worker takes over
+            woke_at = time.time()
+            signal_tree(stalled, signal.SIGCONT)
+            rec = await asyncio.wait_for(call, 120)
+            (delivered,) = await hooks.wait_for("/post-call", timeout=30)
+            await asyncio.sleep(3.0)  # a second report would have come by now
+        finally:
+            for w in workers:  # none is left stopped, whatever failed
+                with contextlib.suppress(psutil.Error, AssertionError):
+                    signal_tree(w, signal.SIGCONT)
+            await asyncio.gather(*(w.astop() for w in workers))
+            await store.aclose()
+    assert len(hooks.to("/post-call")) == 1
+    assert delivered.payload["metadata"].get("recovered") is True
+    successors = {who for who, at in joined if at > stalled_at and who != original}
+    assert successors, joined
+    assert rec.agent_identity in successors  # the caller heard a successor last
+    gone = [at for who, at in left if who == original]
+    assert gone, f"the stalled agent never left: joined {joined}, left {left}"
+    print(f"the stalled agent left {gone[0] - woke_at:.2f} s after waking")
+    assert gone[0] - woke_at < 5.0
+    # without a new word: no speech heard from it after the audio it had queued before the
+    # stall (up to FLUSH_SECONDS of it may play out on waking; the turn it was speaking
+    # then ends)
+    late = [at - woke_at for who, at in speaking if who == original and at > woke_at]
+    print(f"the stalled agent heard at {late} s after waking")
+    assert not [t for t in late if t > FLUSH_SECONDS], speaking
+    # one agent speaks at a time after the takeover: the successor, alone
+    assert {who for who, at in speaking if at > stalled_at} <= successors | {"caller"}, speaking
