@@ -20,6 +20,7 @@ from pipelines.audio import read_wav
 from pipelines.loopback import OpenAIServer, WireServer
 from tests.fakes import Receiver
 from worker.dev import run_caller
+from worker.dev.agents import scripted_front_desk
 from worker.dev.services import LiveKitEndpoint, WorkerProcess
 from worker.plan.resolve import GOODBYE
 from worker.settings import REPO_ROOT
@@ -27,9 +28,6 @@ from worker.settings import REPO_ROOT
 pytestmark = pytest.mark.integration
 
 FIXTURES = REPO_ROOT / "fixtures"
-FRONT_DESK: dict[str, Any] = json.loads(
-    (FIXTURES / "control_plane" / "agents" / "agent_01JC0FRNTDESK0000000000000.json").read_text()
-)
 ANSWER = "Of course, let me check that for you."
 SECRET = f"hook-{secrets.token_hex(12)}"
 DRAIN_SECONDS = 14.0
@@ -37,19 +35,7 @@ JOB = "received job request"
 
 
 def front_desk(llm: WireServer, hooks: Receiver) -> dict[str, Any]:
-    record = {k: v for k, v in FRONT_DESK.items() if not k.startswith("background")}
-    record.update(
-        llm_provider="custom",
-        llm_model="scripted",
-        llm_base_url=f"{llm.url}/v1",
-        stackPreferences={
-            "allowedProviders": {"stt": ["local"], "llm": ["custom"], "tts": ["local"]}
-        },
-        webhooks={"postCall": {"url": hooks.url("/post-call")}},
-    )
-    record.pop("webhook_secret", None)
-    record.pop("webhookSecret", None)
-    return record
+    return scripted_front_desk(llm.url, {"postCall": hooks.url("/post-call")})
 
 
 async def exit_of(worker: WorkerProcess, timeout: float) -> float | None:

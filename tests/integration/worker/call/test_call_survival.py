@@ -25,15 +25,13 @@ from pipelines.loopback import OpenAIServer
 from tests.fakes import Receiver
 from worker.call.checkpoint import CallStore
 from worker.dev import run_caller
+from worker.dev.agents import scripted_front_desk
 from worker.dev.services import LiveKitEndpoint, WorkerProcess
 from worker.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
 FIXTURES = REPO_ROOT / "fixtures"
-FRONT_DESK: dict[str, Any] = json.loads(
-    (FIXTURES / "control_plane" / "agents" / "agent_01JC0FRNTDESK0000000000000.json").read_text()
-)
 ANSWER = "Of course, let me check that for you."
 SECRET = f"hook-{secrets.token_hex(12)}"
 REDIS_DB = 3
@@ -44,22 +42,9 @@ it finds itself fenced (its next lease renewal, within a quarter lease)."""
 
 def agent(llm: OpenAIServer, hooks: Receiver) -> dict[str, Any]:
     """The front desk on the offline STT/TTS with a scripted LLM, and webhooks."""
-    record = {k: v for k, v in FRONT_DESK.items() if not k.startswith("background")}
-    record.update(
-        llm_provider="custom",
-        llm_model="scripted",
-        llm_base_url=f"{llm.url}/v1",
-        stackPreferences={
-            "allowedProviders": {"stt": ["local"], "llm": ["custom"], "tts": ["local"]}
-        },
-        webhooks={
-            "status": {"url": hooks.url("/status")},
-            "postCall": {"url": hooks.url("/post-call")},
-        },
+    return scripted_front_desk(
+        llm.url, {"status": hooks.url("/status"), "postCall": hooks.url("/post-call")}
     )
-    record.pop("webhook_secret", None)
-    record.pop("webhookSecret", None)
-    return record
 
 
 def fleet_worker(

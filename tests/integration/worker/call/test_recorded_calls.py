@@ -23,15 +23,13 @@ from pipelines.audio import Audio, read_wav
 from pipelines.loopback import OpenAIServer
 from tests.fakes import Receiver
 from worker.dev import CallRecording, run_caller
+from worker.dev.agents import scripted_front_desk
 from worker.dev.services import LiveKitEndpoint, S3Server, WorkerProcess
 from worker.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
 FIXTURES = REPO_ROOT / "fixtures"
-FRONT_DESK: dict[str, Any] = json.loads(
-    (FIXTURES / "control_plane" / "agents" / "agent_01JC0FRNTDESK0000000000000.json").read_text()
-)
 ANSWER = "Thanks for calling, how can I help?"
 CALLER_NUMBER = "+14155550123"
 WEBHOOK_SECRET = f"hook-{secrets.token_hex(12)}"
@@ -76,23 +74,9 @@ def worker(
 
 def agent(llm: OpenAIServer, hooks: Receiver, **fields: Any) -> dict[str, Any]:
     """The front desk on the offline STT/TTS, its LLM the scripted server, no noise bed."""
-    record = {k: v for k, v in FRONT_DESK.items() if not k.startswith("background")}
-    record.update(
-        llm_provider="custom",
-        llm_model="scripted",
-        llm_base_url=f"{llm.url}/v1",
-        stackPreferences={
-            "allowedProviders": {"stt": ["local"], "llm": ["custom"], "tts": ["local"]}
-        },
-        webhooks={
-            "status": {"url": hooks.url("/status")},
-            "postCall": {"url": hooks.url("/post-call")},
-        },
-        **fields,
+    return scripted_front_desk(
+        llm.url, {"status": hooks.url("/status"), "postCall": hooks.url("/post-call")}, **fields
     )
-    record.pop("webhook_secret", None)
-    record.pop("webhookSecret", None)
-    return record
 
 
 def hello() -> tuple[Audio, list[tuple[float, float]]]:

@@ -20,14 +20,12 @@ import numpy as np
 import psutil
 
 from pipelines.audio import read_wav
-from pipelines.loopback import OpenAIServer, WireServer
+from pipelines.loopback import OpenAIServer
+from worker.dev.agents import CONTROL_PLANE, scripted_front_desk
 from worker.dev.bench.common import AUDIO_FIXTURES, percentile, progress
 from worker.dev.caller import SPEECH_RMS, CallRecording, run_caller
 from worker.dev.services import LiveKitEndpoint, LiveKitServer, RedisServer, WorkerProcess
-from worker.settings import REPO_ROOT
 
-CONTROL_PLANE = REPO_ROOT / "fixtures" / "control_plane"
-FRONT_DESK = "agent_01JC0FRNTDESK0000000000000"
 ANSWER = "Of course, let me check that for you."
 CALLER = "booking_two_turns"
 INTO_THE_CALL = 1.0
@@ -35,22 +33,6 @@ INTO_THE_CALL = 1.0
 their checkpoint before the kill: answers under way, the second turn (16-20 s) to come."""
 ANSWER_WINDOW = 8.0
 """Seconds after a caller turn within which an agent reply counts as its answer."""
-
-
-def _agent(llm: WireServer) -> dict[str, Any]:
-    """The front desk on the offline STT/TTS with a scripted LLM (cheap on the CPU, so the
-    figures are the fleet's, not the model's)."""
-    record = json.loads((CONTROL_PLANE / "agents" / f"{FRONT_DESK}.json").read_text())
-    record = {k: v for k, v in record.items() if not k.startswith("background")}
-    record.update(
-        llm_provider="custom",
-        llm_model="scripted",
-        llm_base_url=f"{llm.url}/v1",
-        stackPreferences={
-            "allowedProviders": {"stt": ["local"], "llm": ["custom"], "tts": ["local"]}
-        },
-    )
-    return record
 
 
 def _kill_tree(worker: WorkerProcess) -> None:
@@ -165,7 +147,7 @@ async def bench_fleet(*, quick: bool, workdir: Path) -> dict[str, Any]:
             await asyncio.gather(*(w.astart() for w in workers))
             stopping: list[asyncio.Task[None]] = []
             try:
-                record = _agent(llm)
+                record = scripted_front_desk(llm.url)
                 calls = []
                 for i in range(n_calls):
                     calls.append(
