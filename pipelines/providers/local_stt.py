@@ -1,7 +1,7 @@
 """Offline STT: Moonshine base-en (``pipelines.engines.moonshine``, the default) and
 pocketsphinx (``pipelines.engines.pocketsphinx``, its fallback) as LiveKit ``stt.STT``s.
 
-Both transcribe in a child process (see ``_DecoderProcess``): pocketsphinx holds the GIL
+Both transcribe in a child process (see ``DecoderProcess``): pocketsphinx holds the GIL
 while decoding, and Moonshine keeps memory after every transcription.
 
 Streaming in a LiveKit session comes from the framework: both are batch recognizers
@@ -56,7 +56,7 @@ def buffer_to_samples(buffer: AudioBuffer) -> tuple[Float32Array, int]:
     return int16_to_float(pcm), frame.sample_rate
 
 
-class _DecoderProcess:
+class DecoderProcess:
     """A ``python -m <engine> serve`` child (``pipelines.engines.decoder_child``) that
     transcribes for one STT instance. Requests are serialised.
 
@@ -198,7 +198,7 @@ def _final(text: str) -> stt.SpeechEvent:
 class PocketsphinxSTT(stt.STT[Never]):
     """LiveKit batch STT on pocketsphinx.
 
-    By default decoding runs in a child process (see ``_DecoderProcess``) so the event
+    By default decoding runs in a child process (see ``DecoderProcess``) so the event
     loop never stalls; ``in_process=True`` decodes in a worker thread instead, for
     callers that own no event-loop-sensitive audio (tests, offline replay)."""
 
@@ -212,11 +212,11 @@ class PocketsphinxSTT(stt.STT[Never]):
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
         check_language(language)
         self._engine: PocketsphinxEngine | None = None
-        self._child: _DecoderProcess | None = None
+        self._child: DecoderProcess | None = None
         if in_process:
             self._engine = engine or PocketsphinxEngine(language=language)
         else:
-            self._child = _DecoderProcess("pipelines.engines.pocketsphinx", name="pocketsphinx")
+            self._child = DecoderProcess("pipelines.engines.pocketsphinx", name="pocketsphinx")
 
     @property
     def model(self) -> str:
@@ -287,7 +287,7 @@ class MoonshineSTT(stt.STT[Never]):
         check_language(language)
         self.interim_every = interim_every
         """Seconds of an open segment between interim transcripts (``SegmentStreamAdapter``)."""
-        self._child = _DecoderProcess(
+        self._child = DecoderProcess(
             "pipelines.engines.moonshine", name="moonshine", max_rss_mb=max_rss_mb
         )
         with contextlib.suppress(RuntimeError):  # no running loop: start on first use
@@ -303,7 +303,7 @@ class MoonshineSTT(stt.STT[Never]):
         return "local"
 
     @property
-    def child(self) -> _DecoderProcess:
+    def child(self) -> DecoderProcess:
         """The transcriber process (its memory and how often it was replaced)."""
         return self._child
 

@@ -21,11 +21,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from livekit import rtc
 from livekit.agents import AgentSession, llm
 from livekit.agents.voice.events import ConversationItemAddedEvent, UserInputTranscribedEvent
 
 from pipelines.amd import AMDDetector, Verdict
+from pipelines.audio import int16_to_float
+from pipelines.providers.amd_transcripts import AMDTranscripts
 from pipelines.types import AMD_CATEGORIES
 from worker.call.first_message import PreparedSpeech
 from worker.call.ivr_memory import IVRMemory, path_that_reached_a_person, replay
@@ -121,6 +124,12 @@ class AMDRouter:
         self._replayed: str | None = None
         self._greeting: PreparedSpeech | None = None
         """The first message, synthesized while detection listens (said on ``continue``)."""
+        # the offline call STT finalises too late for the detector: it gets transcripts of
+        # its own then (a vendor's streaming STT sends interims as the callee speaks); their
+        # two models load from the job's start, while the room connects and the phone rings
+        self._own = AMDTranscripts(lambda _text, _final: None, enabled=self._offline_stt())
+        with contextlib.suppress(RuntimeError):  # no running loop: started on first use
+            self._own.start()
 
     async def run(self, session: AgentSession[Any], participant: rtc.RemoteParticipant) -> None:
         # The stream opens while the phone still rings, so its frames flow from the answer on
@@ -134,9 +143,17 @@ class AMDRouter:
             num_channels=1,
         )
         detector: AMDDetector | None = None
+        own = self._own
+
+        def on_own_transcript(text: str, is_final: bool) -> None:
+            if detector is not None:
+                logger.debug("amd own transcript (final %s): %r", is_final, text)
+                detector.push_transcript(text, is_final=is_final)
+
+        own.on_result = on_own_transcript
 
         def on_transcript(ev: UserInputTranscribedEvent) -> None:
-            if detector is not None:
+            if detector is not None and own.failed:
                 logger.debug(
                     "amd transcript at %.2f s (final %s): %r",
                     detector.core.now,
@@ -149,6 +166,7 @@ class AMDRouter:
             async for ev in stream:
                 if detector is not None:
                     detector.push_frame(ev.frame)
+                    own.push(int16_to_float(np.frombuffer(ev.frame.data, dtype=np.int16)))
 
         feeder = asyncio.create_task(feed())
         try:
@@ -200,8 +218,24 @@ class AMDRouter:
                 await feeder
             await stream.aclose()
             await detector.aclose()
+            if own.requests or not own.failed:
+                self.life.recorder.add_event(
+                    "amd_transcripts",
+                    requests=own.requests,
+                    failed=own.failed,
+                    head_start=own.head_start,
+                )
+            await self.aclose()
             if self._greeting is not None:
                 await self._greeting.aclose()
+
+    async def aclose(self) -> None:
+        """Stops the detector's own transcripts (idempotent; ``run`` calls it too)."""
+        await self._own.aclose()
+
+    def _offline_stt(self) -> bool:
+        chain = self.plan.providers.get("stt", ())
+        return bool(chain) and chain[0].vendor == "local"
 
     async def _wait_for_beep_or_silence(self, detector: AMDDetector) -> None:
         deadline = time.monotonic() + VOICEMAIL_WAIT_SECONDS

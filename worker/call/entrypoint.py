@@ -279,7 +279,10 @@ async def entrypoint(ctx: JobContext) -> None:
 
         async def route() -> None:
             # A task, so a callee that leaves before answering cannot hold the job here.
-            await router.run(call.session, await ctx.wait_for_participant())
+            try:
+                await router.run(call.session, await ctx.wait_for_participant())
+            finally:
+                await router.aclose()
 
         amd_task = asyncio.create_task(route())
         amd_task.add_done_callback(_log_failure)
