@@ -75,7 +75,7 @@ async def test_a_long_utterance_gets_interims_then_one_final_from_both() -> None
 
 
 async def test_a_short_hello_goes_to_the_phrase_model_only() -> None:
-    got, moon, phrases, own = results_and()
+    got, moon, _phrases, own = results_and()
     await play(own, np.concatenate([tone(0.6), np.zeros(RATE // 2, np.float32)]))
     await asyncio.sleep(0.01)
     await own.aclose()
@@ -84,7 +84,7 @@ async def test_a_short_hello_goes_to_the_phrase_model_only() -> None:
 
 
 async def test_interims_are_skipped_while_busy_and_stale_ones_dropped() -> None:
-    got, moon, phrases, own = results_and()
+    got, _moon, phrases, own = results_and()
     phrases.release.clear()  # the phrase model hangs on its first interim
     await play(own, tone(3.5))
     assert len(phrases.seconds) == 1  # no second interim while the first is out
