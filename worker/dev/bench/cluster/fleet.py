@@ -1,10 +1,11 @@
 """``voice-worker bench fleet [--quick]``: two livekit-server nodes sharing one Redis, worker
 processes registered alternately with them (all on that Redis: ``REDIS_URL``), calls created
 alternately on each node. Mid-call, the worker holding the most calls is SIGKILLed with its job
-processes (a lost host); then another worker with calls up is drained (SIGTERM). Measured at
-the callers and from the reports the workers wrote (``REPORT_DIR``): every call answered, the
-killed worker's calls taken over, the gap the callers heard, turns left unanswered, one report
-per call."""
+processes (a lost host); once its calls are taken over, another worker with calls up is drained
+(SIGTERM). Measured at the callers and from the reports the workers wrote (``REPORT_DIR``):
+every call answered, the killed worker's calls taken over, the gap the callers heard, the time
+from the kill to each step of a takeover (from the surviving workers' logs), turns left
+unanswered, one report per call. The nodes' logs are kept next to the workers'."""
 
 from __future__ import annotations
 
@@ -31,15 +32,18 @@ from worker.dev.services import LiveKitEndpoint, LiveKitServer, RedisServer, Wor
 ANSWER = "Of course, let me check that for you."
 CALLER = "booking_two_turns"
 INTO_THE_CALL = 1.0
-"""Seconds after half the calls have their first caller turn (4-7 s of the recording) in
-their checkpoint before the kill: answers under way, the second turn (16-20 s) to come."""
-SLOTS = 3
+"""Seconds after half the calls are past the caller's first turn (4-7 s of the recording:
+in their checkpoint, or spoken by then) before the kill: answers under way, the second turn
+(16-20 s) to come."""
+SLOTS = 4
 """Call slots per worker (``MAX_CONCURRENT_CALLS``): three workers share a box that holds
-about 4 calls (``bench capacity``), so 3 each, not the default 20. LiveKit places a call on
+about 4 calls (``bench capacity``), so 4 each, not the default 20. LiveKit places a call on
 the node with the most spare capacity (the sum over its available workers of the target
 load 0.7 minus each one's load) and there on a worker at random weighted by 1 - load: at
 1/20 per call the node with two workers outbid the lone one until it had 14 calls more, so
-the lone worker got none."""
+the lone worker got none. At 3 slots a worker counted full at 2 calls while one was still
+starting (livekit-agents adds the slot it reserved), both of a node's workers declined, and
+LiveKit dropped the call (it does not try the other node)."""
 PACE = 1.0
 """Seconds between calls: the workers report their load every 2.5 s, so calls created
 faster than that are all placed on loads from before the first of them."""
@@ -165,14 +169,17 @@ def _turns_lost(rec: CallRecording) -> int:
     )
 
 
-async def _mid_call(redis_url: str, calls: int, timeout: float) -> set[str]:
-    """Until at least half the calls are mid-call (their checkpoint holds the caller's
-    first turn; the second is to come): the rooms of those calls. On a busy host the
-    first calls may end before the last are answered, so not all of them need be."""
+async def _mid_call(redis_url: str, calls: int, first_turn: float, timeout: float) -> set[str]:
+    """Until at least half the calls are mid-call (their checkpoint holds the caller's first
+    turn, or their greeting came ``first_turn`` s ago: the caller has spoken it by then even
+    when a busy host's offline STT missed it; the second turn is to come): the rooms of those
+    calls. On a busy host the first calls may end before the last are answered, so not all
+    of them need be."""
     import redis.asyncio as aioredis
 
     client = aioredis.from_url(redis_url, decode_responses=True)
     deadline = time.monotonic() + timeout
+    greeted: dict[str, float] = {}
     rooms: set[str] = set()
     up: set[str] = set()
     try:
@@ -181,9 +188,13 @@ async def _mid_call(redis_url: str, calls: int, timeout: float) -> set[str]:
             for key in await client.keys("vw:call:*"):
                 body = json.loads(await client.get(key) or "{}")
                 said = body.get("report", {}).get("transcript", [])
-                up.add(str(body.get("room")))
-                if any(e.get("role") == "user" for e in said):
-                    rooms.add(str(body.get("room")))
+                room = str(body.get("room"))
+                up.add(room)
+                if any(e.get("role") == "assistant" for e in said):
+                    greeted.setdefault(room, time.monotonic())
+                heard = any(e.get("role") == "user" for e in said)
+                if heard or time.monotonic() - greeted.get(room, time.monotonic()) > first_turn:
+                    rooms.add(room)
             if len(rooms) >= max(1, calls // 2):
                 return rooms
             await asyncio.sleep(0.25)
@@ -255,7 +266,8 @@ async def bench_fleet(*, quick: bool, workdir: Path) -> dict[str, Any]:
                         )
                     )
                     await asyncio.sleep(PACE)
-                live = await _mid_call(redis_url, n_calls, timeout=45.0)
+                first_turn = turns[0][1] - turns[0][0] + 1.0  # and the caller's pause
+                live = await _mid_call(redis_url, n_calls, first_turn, timeout=45.0)
                 await asyncio.sleep(INTO_THE_CALL)
                 placed = [_rooms(w) for w in workers]
                 killed_at = time.time()
