@@ -285,8 +285,14 @@ class WebhookSender:
         self._failed = self._spool / "failed"
         self._spool.mkdir(parents=True, exist_ok=True)
         self._secret_for = secret_for
-        self._client = client or httpx.AsyncClient()
         self._owns_client = client is None
+        if client is None:
+            # the process's shared TLS context: a context of its own would parse the CA
+            # bundle (~0.1 s of CPU, seconds on a busy host) on the loop of every call
+            from pipelines.providers import shared_ssl_context
+
+            client = httpx.AsyncClient(verify=shared_ssl_context())
+        self._client = client
         self._max_attempts = max_attempts
         self._base_delay = base_delay
         self._max_delay = max_delay

@@ -23,6 +23,7 @@ from livekit import rtc
 from livekit.agents import Agent, AgentSession, JobContext
 
 from pipelines.errors import VoiceWorkerError
+from pipelines.providers import shared_ssl_context
 from worker.call.amd_routing import IVRRecall
 from worker.call.ivr_memory import ivr_memory
 from worker.call.lifecycle import CallLifecycle, pre_call_hook, webhook_sender
@@ -174,7 +175,7 @@ async def entrypoint(ctx: JobContext) -> None:
     for warning in plan.warnings:
         logger.warning("plan: %s", warning)
 
-    http = httpx.AsyncClient()
+    http = httpx.AsyncClient(verify=shared_ssl_context())  # not a CA-bundle parse per call
     sender = webhook_sender(settings, life.metrics)
     keys = CallerDigits(record_event=life.recorder.add_event)
     warm = WarmTransferTool(

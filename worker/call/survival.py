@@ -267,6 +267,7 @@ async def take_over(
     epoch = await store.claim(call_id)
     if not epoch:
         return "claimed elsewhere"
+    logger.info("claimed lapsed call %s at epoch %d", call_id, epoch, extra={"call_id": call_id})
     checkpoint = await store.load(call_id)
     if checkpoint is None:
         await store.forget(call_id)
@@ -308,6 +309,12 @@ async def _dispatch_until_taken(
     while time.monotonic() < give_up:
         if not await _assigned(lkapi, room, sent) and len(sent) < DISPATCHES:
             sent.append((await lkapi.agent_dispatch.create_dispatch(request)).id)
+            logger.info(
+                "takeover dispatch %s sent for call %s",
+                sent[-1],
+                call_id,
+                extra={"call_id": call_id, "dispatch_id": sent[-1]},
+            )
         deadline = time.monotonic() + every
         while time.monotonic() < deadline:
             held = await store.holder(call_id)

@@ -296,3 +296,26 @@ def test_metrics_registry_is_dedicated_and_mountable() -> None:
     app.freeze()
     with pytest.raises(RuntimeError, match="frozen"):
         add_metrics_route(app, metrics)
+
+
+async def test_a_sender_of_its_own_parses_no_ca_bundle_on_the_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call builds its sender as it starts: a TLS context of its own would parse the CA
+    bundle on the call's loop (0.1 s of CPU, 2 s on a busy host). It shares the process's."""
+    import ssl
+
+    from pipelines.providers import shared_ssl_context
+
+    shared_ssl_context()  # as the job process's prewarm does
+    built: list[object] = []
+    real = ssl.create_default_context
+    monkeypatch.setattr(
+        ssl, "create_default_context", lambda *a, **k: built.append(a) or real(*a, **k)
+    )
+    sender = WebhookSender(spool_dir=tmp_path, secret_for=lambda _key: None)
+    try:
+        assert built == []
+    finally:
+        await sender.aclose()
+    assert sender._client.is_closed  # it owns the client it made

@@ -434,9 +434,11 @@ def add_bench_parser(
         "calls on two LiveKit nodes through a worker crash and a drain",
         "Two livekit-server nodes on one Redis, worker processes split across them (REDIS_URL: "
         "calls checkpointed and taken over), calls created on both nodes; mid-call the worker "
-        "holding the most calls is SIGKILLed and another is drained (SIGTERM). Prints calls "
-        "answered, calls per worker, calls recovered, the recovery gap heard at the callers, "
-        "turns lost, reports delivered and drained calls.",
+        "holding the most calls is SIGKILLed and, once its calls are taken over, another is "
+        "drained (SIGTERM). Prints calls answered, calls per worker, calls recovered, the "
+        "recovery gap heard at the callers, the time from the kill to each takeover step "
+        "(claimed, dispatched, job offered, call started, agent track, heard), turns lost, "
+        "reports delivered and drained calls.",
     )
     p.add_argument(
         "--quick", action="store_true", help="3 workers, 6 calls (a few minutes); else 4 and 12"

@@ -147,10 +147,15 @@ async def test_a_call_survives_the_sigkill_of_its_worker(
     assert sorry, lines
     # the turn the lost worker never answered is answered (the caller may cut it short)
     assert any(ANSWER.startswith(text) for text in lines[sorry[0] + 1 :]), lines
-    back = [t for t in rec.speech_onsets() if rec.t0 + t > killed_at]
+    # the successor's voice, after its track: onsets stamped between the kill and that are
+    # the lost worker's audio reaching the caller late (seen 1.2 s after the kill, before
+    # any worker could have claimed the call: the lease alone runs 1.1-1.5 s)
+    joined = rec.agent_joined_at
+    assert joined is not None and joined > killed_at, "no successor's track after the kill"
+    back = [t for t in rec.speech_onsets() if rec.t0 + t > joined]
     assert back, "the caller never heard the agent again"
     gap = rec.t0 + back[0] - killed_at
-    print(f"agent heard again {gap:.2f} s after the kill")
+    print(f"successor heard {gap:.2f} s after the kill (its track at {joined - killed_at:.2f} s)")
     assert gap < 10.0, gap
 
 
@@ -203,7 +208,9 @@ def signal_tree(process: WorkerProcess, sig: int) -> None:
     assert process.pid is not None
     tree = psutil.Process(process.pid)
     for p in [tree, *tree.children(recursive=True)]:
-        p.send_signal(sig)
+        # a job process may exit between the listing and its signal (a call ending)
+        with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+            p.send_signal(sig)
 
 
 async def test_a_worker_that_only_stalls_leaves_the_call_to_its_successor(
