@@ -85,6 +85,8 @@ class AMDTranscripts:
         """True when these transcripts are off, or their child failed: use the call STT's."""
         self.requests = 0
         """Transcriptions answered so far (interims and finals)."""
+        self.heard: list[tuple[float, bool, str]] = []
+        """(seconds of callee audio when it came, final, text) of each result passed on."""
         self.head_start: float | None = None
         """Seconds between ``start`` and the first callee audio (the children's load time)."""
         self._started_at: float | None = None
@@ -164,7 +166,9 @@ class AMDTranscripts:
             return
         self.requests += 1
         if final or generation == self._generation:
-            self.on_result(" ".join(t for t in texts if t), final)
+            text = " ".join(t for t in texts if t)
+            self.heard.append((round(self._samples / RATE, 2), final, text))
+            self.on_result(text, final)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

@@ -224,6 +224,7 @@ class AMDRouter:
                     requests=own.requests,
                     failed=own.failed,
                     head_start=own.head_start,
+                    heard=own.heard,
                 )
             await self.aclose()
             if self._greeting is not None:
