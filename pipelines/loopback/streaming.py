@@ -188,6 +188,9 @@ class Job:
     speculative: bool = False
     """An interim decoded once the caller went quiet (run even if the utterance ended
     since: its text may serve as the final's)."""
+    speculations: int = 0
+    """Of a plain interim: speculative decodes queued before it (one queued after it
+    covers more of the utterance: the plain one is stale)."""
 
 
 class SegmentingSession:
@@ -243,7 +246,10 @@ class SegmentingSession:
         self.speech_len = 0
         """Samples of the utterance in progress up to its last loud frame."""
         self.speculated: tuple[int, int] | None = None
+        self.speculations = 0
         self.interim_pending = False
+        """A plain interim is queued or being decoded (one at a time: a slow engine must
+        not build a queue of them ahead of the final)."""
         self.last_interim_len = 0
         self.utterance_end_at: int | None = None
         self.pending_bytes = b""
@@ -401,6 +407,7 @@ class SegmentingSession:
         if quiet < self.EARLY_QUIET_MS * self.sample_rate // 1000 or self.speculated == key:
             return
         self.speculated = key
+        self.speculations += 1
         self.jobs.put_nowait(
             Job(
                 "interim",
@@ -429,6 +436,7 @@ class SegmentingSession:
                 segment=self.segment_id,
                 samples=np.concatenate(self.segment),
                 start=self.segment_start / self.sample_rate,
+                speculations=self.speculations,
             )
         )
 
@@ -450,18 +458,20 @@ class SegmentingSession:
             if job.kind == "utterance_end":
                 self.utterance_end(round(job.start / self.sample_rate, 3))
                 continue
-            if job.kind == "interim":
-                self.interim_pending = self.interim_pending and job.speculative
-                if job.segment in self.finalized or (
-                    job.segment in self.ended and not job.speculative
-                ):
-                    continue
+            plain = job.kind == "interim" and not job.speculative
+            if job.kind == "interim" and (
+                job.segment in self.finalized
+                or (plain and (job.segment in self.ended or self.speculations > job.speculations))
+            ):
+                self.interim_pending = self.interim_pending and not plain
+                continue
             assert job.samples is not None
             cached = self.decoded.pop(job.segment, None) if job.kind == "final" else None
             if cached is not None and 0 < job.speech_samples <= cached[0]:
                 transcript = cached[1]  # decoded after the speech ended: the same words
             else:
                 transcript = await self.server.transcribe(job.samples, self.sample_rate)
+            self.interim_pending = self.interim_pending and not plain
             if job.kind == "interim":
                 if job.segment in self.finalized:
                     continue
