@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 from livekit import rtc
-from livekit.agents import llm, stt, utils
+from livekit.agents import APIError, llm, stt, utils
 
 from pipelines.audio import float_to_int16, int16_to_float, resample, rms_dbfs
 from pipelines.engines import EspeakEngine
@@ -349,34 +349,53 @@ async def _layer(
     (``connect_faults`` at the first moment only: a status line comes once, before the
     first output). A full garbage collection before every run keeps the bench process's
     own collections (its in-process servers' garbage, 0.1-0.25 s under load) out of the
-    timed windows: they landed in the LLM refuse cell, after the stall cells' garbage."""
+    timed windows: they landed in the LLM refuse cell, after the stall cells' garbage.
+    A run whose chain failed (every provider, as STT turns do on a starved machine) is
+    counted (``failed``, ``healthy_failed``), not timed; a cell with no timed run is
+    listed in ``cells_without_a_run``."""
 
-    async def once_(fault: str | None, phase: str, history: History, **kw: Any) -> Run:
+    async def once_(fault: str | None, phase: str, history: History, **kw: Any) -> Run | None:
         gc.collect()
-        run: Run = await once(*args[:1], fault, phase, history, *args[1:], **kw)
+        try:
+            run: Run = await once(*args[:1], fault, phase, history, *args[1:], **kw)
+        except (APIError, RuntimeError) as exc:
+            print(
+                f"bench failover: a {fault or 'healthy'} {phase} run failed: {exc}", file=sys.stderr
+            )
+            return None
         return run
 
     warm = HealthRegistry()
     for _ in range(WARMUP):
         await once_(None, phases[0], {}, health=warm)
     history = {p: _history(warm, p)[p] for p in warm.snapshot()}
-    base = statistics.median(
-        [(await once_(None, phases[0], history, alone=True)).seconds for _ in range(3)]
-    )
-    rate = [await once_(None, phases[0], history) for _ in range(healthy)]
+    alone = [await once_(None, phases[0], history, alone=True) for _ in range(3)]
+    if not any(alone):
+        raise RuntimeError("bench failover: no healthy run of the fallback alone completed")
+    base = statistics.median([r.seconds for r in alone if r is not None])
+    tried = [await once_(None, phases[0], history) for _ in range(healthy)]
+    rate = [r for r in tried if r is not None]
     results: dict[str, Any] = {
         "baseline_first_output": round(base, 3),
         "hedge_rate_healthy": round(
             sum(r.hedges for r in rate) / max(1, sum(r.requests for r in rate)), 3
         ),
         "healthy_requests": sum(r.requests for r in rate),
+        "healthy_failed": len(tried) - len(rate),
     }
+    empty: list[str] = []
     for phase in phases:
         for fault in FAULTS:
             if phase != phases[0] and fault in connect_faults:
                 continue  # one moment for a fault that hits as the request opens
-            runs = [await once_(fault, phase, history) for _ in range(repeats)]
-            results[f"{phase}_{fault}"] = _summary([r.seconds for r in runs], base)
+            cell = [await once_(fault, phase, history) for _ in range(repeats)]
+            runs = [r.seconds for r in cell if r is not None]
+            if not runs:
+                empty.append(f"{phase}_{fault}")
+                continue
+            results[f"{phase}_{fault}"] = {**_summary(runs, base), "failed": repeats - len(runs)}
+    if empty:
+        results["cells_without_a_run"] = empty
     return results
 
 
