@@ -72,6 +72,12 @@ class EnergySegmenter:
         the partial frame held back included."""
         return self._quiet_run * self.frame_len + len(self._pending) if self.in_speech else 0
 
+    @property
+    def loud_end(self) -> int:
+        """Stream position just past the last loud frame of the utterance in progress
+        (frame-aligned: it does not move while only quiet frames come)."""
+        return (self._frames_done - self._quiet_run) * self.frame_len
+
     def interrupt(self) -> None:
         """Ends the current utterance now (a caller's ``Finalize``); the next loud audio
         starts a new one."""
@@ -400,9 +406,8 @@ class SegmentingSession:
         for ``EARLY_QUIET_MS`` after it, decodes the utterance so far (once per extent)."""
         if not (self.segment and self.segmenter.in_speech):
             return
-        length = sum(len(s) for s in self.segment)
         quiet = self.segmenter.quiet_samples
-        self.speech_len = max(0, length - quiet)
+        self.speech_len = max(0, self.segmenter.loud_end - self.segment_start)
         key = (self.segment_id, self.speech_len)
         if quiet < self.EARLY_QUIET_MS * self.sample_rate // 1000 or self.speculated == key:
             return
