@@ -141,6 +141,15 @@ class MoonshineTranscriber:
             return ""
         return self._phrase(samples, sample_rate, phrases[0][0], phrases[-1][1])
 
+    def transcribe(self, samples: Float32Array, sample_rate: int) -> str:
+        """The same as calling it (what the STT wire servers call an engine with)."""
+        return self(samples, sample_rate)
+
+    def warm_up(self) -> None:
+        """Loads the model and runs it once: the first run costs seconds."""
+        t = np.arange(MOONSHINE_SAMPLE_RATE, dtype=np.float32) / MOONSHINE_SAMPLE_RATE
+        self._transcribe(0.3 * np.sin(2 * np.pi * 220.0 * t).astype(np.float32))
+
     def _phrase(self, samples: Float32Array, sample_rate: int, start: int, end: int) -> str:
         for padding in self.paddings:
             pad = round(padding * sample_rate)
@@ -178,9 +187,7 @@ class MoonshineTranscriber:
 def serve(stdin: BinaryIO, stdout: TextIO) -> int:
     """The transcriber child: each request is one whole VAD segment, 16 kHz int16 PCM."""
     transcriber = MoonshineTranscriber()
-    # load the model and run it once before saying ready: the first run costs seconds
-    t = np.arange(MOONSHINE_SAMPLE_RATE, dtype=np.float32) / MOONSHINE_SAMPLE_RATE
-    transcriber._transcribe(0.3 * np.sin(2 * np.pi * 220.0 * t).astype(np.float32))
+    transcriber.warm_up()  # before saying ready
 
     def transcribe(pcm: Int16Array) -> str:
         return transcriber(int16_to_float(pcm), MOONSHINE_SAMPLE_RATE)

@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dg.add_argument("--interim-interval", type=float, default=1.0, metavar="S")
     dg.add_argument("--preload", action="store_true", help="load the STT engine before listening")
+    dg.add_argument(
+        "--engine",
+        choices=("pocketsphinx", "moonshine"),
+        default="pocketsphinx",
+        help="offline recogniser (moonshine: slower per call, far more accurate)",
+    )
     el = parser.add_argument_group("text to speech (" + ", ".join(TTS_SERVERS) + ")")
     el.add_argument("--chunk-ms", type=int, default=200)
     el.add_argument(
@@ -81,7 +87,13 @@ def build_server(args: argparse.Namespace) -> WireServer:
     common = {"host": args.host, "port": args.port, "knobs": knobs}
     if args.vendor in STT_SERVERS:
         module, name = STT_SERVERS[args.vendor]
+        engine = None
+        if args.engine == "moonshine":
+            from pipelines.engines import MoonshineTranscriber
+
+            engine = MoonshineTranscriber()
         server: SpeechServer = getattr(importlib.import_module(module), name)(
+            engine,
             min_endpointing_ms=args.min_endpointing_ms,
             interim_interval=args.interim_interval,
             **common,

@@ -2,7 +2,11 @@
 AssemblyAI): audio in over a WebSocket, utterances cut by an energy segmenter on audio time
 (not wall time, so results do not depend on how fast the caller pushes audio), each cut
 transcribed by the offline STT engine in one worker task so results go out in order
-without blocking the audio. A vendor module subclasses ``SegmentingSession`` for its
+without blocking the audio. Once the caller has been quiet for ``EARLY_QUIET_MS`` the
+utterance so far is decoded at once (a speculative interim): when the segmenter then
+confirms the end, that text is the final's, which goes out without a decode of its own
+(a healthy final comes ``silence_ms`` after the end of speech, not that plus a decode of
+the whole utterance). A vendor module subclasses ``SegmentingSession`` for its
 messages and control frames, and ``SpeechServer`` for its routes.
 """
 
@@ -61,6 +65,18 @@ class EnergySegmenter:
         self._loud_run = 0
         self._quiet_run = 0
         self._frames_done = 0
+
+    @property
+    def quiet_samples(self) -> int:
+        """Samples since the last loud frame of the utterance in progress (0 outside one),
+        the partial frame held back included."""
+        return self._quiet_run * self.frame_len + len(self._pending) if self.in_speech else 0
+
+    @property
+    def loud_end(self) -> int:
+        """Stream position just past the last loud frame of the utterance in progress
+        (frame-aligned: it does not move while only quiet frames come)."""
+        return (self._frames_done - self._quiet_run) * self.frame_len
 
     def interrupt(self) -> None:
         """Ends the current utterance now (a caller's ``Finalize``); the next loud audio
@@ -148,8 +164,12 @@ class SpeechServer(WireServer):
         return self._engine
 
     def preload(self) -> None:
-        """Loads the engine now (its first decoder), not on the first session."""
-        self.engine.transcribe(np.zeros(1600, dtype=np.float32), 16000)
+        """Loads the engine now (its first decoder, its model), not on the first session."""
+        warm_up = getattr(self.engine, "warm_up", None)
+        if callable(warm_up):
+            warm_up()
+        else:
+            self.engine.transcribe(np.zeros(1600, dtype=np.float32), 16000)
 
     async def transcribe(self, samples: Float32Array, sample_rate: int) -> str:
         if len(samples) == 0:
@@ -169,6 +189,14 @@ class Job:
     from_finalize: bool = False
     """The caller's control message (finalize, close) ended the utterance."""
     speech_final: bool = False
+    speech_samples: int = 0
+    """Of a final: samples of the utterance up to its last loud frame."""
+    speculative: bool = False
+    """An interim decoded once the caller went quiet (run even if the utterance ended
+    since: its text may serve as the final's)."""
+    speculations: int = 0
+    """Of a plain interim: speculative decodes queued before it (one queued after it
+    covers more of the utterance: the plain one is stale)."""
 
 
 class SegmentingSession:
@@ -177,6 +205,7 @@ class SegmentingSession:
     ``utterance_end``, ``closing`` and ``on_control``."""
 
     PREROLL_S = 0.2
+    EARLY_QUIET_MS = 100
 
     def __init__(
         self,
@@ -216,7 +245,17 @@ class SegmentingSession:
         self.preroll: deque[Float32Array] = deque()
         self.preroll_len = 0
         self.finalized: set[int] = set()
+        self.ended: set[int] = set()
+        """Utterances whose final is queued: their plain interims are stale."""
+        self.decoded: dict[int, tuple[int, str]] = {}
+        """Latest decode of an utterance in progress: samples it covered, its text."""
+        self.speech_len = 0
+        """Samples of the utterance in progress up to its last loud frame."""
+        self.speculated: tuple[int, int] | None = None
+        self.speculations = 0
         self.interim_pending = False
+        """A plain interim is queued or being decoded (one at a time: a slow engine must
+        not build a queue of them ahead of the final)."""
         self.last_interim_len = 0
         self.utterance_end_at: int | None = None
         self.pending_bytes = b""
@@ -309,6 +348,7 @@ class SegmentingSession:
             else:
                 self._end_segment(event.sample, speech_final=self.speech_final)
         self._take(samples[cursor:])
+        self._maybe_speculate()
         if (
             self.utterance_end_at is not None
             and not self.segmenter.in_speech
@@ -337,6 +377,7 @@ class SegmentingSession:
         self.preroll.clear()
         self.preroll_len = 0
         self.last_interim_len = 0
+        self.speech_len = 0
         self.utterance_end_at = None
         self.speech_started(round(sample / self.sample_rate, 3))
 
@@ -345,6 +386,7 @@ class SegmentingSession:
             return
         samples = np.concatenate(self.segment)
         self.segment = []
+        self.ended.add(self.segment_id)
         self.jobs.put_nowait(
             Job(
                 "final",
@@ -353,14 +395,39 @@ class SegmentingSession:
                 start=self.segment_start / self.sample_rate,
                 speech_final=speech_final,
                 from_finalize=from_finalize,
+                speech_samples=self.speech_len,
             )
         )
         if self.utterance_end_ms is not None:
             self.utterance_end_at = sample + self.utterance_end_ms * self.sample_rate // 1000
 
+    def _maybe_speculate(self) -> None:
+        """Notes where the utterance's speech ends so far; once the caller has been quiet
+        for ``EARLY_QUIET_MS`` after it, decodes the utterance so far (once per extent)."""
+        if not (self.segment and self.segmenter.in_speech):
+            return
+        quiet = self.segmenter.quiet_samples
+        self.speech_len = max(0, self.segmenter.loud_end - self.segment_start)
+        key = (self.segment_id, self.speech_len)
+        if quiet < self.EARLY_QUIET_MS * self.sample_rate // 1000 or self.speculated == key:
+            return
+        self.speculated = key
+        self.speculations += 1
+        self.jobs.put_nowait(
+            Job(
+                "interim",
+                segment=self.segment_id,
+                samples=np.concatenate(self.segment),
+                start=self.segment_start / self.sample_rate,
+                speculative=True,
+            )
+        )
+
     def _maybe_interim(self) -> None:
         if not (self.interim_results and self.segment and self.segmenter.in_speech):
             return
+        if self.segmenter.quiet_samples >= self.EARLY_QUIET_MS * self.sample_rate // 1000:
+            return  # the caller may have stopped: the speculative decode goes first
         length = sum(len(s) for s in self.segment)
         if self.interim_pending or length - self.last_interim_len < (
             self.interim_interval * self.sample_rate
@@ -374,6 +441,7 @@ class SegmentingSession:
                 segment=self.segment_id,
                 samples=np.concatenate(self.segment),
                 start=self.segment_start / self.sample_rate,
+                speculations=self.speculations,
             )
         )
 
@@ -395,14 +463,26 @@ class SegmentingSession:
             if job.kind == "utterance_end":
                 self.utterance_end(round(job.start / self.sample_rate, 3))
                 continue
+            plain = job.kind == "interim" and not job.speculative
+            if job.kind == "interim" and (
+                job.segment in self.finalized
+                or (plain and (job.segment in self.ended or self.speculations > job.speculations))
+            ):
+                self.interim_pending = self.interim_pending and not plain
+                continue
+            assert job.samples is not None
+            cached = self.decoded.pop(job.segment, None) if job.kind == "final" else None
+            if cached is not None and 0 < job.speech_samples <= cached[0]:
+                transcript = cached[1]  # decoded after the speech ended: the same words
+            else:
+                transcript = await self.server.transcribe(job.samples, self.sample_rate)
+            self.interim_pending = self.interim_pending and not plain
             if job.kind == "interim":
-                self.interim_pending = False
                 if job.segment in self.finalized:
                     continue
-            assert job.samples is not None
-            transcript = await self.server.transcribe(job.samples, self.sample_rate)
-            if job.kind == "interim" and job.segment in self.finalized:
-                continue
+                self.decoded[job.segment] = (len(job.samples), transcript)
+                if job.speculative and not self.interim_results:
+                    continue
             if job.kind == "final":
                 self.finalized.add(job.segment)
             for message in self.results(job, transcript):

@@ -346,8 +346,7 @@ class ProviderChain(Generic[T]):
         while True:
             wd.changed.clear()
             since = wd.request_since
-            p95 = self.health.latency_p95(link_id, self.hedge.min_samples)
-            threshold = self.hedge.threshold(p95, self.deadline)
+            threshold = self.hedge.limit(self.health.history(link_id), self.deadline)
             if since is None or threshold is None:
                 await wd.changed.wait()
                 continue

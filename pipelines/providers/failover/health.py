@@ -50,7 +50,8 @@ class ProviderHealth:
     latency_p50: float | None
     """Median first-output latency of the successes in the window, seconds."""
     latency_p95: float | None
-    """95th percentile of the same latencies: what a hedge waits for (``HedgePolicy``)."""
+    """95th percentile of the same latencies (a hedge waits for it without the window's
+    outliers: ``HedgePolicy.usual``)."""
     slow: int
     """Requests in the window this provider lost to a hedge (it answered later than its
     usual latency and another provider answered first)."""
@@ -188,7 +189,7 @@ class HealthRegistry:
             rec = self._record(provider)
             series = rec.latencies if kind == "first" else rec.kinds.get(kind, ())
             lat = sorted(series)
-        return _p95(lat) if lat and len(lat) >= min_samples else None
+        return p95(lat) if lat and len(lat) >= min_samples else None
 
     def history(self, provider: str, kind: str = "first") -> tuple[float, ...]:
         """The latency samples in the window, oldest first (to seed another registry
@@ -230,7 +231,7 @@ class HealthRegistry:
                     state=self._state(rec, now),
                     error_rate=rec.outcomes.count(False) / n if n else 0.0,
                     latency_p50=lat[len(lat) // 2] if lat else None,
-                    latency_p95=_p95(lat) if lat else None,
+                    latency_p95=p95(lat) if lat else None,
                     slow=rec.slow.count(True),
                     consecutive_failures=rec.consecutive_failures,
                     last_failure=rec.last_failure,
@@ -243,7 +244,7 @@ class HealthRegistry:
             self._records.clear()
 
 
-def _p95(ordered: Sequence[float]) -> float:
+def p95(ordered: Sequence[float]) -> float:
     """Nearest-rank 95th percentile of a sorted, non-empty sequence."""
     return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 

@@ -54,7 +54,8 @@ end of speech): a final result is owed from the last speech frame, within the pr
 usual final latency (``FINAL_LATENCY``)."""
 FINAL_LATENCY = HedgePolicy(factor=1.5, floor=0.3, cold=float("inf"), min_samples=5)
 """How long after the end of speech a final may take: 1.5 x this provider's recent p95
-final latency on this worker (the health registry's ``final`` series), at least 0.3 s.
+final latency on this worker (the health registry's ``final`` series, outliers left out:
+``HedgePolicy.usual``), at least 0.3 s.
 With fewer than 5 samples, or a limit at or past the deadline, the stream keeps the
 deadline counted from ``END_OF_TURN_SILENCE`` of quiet."""
 INTERIM_RATE = RatePolicy(factor=3.0, floor=0.6, min_gaps=2)
@@ -323,8 +324,7 @@ class FailoverRecognizeStream(stt.RecognizeStream):
 
     def _final_limit(self, wd: Watchdog) -> float | None:
         chain = self._failover.chain
-        p95 = chain.health.latency_p95(wd.provider, FINAL_LATENCY.min_samples, kind="final")
-        return FINAL_LATENCY.threshold(p95, wd.deadline)
+        return FINAL_LATENCY.limit(chain.health.history(wd.provider, "final"), wd.deadline)
 
     def _answered(self, wd: Watchdog, ev: stt.SpeechEvent) -> None:
         final = ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT

@@ -15,6 +15,8 @@ from typing import Any
 
 from livekit.agents import APITimeoutError, utils
 
+from pipelines.providers.failover.health import p95
+
 HEDGE_REASONS = ("hedge_won", "hedge_lost")
 
 
@@ -24,9 +26,10 @@ class HedgePolicy:
     allowed provider (a hedge), and how many a layer may start per call.
 
     The threshold follows the serving provider's own recent first-output latency on this
-    worker (``HealthRegistry.latency_p95``): ``factor`` x p95, at least ``floor``, and never
-    at or past the layer's deadline (there the watchdog fails the provider over anyway).
-    With fewer than ``min_samples`` latencies it is ``cold`` (clamped the same way)."""
+    worker (``usual`` over ``HealthRegistry.history``): ``factor`` x its p95, at least
+    ``floor``, and never at or past the layer's deadline (there the watchdog fails the
+    provider over anyway). With fewer than ``min_samples`` latencies it is ``cold``
+    (clamped the same way)."""
 
     factor: float = 1.5
     floor: float = 0.3
@@ -35,6 +38,23 @@ class HedgePolicy:
     min_samples: int = 5
     budget: int = 3
     """Hedges a layer may start per call (one chain): caps the duplicate spend."""
+    outlier: float = 4.0
+    """Samples over this multiple of the window's median are left out of the p95 (a
+    connection's cold first request, a hiccup of the machine): a single slow sample does
+    not set the threshold. Slowness that lasts moves the median, and counts again."""
+
+    def usual(self, samples: Sequence[float]) -> float | None:
+        """The provider's usual p95 latency over ``samples`` (its recent window), its
+        outliers left out; None with fewer than ``min_samples``."""
+        if len(samples) < self.min_samples:
+            return None
+        ordered = sorted(samples)
+        median = ordered[len(ordered) // 2]
+        return p95([s for s in ordered if s <= self.outlier * median])
+
+    def limit(self, samples: Sequence[float], deadline: float) -> float | None:
+        """``threshold`` from the provider's recent ``samples`` (see ``usual``)."""
+        return self.threshold(self.usual(samples), deadline)
 
     def threshold(self, p95: float | None, deadline: float) -> float | None:
         """Seconds without a first output after which to hedge; None: never (the

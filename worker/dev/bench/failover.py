@@ -1,8 +1,9 @@
 """``bench failover``: added delay per layer x fault x moment, and how often healthy
 traffic hedges (also, JSON only, ``python -m worker.dev.bench.failover``).
 
-Switch time is measured from the fault (injection, or the request start for faults that
-hit at connect) to the fallback's first output: first token (LLM), first audio frame
+Switch time is measured from the fault (injection mid-stream; the request start for faults
+before the first output, injected just before it, so toxiproxy's own API time is not
+counted) to the fallback's first output: first token (LLM), first audio frame
 (TTS); for STT, what the caller waits for, from the end of speech to the turn's final
 transcript (a fault mid-turn or 0.2 s before the end of speech, ``STT_MOMENTS``).
 ``added`` subtracts the fallback's own time to first output (STT: to the final), measured
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -35,7 +37,7 @@ from typing import Any
 
 import numpy as np
 from livekit import rtc
-from livekit.agents import llm, stt, utils
+from livekit.agents import APIError, llm, stt, utils
 
 from pipelines.audio import float_to_int16, int16_to_float, resample, rms_dbfs
 from pipelines.engines import EspeakEngine
@@ -155,9 +157,9 @@ async def _llm_once(
         model, events = _chain("llm", specs, health or _seeded(history), alone=alone)
         ctx = llm.ChatContext.empty()
         ctx.add_message(role="user", content="Count.")
-        fault_at = time.monotonic()
         if fault is not None and phase == "before":
             await _inject(fault, proxy, a)
+        fault_at = time.monotonic()  # a fault before the output hits as the request opens
         first: float | None = None
         tokens = 0
         async with model.chat(chat_ctx=ctx) as stream:
@@ -205,9 +207,9 @@ async def _tts_once(
             ProviderSpec("tts", "openai", "t", base_url=f"{b.url}/v1", api_key="k", voice="en-us"),
         ]
         model, events = _chain("tts", specs, health or _seeded(history), alone=alone)
-        fault_at = time.monotonic()
         if fault is not None and phase == "before":
             await _inject(fault, proxy, a)
+        fault_at = time.monotonic()  # a fault before the output hits as the request opens
         stream = model.stream()
         stream.push_text("This is the first sentence of the reply. And a second one.")
         stream.end_input()
@@ -345,31 +347,55 @@ async def _layer(
 ) -> dict[str, Any]:
     """One layer's cells: warm-up, healthy baseline, hedge rate, then each fault
     (``connect_faults`` at the first moment only: a status line comes once, before the
-    first output)."""
+    first output). A full garbage collection before every run keeps the bench process's
+    own collections (its in-process servers' garbage, 0.1-0.25 s under load) out of the
+    timed windows: they landed in the LLM refuse cell, after the stall cells' garbage.
+    A run whose chain failed (every provider, as STT turns do on a starved machine) is
+    counted (``failed``, ``healthy_failed``), not timed; a cell with no timed run is
+    listed in ``cells_without_a_run``."""
+
+    async def once_(fault: str | None, phase: str, history: History, **kw: Any) -> Run | None:
+        gc.collect()
+        try:
+            run: Run = await once(*args[:1], fault, phase, history, *args[1:], **kw)
+        except (APIError, RuntimeError) as exc:
+            print(
+                f"bench failover: a {fault or 'healthy'} {phase} run failed: {exc}", file=sys.stderr
+            )
+            return None
+        return run
+
     warm = HealthRegistry()
     for _ in range(WARMUP):
-        await once(*args[:1], None, phases[0], {}, *args[1:], health=warm)
+        await once_(None, phases[0], {}, health=warm)
     history = {p: _history(warm, p)[p] for p in warm.snapshot()}
-    base = statistics.median(
-        [
-            (await once(*args[:1], None, phases[0], history, *args[1:], alone=True)).seconds
-            for _ in range(3)
-        ]
-    )
-    rate = [await once(*args[:1], None, phases[0], history, *args[1:]) for _ in range(healthy)]
+    alone = [await once_(None, phases[0], history, alone=True) for _ in range(3)]
+    if not any(alone):
+        raise RuntimeError("bench failover: no healthy run of the fallback alone completed")
+    base = statistics.median([r.seconds for r in alone if r is not None])
+    tried = [await once_(None, phases[0], history) for _ in range(healthy)]
+    rate = [r for r in tried if r is not None]
     results: dict[str, Any] = {
         "baseline_first_output": round(base, 3),
         "hedge_rate_healthy": round(
             sum(r.hedges for r in rate) / max(1, sum(r.requests for r in rate)), 3
         ),
         "healthy_requests": sum(r.requests for r in rate),
+        "healthy_failed": len(tried) - len(rate),
     }
+    empty: list[str] = []
     for phase in phases:
         for fault in FAULTS:
             if phase != phases[0] and fault in connect_faults:
                 continue  # one moment for a fault that hits as the request opens
-            runs = [await once(*args[:1], fault, phase, history, *args[1:]) for _ in range(repeats)]
-            results[f"{phase}_{fault}"] = _summary([r.seconds for r in runs], base)
+            cell = [await once_(fault, phase, history) for _ in range(repeats)]
+            runs = [r.seconds for r in cell if r is not None]
+            if not runs:
+                empty.append(f"{phase}_{fault}")
+                continue
+            results[f"{phase}_{fault}"] = {**_summary(runs, base), "failed": repeats - len(runs)}
+    if empty:
+        results["cells_without_a_run"] = empty
     return results
 
 

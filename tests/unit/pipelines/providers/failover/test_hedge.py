@@ -34,6 +34,29 @@ def test_threshold_follows_the_providers_p95_between_floor_and_deadline() -> Non
     assert policy.threshold(None, 0.8) is None
 
 
+def test_one_cold_sample_does_not_set_the_threshold_but_lasting_slowness_does() -> None:
+    policy = HedgePolicy(factor=1.5, floor=0.3, cold=1.0, min_samples=5)
+    warm = [0.02, 0.025, 0.03, 0.022, 0.024]
+    assert policy.usual(warm[:4]) is None, "fewer than min_samples: no usual latency yet"
+    assert policy.limit(warm[:4], 1.5) == 1.0
+    assert policy.usual(warm) == 0.03
+    # a connection's cold first request (0.75 s, 30x the median) is an outlier: the
+    # threshold stays at the floor instead of 1.5 x 0.75 s
+    cold = [0.75, *warm]
+    assert policy.usual(cold) == 0.03
+    assert policy.limit(cold, 1.5) == 0.3
+    # without the outlier rule the nearest-rank p95 of a short window is its maximum
+    assert HedgePolicy(outlier=float("inf")).limit(cold, 1.5) == pytest.approx(1.125)
+    # slowness that lasts moves the median: every slow sample counts again
+    slow = [0.75, 0.5, 0.6, 0.02, 0.7, 0.55]
+    assert policy.usual(slow) == 0.75
+    assert policy.limit(slow, 1.5) == pytest.approx(1.125)
+    assert policy.limit(slow, 1.0) is None, "past the deadline: the watchdog decides"
+    # a spread-out but usual distribution keeps its own p95
+    spread = [0.1, 0.2, 0.3, 0.35, 0.4]
+    assert policy.usual(spread) == 0.4
+
+
 def test_health_learns_p95_and_slow_losses_demote_a_provider() -> None:
     clock = Clock()
     health = HealthRegistry(BreakerPolicy(failure_threshold=3, cooldown=10), clock=clock)
