@@ -129,6 +129,8 @@ class AMDRouter:
         self._greeting: PreparedSpeech | None = None
         """The first message, synthesized while detection listens (said on ``continue``)."""
         self._provisional: Provisional | None = None
+        self.provisional: dict[str, Any] = {}
+        """The ``amd`` event's ``provisional`` field (empty without an early decision)."""
         self._early: SpeechHandle | None = None
         """The first message said on the provisional decision, before the verdict."""
         self._early_played = 0.0
@@ -192,8 +194,10 @@ class AMDRouter:
             verdict = await detector.wait()
             self.verdict = verdict
             action = self.amd.actions[verdict.category]
-            extra = self._settle_provisional(verdict, action)
-            self.life.recorder.add_event("amd", action=action, **verdict.to_json(), **extra)
+            self.provisional = self._settle_provisional(verdict, action)
+            self.life.recorder.add_event(
+                "amd", action=action, **verdict.to_json(), **self.provisional
+            )
             self.life.metrics.amd_verdicts.labels(category=verdict.category).inc()
             if self.notify is not None:  # 002's progress webhooks: the verdict as it happens
                 self._notified = asyncio.create_task(
