@@ -22,6 +22,12 @@ from pipelines.amd.phrase_lm import (
     build_arpa,
 )
 from pipelines.amd.phrases import TranscriptEvidence, answer_opening, transcript_evidence
+from pipelines.amd.provisional import (
+    PROVISIONAL_SILENCE,
+    Greeting,
+    Provisional,
+    ProvisionalRule,
+)
 
 __all__ = [
     "DOMAIN_CORPUS",
@@ -29,10 +35,14 @@ __all__ = [
     "IVR_ACTIONS",
     "IVR_MENU_LINES",
     "IVR_OPTIONS",
+    "PROVISIONAL_SILENCE",
     "AMDClassifier",
     "AMDDetector",
     "BeepDetector",
+    "Greeting",
     "PhraseTranscriber",
+    "Provisional",
+    "ProvisionalRule",
     "Tiebreaker",
     "Tone",
     "Transcriber",

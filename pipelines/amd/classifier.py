@@ -39,6 +39,7 @@ from livekit import rtc
 
 from pipelines.amd.detectors import BeepDetector, Tone, is_sit
 from pipelines.amd.phrases import TranscriptEvidence, answer_opening, transcript_evidence
+from pipelines.amd.provisional import Greeting, Provisional, ProvisionalRule
 from pipelines.audio import Float32Array, VADCore, int16_to_float
 from pipelines.types import AMD_CATEGORIES, AMDCategory
 
@@ -182,6 +183,19 @@ class AMDClassifier:
         if self._last_speech_end is None or self._run_counted:
             return 0.0
         return self.now - self._last_speech_end
+
+    def greeting(self) -> Greeting:
+        """The greeting so far, for ``ProvisionalRule``."""
+        machine = self._evidence.category not in (None, "human")
+        return Greeting(
+            now=self.now,
+            speech_seconds=self._speech_s,
+            silence_seconds=self.silence_seconds,
+            speaking=self._voiced_run > 0,
+            machine_evidence=machine,
+            tones=len(self._beeps.tones),
+            decided=self._verdict is not None,
+        )
 
     @property
     def tiebreak_request(self) -> str | None:
@@ -403,7 +417,9 @@ class AMDDetector:
     ``await wait()`` for the verdict. The deadline runs on the event loop clock from
     construction (the moment the callee answered), so a stalled audio track or STT cannot
     hold the call past ``timeout_seconds``; the tiebreaker gets at most
-    ``tiebreak_timeout`` and never outlives the deadline."""
+    ``tiebreak_timeout`` and never outlives the deadline. With ``provisional_silence``,
+    ``on_provisional`` hears once, before the verdict, that the greeting looks human
+    (``ProvisionalRule``, its length bound the classifier's ``human_max_greeting``)."""
 
     def __init__(
         self,
@@ -412,6 +428,8 @@ class AMDDetector:
         timeout_seconds: float = 8.0,
         tiebreaker: Tiebreaker | None = None,
         tiebreak_timeout: float = 1.5,
+        provisional_silence: float | None = None,
+        on_provisional: Callable[[Provisional], None] | None = None,
         **options: float,
     ) -> None:
         if tiebreaker is not None:
@@ -423,6 +441,14 @@ class AMDDetector:
         self._loop = asyncio.get_running_loop()
         self._t0 = self._loop.time()
         self._done: asyncio.Future[Verdict] = self._loop.create_future()
+        self.provisional = (
+            None
+            if provisional_silence is None
+            else ProvisionalRule(
+                silence=provisional_silence, max_speech=self.core.human_max_greeting
+            )
+        )
+        self._on_provisional = on_provisional
 
     def elapsed(self) -> float:
         return self._loop.time() - self._t0
@@ -462,6 +488,10 @@ class AMDDetector:
             if self._tiebreak_task is not None:
                 self._tiebreak_task.cancel()
             return
+        if self.provisional is not None and not self._done.done():
+            early = self.provisional.check(self.core.greeting())
+            if early is not None and self._on_provisional is not None:
+                self._on_provisional(early)
         request = self.core.tiebreak_request
         if request and self._tiebreaker is not None and self._tiebreak_task is None:
             self._tiebreak_task = asyncio.create_task(self._run_tiebreak(request))

@@ -8,7 +8,13 @@ they arrive); its verdict picks the plan's action for that category:
 - ``hangup``: end the call without a word;
 - ``navigate``: IVR: let the LLM press keys with ``send_dtmf``, bounded attempts.
 
-Until the verdict the agent says nothing: a voicemail greeting must not get LLM replies.
+Until the verdict the agent says nothing to the callee's words: a voicemail greeting must
+not get LLM replies. The one exception is the first message: once the greeting looks like
+a human's (``pipelines.amd.ProvisionalRule``, ~0.3 s after a short greeting ends) it starts
+at once while detection listens on; more of the greeting withdraws that decision and
+stops it (it starts over on ``continue``), and a verdict other than ``continue`` cuts it
+off before its own action. The ``amd`` report event's ``provisional`` says when, whether
+it was withdrawn or overturned, and how long the callee heard the message before a stop.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ import numpy as np
 from livekit import rtc
 from livekit.agents import AgentSession, llm
 from livekit.agents.voice.events import ConversationItemAddedEvent, UserInputTranscribedEvent
+from livekit.agents.voice.speech_handle import SpeechHandle
 
-from pipelines.amd import AMDDetector, Verdict
+from pipelines.amd import PROVISIONAL_SILENCE, AMDDetector, Provisional, Verdict
 from pipelines.audio import int16_to_float
 from pipelines.providers.amd_transcripts import AMDTranscripts
 from pipelines.types import AMD_CATEGORIES
@@ -130,6 +137,12 @@ class AMDRouter:
         self._own = AMDTranscripts(lambda _text, _final: None, enabled=self._offline_stt())
         with contextlib.suppress(RuntimeError):  # no running loop: started on first use
             self._own.start()
+        self._provisional: Provisional | None = None
+        self.provisional: dict[str, Any] = {}
+        """The ``amd`` event's ``provisional`` field (empty without an early decision)."""
+        self._early: SpeechHandle | None = None
+        """The first message said on the provisional decision, before the verdict."""
+        self._early_played = 0.0
 
     async def run(self, session: AgentSession[Any], participant: rtc.RemoteParticipant) -> None:
         # The stream opens while the phone still rings, so its frames flow from the answer on
@@ -183,9 +196,12 @@ class AMDRouter:
                 self.life.recorder.add_event,
             )
             self._greeting.start()  # made while the callee says who they are
+        early = self._greeting is not None and self.amd.actions["human"] == "continue"
         detector = AMDDetector(
             AMD_RATE,
             timeout_seconds=self.amd.timeout_seconds,
+            provisional_silence=PROVISIONAL_SILENCE if early else None,
+            on_provisional=self._on_provisional,
             transcript_wait=TRANSCRIPT_WAIT,
             tiebreaker=llm_tiebreaker(session.llm)
             if self.amd.llm_tiebreaker and isinstance(session.llm, llm.LLM)
@@ -196,7 +212,10 @@ class AMDRouter:
             verdict = await detector.wait()
             self.verdict = verdict
             action = self.amd.actions[verdict.category]
-            self.life.recorder.add_event("amd", action=action, **verdict.to_json())
+            self.provisional = self._settle_provisional(verdict, action)
+            self.life.recorder.add_event(
+                "amd", action=action, **verdict.to_json(), **self.provisional
+            )
             self.life.metrics.amd_verdicts.labels(category=verdict.category).inc()
             if self.notify is not None:  # 002's progress webhooks: the verdict as it happens
                 self._notified = asyncio.create_task(
@@ -238,6 +257,58 @@ class AMDRouter:
         chain = self.plan.providers.get("stt", ())
         return bool(chain) and chain[0].vendor == "local"
 
+    def _on_provisional(self, provisional: Provisional) -> None:
+        """The greeting looks human: the first message starts now (the verdict may cut it);
+        withdrawn: it stops, to start over if the verdict is ``continue``."""
+        if self._greeting is None or self.plan.first_message is None:
+            return
+        self._provisional = provisional
+        if provisional.withdrawn_at is not None:
+            played = self._stop_early()
+            self._greeting.rewind()
+            self.life.recorder.add_event(
+                "amd_provisional_withdrawn",
+                withdrawn_at=provisional.withdrawn_at,
+                played_seconds=round(played, 3),
+            )
+            logger.info("amd provisional human withdrawn after %.2f s played", played)
+            return
+        self.life.recorder.add_event("amd_provisional", category="human", **provisional.to_json())
+        logger.info("amd provisional human: %s", provisional.reason)
+        try:
+            self._early = self._greeting.say(self.plan.first_message, allow_interruptions=False)
+        except Exception as exc:  # the verdict still greets as usual
+            logger.warning("first message not started early: %s", type(exc).__name__)
+
+    def _stop_early(self) -> float:
+        """Interrupts the first message started early; seconds of it played (0 if none)."""
+        if self._early is None:
+            return 0.0
+        self._early.interrupt(force=True)
+        self._early = None
+        first_frame = self._greeting.first_frame_at if self._greeting else None
+        played = max(0.0, time.time() - first_frame) if first_frame is not None else 0.0
+        self._early_played += played
+        return played
+
+    def _settle_provisional(self, verdict: Verdict, action: str) -> dict[str, Any]:
+        """At the verdict: cuts off a first message started early unless the action is
+        ``continue``; returns the ``amd`` event's ``provisional`` field (empty without)."""
+        if self._provisional is None:
+            return {}
+        cut = action != "continue" and self._early is not None
+        if cut:
+            played = self._stop_early()
+            logger.info("amd %s overturned the provisional human after %.2f s", action, played)
+        return {
+            "provisional": {
+                **self._provisional.to_json(),
+                "overturned": verdict.category != "human",
+                "cut": cut,
+                "played_seconds": round(self._early_played, 3),
+            }
+        }
+
     async def _wait_for_beep_or_silence(self, detector: AMDDetector) -> None:
         deadline = time.monotonic() + VOICEMAIL_WAIT_SECONDS
         core = detector.core
@@ -252,7 +323,8 @@ class AMDRouter:
     async def _act(self, action: str, session: AgentSession[Any]) -> None:
         if action == "continue":
             self.reply_gate.set()
-            if self.plan.first_message and not self.amd.greet_immediately:
+            # (a first message started on the provisional decision is playing already)
+            if self.plan.first_message and not self.amd.greet_immediately and self._early is None:
                 # Not interruptible: the verdict usually lands before LiveKit's VAD has
                 # seen the end of the callee's "hello", and an interruptible greeting
                 # would be paused, then dropped when they say "hello?" again.

@@ -124,7 +124,8 @@ def _amd_summary(call: Call) -> dict[str, Any] | None:
     verdict = call.router.verdict if call.router is not None else None
     if call.router is None or verdict is None:
         return None
-    return {**verdict.to_json(), "action": call.router.amd.actions[verdict.category]}
+    action = call.router.amd.actions[verdict.category]
+    return {**verdict.to_json(), "action": action, **call.router.provisional}
 
 
 async def entrypoint(ctx: JobContext) -> None:

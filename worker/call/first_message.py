@@ -73,6 +73,8 @@ class PreparedSpeech:
         self._ready_after: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._used = False
+        self.first_frame_at: float | None = None
+        """When its first frame played (``time.time()``), once said."""
 
     def start(self) -> None:
         """Starts the synthesis (the session must be started: it runs the agent's TTS)."""
@@ -138,6 +140,11 @@ class PreparedSpeech:
                 continue
             await self._more.wait()
 
+    def rewind(self) -> None:
+        """Its playing was stopped (a withdrawn provisional AMD decision): the next
+        ``say`` plays the audio made ahead from the start again."""
+        self._used = False
+
     def say(self, text: str, *, allow_interruptions: bool) -> SpeechHandle:
         """Says ``text``: with the audio made ahead when it is that text, synthesis has not
         failed and it was not said already (before any frame came), else as usual."""
@@ -160,6 +167,7 @@ class PreparedSpeech:
             if ev.new_state != "speaking":
                 return
             self.session.off("agent_state_changed", on_state)
+            self.first_frame_at = ev.created_at
             data: dict[str, Any] = {
                 "prepared": prepared,
                 "ready_when_said": ready,

@@ -76,6 +76,21 @@ UNAVAILABLE = "not_available_00"
 
 GREETING_WITHIN = 1.5
 """Seconds after the end of a human's greeting by which the first message must start."""
+EARLY_MARGIN = 0.2
+"""Seconds of agent speech a machine may be heard to receive beyond what the report says
+played of a first message started on a provisional ``human`` and stopped (frame edges)."""
+
+
+def early_played(amd: dict[str, Any]) -> float:
+    """Seconds of the first message played on a provisional ``human`` the verdict (or the
+    greeting going on) overturned; 0 without one."""
+    early = amd.get("provisional")
+    if early is None:
+        return 0.0
+    assert early["overturned"] and (early["withdrawn_at"] is not None or early["cut"]), amd
+    return float(early["played_seconds"])
+
+
 REPORT_WAIT = 15.0
 CONCURRENT_CALLS = 1
 """Calls placed at once. One at a time (~80 s for the four): on a shared 2-core box,
@@ -301,14 +316,20 @@ def test_voicemail_message_after_the_beep_then_hangup(amd_calls: dict[str, AMDCa
     assert amd["beep_at"] is not None and amd["reason"].startswith("beep at"), amd
     assert call.verdict_logged().startswith("amd verdict machine-vm -> voicemail"), call.logs
 
-    # Silent through the greeting and the whole beep; the message starts after it ended.
+    # Silent through the greeting and the whole beep but for the start of a first message
+    # on a provisional "human" at a pause, stopped as the greeting went on; the message
+    # starts after the beep ended.
     beep_ended = beep_end(VOICEMAIL)
     assert 0.25 <= beep_ended - truth["beep_at"] <= 1.2, beep_ended  # the generator's range
-    assert rec.speech_seconds(-60.0, beep_ended) == 0.0, call.timeline()
+    early = early_played(amd)
+    assert rec.speech_seconds(-60.0, beep_ended) <= early + EARLY_MARGIN, call.timeline()
     onsets = rec.speech_onsets()
-    assert onsets and onsets[0] > beep_ended, f"beep ended at {beep_ended} s\n{call.timeline()}"
-    said = rec.agent_turns()
-    assert [t["text"] for t in said] == [VOICEMAIL_MESSAGE], said
+    before = [t for t in onsets if t <= beep_ended]
+    assert len(before) <= (1 if early else 0), f"beep ended at {beep_ended} s\n{call.timeline()}"
+    assert onsets[len(before) :], call.timeline()
+    said = [t["text"] for t in rec.agent_turns()]
+    assert said[-1:] == [VOICEMAIL_MESSAGE], said
+    assert all(FIRST_MESSAGE.startswith(t) and t != FIRST_MESSAGE for t in said[:-1]), said
     assert rec.speech_seconds(beep_ended) >= 3.0, call.timeline()
 
     # Then the agent hung up by itself, the callee still on the line.
@@ -347,8 +368,9 @@ def test_ivr_menu_is_navigated_with_dtmf(amd_calls: dict[str, AMDCall]) -> None:
     assert call.report is not None
     tools = [e["data"] for e in call.report["events"] if e["type"] == "tool_call"]
     assert tools == [{"tool": "send_dtmf", "ok": True, "digits": DIGITS}], tools
-    # The navigator presses keys; it does not talk to the machine.
-    assert rec.speech_seconds(-60.0) == 0.0, call.timeline()
+    # The navigator presses keys; it does not talk to the machine (but for the start of a
+    # first message on a provisional "human" at a pause, stopped as the menu went on).
+    assert rec.speech_seconds(-60.0) <= early_played(amd) + EARLY_MARGIN, call.timeline()
 
 
 def test_unavailable_line_is_hung_up_without_a_word(amd_calls: dict[str, AMDCall]) -> None:

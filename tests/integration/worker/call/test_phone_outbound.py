@@ -46,6 +46,9 @@ FIRST_MESSAGE_WITHIN = 4.0
 """Seconds after the end of the human's greeting by which the first message must reach the
 phone: a bound for a loaded CI box, not the goal (1.0 s), which is a benchmark's to measure;
 the figure printed is the one to read (2.9 s on a cold job process here)."""
+EARLY_PLAYED_WITHIN = 1.5
+"""Seconds of the first message a voicemail may hear after a provisional ``human`` before it
+stops (the greeting going on withdraws it 0.2-0.4 s later; a bound for a loaded box)."""
 RING_SECONDS = 1.5
 """How long an answering phone rings before it is picked up, as a person or a voicemail box
 would: a loopback phone answering within 0.1 s of the INVITE is quicker than the room's
@@ -273,12 +276,25 @@ async def test_voicemail_gets_the_message_then_a_bye_at_once(
     amd = amd_of(call)
     assert (amd["category"], amd["action"]) == ("machine-vm", "voicemail"), amd
     said = [t["text"] for t in call.report["transcript"] if t["role"] == "assistant"]
-    assert said == [VOICEMAIL_MESSAGE], said
+    assert said[-1:] == [VOICEMAIL_MESSAGE], said
+    # a pause in the recorded greeting may look human for a moment (the provisional AMD
+    # decision): the first message starts, and stops as the greeting goes on
+    early = amd.get("provisional")
+    if len(said) > 1:
+        assert early is not None and (early["withdrawn_at"] is not None or early["cut"]), amd
+        assert all(FIRST_MESSAGE.startswith(t) and t != FIRST_MESSAGE for t in said[:-1]), said
+    if early is not None:
+        print(f"provisional human, {early['played_seconds']:.2f} s of the first message played")
+        assert early["overturned"] and early["played_seconds"] <= EARLY_PLAYED_WITHIN, amd
     assert call.heard_onsets and call.heard_end is not None, call.timeline()
     # the message after the beep (or after the greeting's end when there is none)
     greeting_over = beep_end(fixture) if truth["beep_at"] is not None else truth["greeting_end"]
-    assert call.heard_onsets[0] > greeting_over, call.timeline()
-    assert call.heard_end - call.heard_onsets[0] >= 3.0, call.timeline()
+    message = [t for t in call.heard_onsets if t > greeting_over]
+    before = [t for t in call.heard_onsets if t <= greeting_over]
+    if before:  # only the first message's start on the provisional decision, stopped soon
+        assert early is not None and early["withdrawn_at"] is not None, call.timeline()
+        assert max(before) <= early["withdrawn_at"] + EARLY_PLAYED_WITHIN, call.timeline()
+    assert message and call.heard_end - message[0] >= 3.0, call.timeline()
     # then the worker hung up: the phone saw the BYE right after the last word, long
     # before its own recording (greeting and hold) would have ended
     assert call.answered_at is not None and call.closed_at is not None

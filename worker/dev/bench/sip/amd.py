@@ -122,20 +122,12 @@ async def bench_amd_sip(
     if not rows:
         raise BenchError("no AMD fixture played")
     sip = amd_figures(rows, AMD_TIMEOUT)
-    human_audio = [
-        r["first_agent_audio_after_greeting_end"]
-        for r in rows
-        if r["label"] == "human" and r["first_agent_audio_after_greeting_end"] is not None
-    ]
-    sip["human_first_audio_after_greeting_end_median"] = (
-        round(statistics.median(human_audio), 3) if human_audio else None
-    )
-    sip["human_first_audio_after_greeting_end_p95"] = (
-        round(p95, 3) if (p95 := percentile(human_audio, 95)) is not None else None
-    )
-    sip["human_first_audio_within_1s"] = (
-        round(sum(v <= 1.0 for v in human_audio) / len(human_audio), 3) if human_audio else None
-    )
+    sip.update(human_first_audio(rows))
+    sip["human_first_audio_by_half"] = {
+        half: human_first_audio([r for r in rows if r["seed"] % 2 == i])
+        for i, half in enumerate(("tune", "held_out"))
+    }
+    sip["provisional"] = provisional_figures(rows)
     sip["no_verdict"] = sum(r["category"] == "none" for r in rows)
     progress("amd --sip: the same recordings as files")
     subset = workdir / "manifest.json"
@@ -157,6 +149,52 @@ async def bench_amd_sip(
     }
 
 
+def human_first_audio(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A human's first agent audio at the phone after their greeting's end: median, p95,
+    the share within 1.0 s (the goal)."""
+    audio = [
+        r["first_agent_audio_after_greeting_end"]
+        for r in rows
+        if r["label"] == "human" and r["first_agent_audio_after_greeting_end"] is not None
+    ]
+    p95 = percentile(audio, 95)
+    return {
+        "human_first_audio_after_greeting_end_median": (
+            round(statistics.median(audio), 3) if audio else None
+        ),
+        "human_first_audio_after_greeting_end_p95": None if p95 is None else round(p95, 3),
+        "human_first_audio_within_1s": (
+            round(sum(v <= 1.0 for v in audio) / len(audio), 3) if audio else None
+        ),
+    }
+
+
+def provisional_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The provisional ``human`` (the first message started before the verdict): how often
+    it held for humans, and how much of the first message machines heard before it stopped
+    (withdrawn as the greeting went on, or cut at the verdict)."""
+    humans = [r for r in rows if r["label"] == "human"]
+    machines = [r for r in rows if r["label"].startswith("machine")]
+    heard = sorted(
+        r["provisional"]["played_seconds"]
+        for r in machines
+        if r["provisional"] and r["provisional"]["played_seconds"] > 0
+    )
+    return {
+        "humans_with_provisional": sum(bool(r["provisional"]) for r in humans),
+        "humans_provisional_held": sum(
+            bool(r["provisional"]) and r["provisional"]["withdrawn_at"] is None for r in humans
+        ),
+        "humans": len(humans),
+        "machines_with_provisional": sum(bool(r["provisional"]) for r in machines),
+        "machines_heard_first_message": len(heard),
+        "machines": len(machines),
+        "machine_heard_seconds_median": round(statistics.median(heard), 3) if heard else None,
+        "machine_heard_seconds_max": heard[-1] if heard else None,
+        "cut_at_verdict": sum(bool(r["provisional"] and r["provisional"]["cut"]) for r in rows),
+    }
+
+
 def verdict_row(
     entry: dict[str, Any],
     report: dict[str, Any],
@@ -167,8 +205,9 @@ def verdict_row(
     """One fixture's call scored from the worker's report (its ``amd`` event; ``none`` when
     the call ended without a verdict) and what the phone heard; with ``answered_at`` (the
     phone's answer, ``time.time()``) a human's first message split into stages on the wall
-    clock: greeting end (the phone's WAV starts at the answer) to the verdict, to the first
-    frame played (the ``first_message`` event), to the phone hearing it."""
+    clock: greeting end (the phone's WAV starts at the answer) to the verdict (the
+    provisional ``human`` when it held), to the first frame played (the ``first_message``
+    event), to the phone hearing it."""
     events = {e["type"]: e for e in reversed(report.get("events", []))}
     verdict = events["amd"]["data"] if "amd" in events else None
     greeting = events["first_message"]["data"] if "first_message" in events else None
@@ -181,7 +220,13 @@ def verdict_row(
     stages = None
     if first_audio is not None and answered_at is not None and verdict and greeting:
         ended = answered_at + float(greeting_end or 0.0)
-        decided, played = (_wall(events[k]["at"]) for k in ("amd", "first_message"))
+        early = verdict.get("provisional")
+        held = bool(early) and early["withdrawn_at"] is None and "amd_provisional" in events
+        # the decision that started the message played: a provisional one that held, or
+        # the verdict (then the last first_message, after a withdrawn one's start)
+        decided = _wall(events["amd_provisional" if held else "amd"]["at"])
+        said = [e for e in report.get("events", []) if e["type"] == "first_message"]
+        played = _wall(said[0 if held else -1]["at"])
         stages = {
             "verdict": round(decided - ended, 3),
             "played": round(played - decided, 3),
@@ -202,6 +247,7 @@ def verdict_row(
         "first_agent_audio_after_greeting_end": first_audio,
         "first_message": greeting,
         "first_message_stages": stages,
+        "provisional": verdict.get("provisional") if verdict else None,
         "beep_at": entry.get("beep_at"),
         "reason": verdict.get("reason") if verdict else "no verdict in the report",
         "end_reason": report.get("end_reason"),

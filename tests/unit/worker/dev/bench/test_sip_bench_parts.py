@@ -11,8 +11,10 @@ from pipelines.audio import Audio
 from worker.dev.bench.sip.amd import (
     AFTER_TIMEOUT,
     AMD_TIMEOUT,
+    human_first_audio,
     pick,
     pick_per_category,
+    provisional_figures,
     verdict_row,
 )
 from worker.dev.bench.sip.latency import GAP, LEAD, phone_script
@@ -122,3 +124,68 @@ def test_a_humans_first_message_splits_into_stages_on_the_wall_clock() -> None:
     assert row["first_message"] == {"prepared": True}
     # without the answer's time there is nothing to split
     assert verdict_row(entry, report, heard)["first_message_stages"] is None
+
+
+def test_a_held_provisional_human_is_the_decision_the_stages_start_from() -> None:
+    rate = 8000
+    t = np.arange(rate // 2) / rate
+    speech = (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    heard = Audio(np.concatenate([np.zeros(rate + rate // 2, np.float32), speech]), rate)
+    entry = {"file": "h.wav", "label": "human", "greeting_end": 1.0, "beep_at": None}
+    answered = 1796119200.0
+    early = {"decided_at": 1.3, "withdrawn_at": None, "played_seconds": 0.0, "cut": False}
+    report = {
+        "events": [
+            {"type": "amd_provisional", "at": answered + 1.2, "data": {}},
+            {"type": "first_message", "at": answered + 1.21, "data": {"prepared": True}},
+            {
+                "type": "amd",
+                "at": answered + 1.65,
+                "data": {"category": "human", "decided_at": 1.7, "provisional": early},
+            },
+        ]
+    }
+    row = verdict_row(entry, report, heard, answered_at=answered)
+    assert row["provisional"] == early
+    stages = row["first_message_stages"]
+    assert stages["verdict"] == pytest.approx(0.2) and stages["played"] == pytest.approx(0.01)
+
+
+def row_of(
+    label: str, seed: int, first: float | None, early: dict[str, object] | None
+) -> dict[str, object]:
+    return {
+        "label": label,
+        "seed": seed,
+        "first_agent_audio_after_greeting_end": first,
+        "provisional": early,
+    }
+
+
+def test_provisional_figures_count_what_machines_heard_and_humans_kept() -> None:
+    held = {"withdrawn_at": None, "played_seconds": 0.0, "cut": False}
+    rows = [
+        row_of("human", 0, 0.7, held),
+        row_of("human", 1, 1.3, {"withdrawn_at": 2.0, "played_seconds": 0.2, "cut": False}),
+        row_of("human", 1, 1.4, None),
+        row_of("machine-vm", 0, None, {"withdrawn_at": 2.3, "played_seconds": 0.3, "cut": False}),
+        row_of("machine-ivr", 1, None, {"withdrawn_at": None, "played_seconds": 1.1, "cut": True}),
+        row_of("machine-vm", 1, None, None),
+        row_of("uncertain", 0, None, None),
+    ]
+    figures = provisional_figures(rows)
+    assert figures == {
+        "humans_with_provisional": 2,
+        "humans_provisional_held": 1,
+        "humans": 3,
+        "machines_with_provisional": 2,
+        "machines_heard_first_message": 2,
+        "machines": 3,
+        "machine_heard_seconds_median": 0.7,
+        "machine_heard_seconds_max": 1.1,
+        "cut_at_verdict": 1,
+    }
+    audio = human_first_audio(rows)
+    assert audio["human_first_audio_after_greeting_end_median"] == 1.3
+    assert audio["human_first_audio_within_1s"] == pytest.approx(1 / 3, abs=1e-3)
+    assert human_first_audio([])["human_first_audio_after_greeting_end_median"] is None
