@@ -21,6 +21,9 @@ class _FakeSTTOptions:
     """The stream goes deaf after this many frames: no interim, no final."""
     final_after_silent_frames: int | None = None
     """Endpointing: a final once this many quiet frames follow speech (else on flush only)."""
+    usage_every_frames: int | None = None
+    """A ``RECOGNITION_USAGE`` event per this many frames pushed, stalled or not (the
+    plugin's own count of the audio it sent, as Deepgram's does)."""
 
 
 class FakeSTT(stt.STT[Never]):
@@ -34,6 +37,7 @@ class FakeSTT(stt.STT[Never]):
         fail_after_frames: int | None = None,
         stall_after_frames: int | None = None,
         final_after_silent_frames: int | None = None,
+        usage_every_frames: int | None = None,
     ) -> None:
         super().__init__(
             capabilities=stt.STTCapabilities(streaming=True, interim_results=interim_results)
@@ -42,6 +46,7 @@ class FakeSTT(stt.STT[Never]):
             fail_after_frames=fail_after_frames,
             stall_after_frames=stall_after_frames,
             final_after_silent_frames=final_after_silent_frames,
+            usage_every_frames=usage_every_frames,
         )
 
     def update_options(
@@ -80,6 +85,14 @@ def _event(kind: stt.SpeechEventType, text: str = "") -> stt.SpeechEvent:
     )
 
 
+def _usage(seconds: float) -> stt.SpeechEvent:
+    return stt.SpeechEvent(
+        type=stt.SpeechEventType.RECOGNITION_USAGE,
+        alternatives=[],
+        recognition_usage=stt.RecognitionUsage(audio_duration=seconds),
+    )
+
+
 class FakeSTTStream(stt.RecognizeStream):
     async def _run(self) -> None:
         fake = self._stt
@@ -89,6 +102,8 @@ class FakeSTTStream(stt.RecognizeStream):
         async for item in self._input_ch:
             if isinstance(item, rtc.AudioFrame):
                 frames += 1
+                if opts.usage_every_frames and frames % opts.usage_every_frames == 0:
+                    self._event_ch.send_nowait(_usage(opts.usage_every_frames * 0.02))
                 if opts.fail_after_frames is not None and frames > opts.fail_after_frames:
                     raise APIConnectionError("connection reset")
                 if opts.stall_after_frames is not None and frames > opts.stall_after_frames:

@@ -70,6 +70,16 @@ RECOGNIZE_PER_AUDIO_SECOND = 0.25
 (batch decoding time grows with the audio's length)."""
 
 
+def _answers(ev: stt.SpeechEvent, *, interim: bool) -> bool:
+    """Whether ``ev`` is the provider's answer: any server event of an interim-capable
+    stream, a final of any. ``RECOGNITION_USAGE`` is the plugin's own bookkeeping (Deepgram's
+    counts the audio pushed, every few seconds, whatever the server does): it answers
+    nothing, and a stalled stream that kept emitting it was never failed over."""
+    if ev.type == stt.SpeechEventType.RECOGNITION_USAGE:
+        return False
+    return interim or ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT
+
+
 def _frame_seconds(frame: rtc.AudioFrame) -> float:
     return frame.samples_per_channel / frame.sample_rate
 
@@ -362,7 +372,7 @@ class FailoverRecognizeStream(stt.RecognizeStream):
         try:
             async with inner:
                 async for ev in inner:
-                    if self._interim or ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
+                    if _answers(ev, interim=self._interim):
                         self._answered(wd, ev)
                     if ev.type == stt.SpeechEventType.END_OF_SPEECH:
                         self._eos_position = self.turn.position

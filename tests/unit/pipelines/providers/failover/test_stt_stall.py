@@ -144,3 +144,17 @@ async def test_a_young_turn_that_stalls_is_caught_at_the_providers_usual_interim
     # would have waited until frame 110
     assert 35 <= at <= 55, at
     assert [text for _, text in run.finals] == ["160"]
+
+
+async def test_usage_reports_of_a_stalled_stream_are_no_answer() -> None:
+    # the plugin keeps counting the audio it pushes (RECOGNITION_USAGE) after the server
+    # went silent: the watchdog must not take that for results
+    a, b = FakeSTT(usage_every_frames=10), FakeSTT()
+    run = Run()
+    frames = [frame(True)] * 160 + [frame(False)] * 5
+    model = chain(run, a, b, HealthRegistry(), deadline=2.0)
+    await run.go(model, frames, 40, lambda: a.update_options(stall_after_frames=0))
+    (at, ev), *_ = run.switches
+    assert ev.reason == "stall"
+    assert 65 <= at <= 80, at  # at its interim rate, as without usage reports
+    assert [text for _, text in run.finals] == ["160"]
