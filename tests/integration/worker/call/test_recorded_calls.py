@@ -37,7 +37,7 @@ WEBHOOK_SECRET = f"hook-{secrets.token_hex(12)}"
 SPEECH = 0.03
 """RMS of a 50 ms window above which a side counts as speaking."""
 ALIGNED = 0.25
-"""Seconds within which the file's agent onsets match where the caller heard them: the
+"""Seconds within which the file's agent speech lies where the caller heard it: the
 network's delay both ways and the 50 ms windows."""
 
 
@@ -166,13 +166,18 @@ async def test_a_recorded_call_lands_in_the_bucket_as_the_caller_heard_it(
     offset = in_file[0] - heard[0]
     assert -ALIGNED < offset < 1.5, (heard, in_file)
     # the file goes on after the caller hung up (a reply it spoke as the caller left is in
-    # the file, not at the caller): compare the onsets the caller was there to hear
+    # the file, not at the caller): compare what the caller was there to hear. Each side's
+    # speech, 50 ms windows, lies where the other's does within ALIGNED; onsets one by one
+    # failed CI on a machine this busy (a late burst of frames split a sentence at the
+    # caller, and a 0.3 s pause measured 0.25 s on one side and 0.35 s on the other).
     listened = rec.agent_frames[-1][0] - rec.t0
-    in_file = [t for t in in_file if t - offset < listened - 0.3]
-    assert len(in_file) == len(heard), (heard, in_file, listened)
-    for onset, found in zip(heard, in_file, strict=True):
-        # each reply starts in the file where the caller heard it start
-        assert abs(found - (onset + offset)) < ALIGNED, (heard, in_file, offset)
+    caller_side = rec.agent_audio()
+    at_caller = speaking_at(caller_side.samples, caller_side.sample_rate, 0.0, listened)
+    in_the_file = speaking_at(agent_side, rate, offset, listened + offset) - offset
+    for a, b, what in ((in_the_file, at_caller, "file"), (at_caller, in_the_file, "caller")):
+        share = aligned_share(a, b)
+        # (a reply half a second or more off its place fails this: ~2 s replies)
+        assert share > 0.9, f"{share:.2f} of the {what}'s agent speech is off the other's"
     (turn_start, turn_end) = rec.caller_turns[0]
     hello = (turn_start + offset, turn_end + offset)
     assert loud(caller, rate, *hello) > 0.3, "the caller's Hello? is not on the left"
@@ -186,17 +191,34 @@ async def test_a_recorded_call_lands_in_the_bucket_as_the_caller_heard_it(
     assert abs(seconds - call_seconds) <= 0.02 * call_seconds, (seconds, call_seconds, offset)
 
 
+def speaking_at(side: np.ndarray, rate: int, start: float, end: float) -> np.ndarray:
+    """Start times of the 50 ms windows between two times in which ``side`` speaks."""
+    n, first = rate // 20, max(0, round(start * rate))
+    seg = side[first : round(end * rate)]
+    return np.array(
+        [
+            (first + i) / rate
+            for i in range(0, len(seg) - n + 1, n)
+            if np.sqrt(np.mean(np.square(seg[i : i + n]))) > SPEECH
+        ]
+    )
+
+
+def aligned_share(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of the windows ``a`` within ALIGNED of one of ``b`` (0 when ``a`` is empty)."""
+    if not len(a) or not len(b):
+        return 0.0
+    ordered = np.concatenate([[-np.inf], np.sort(b), [np.inf]])
+    i = np.searchsorted(ordered, a)
+    nearest = np.minimum(a - ordered[i - 1], ordered[i] - a)
+    return float(np.mean(nearest <= ALIGNED))
+
+
 def speaking_span(side: np.ndarray, rate: int, start: float, end: float) -> float:
     """Seconds from the first to the end of the last 50 ms window in which ``side`` speaks,
     between two times (0 when it never does)."""
-    n = rate // 20
-    seg = side[max(0, round(start * rate)) : round(end * rate)]
-    loud_at = [
-        i
-        for i in range(0, len(seg) - n + 1, n)
-        if np.sqrt(np.mean(np.square(seg[i : i + n]))) > SPEECH
-    ]
-    return (loud_at[-1] + n - loud_at[0]) / rate if loud_at else 0.0
+    at = speaking_at(side, rate, start, end)
+    return float(at[-1] + 0.05 - at[0]) if len(at) else 0.0
 
 
 async def test_a_time_stretched_greeting_is_in_the_file_as_the_caller_heard_it(
