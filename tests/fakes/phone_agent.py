@@ -73,3 +73,14 @@ def call_started(worker: WorkerProcess, room: str) -> bool:
 
 def report_events(report: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return [e["data"] for e in report["events"] if e["type"] == kind]
+
+
+def assert_greeted_with(said: list[str], report: dict[str, Any], first_message: str) -> None:
+    """The agent's turns ``said`` open with the whole ``first_message``, after at most the
+    starts of it (prefixes) that a provisional human withdrawn as the greeting went on
+    left, one per ``amd_provisional_withdrawn`` event of the ``report``."""
+    assert first_message in said, said
+    early = said[: said.index(first_message)]
+    withdrawn = report_events(report, "amd_provisional_withdrawn")
+    assert len(early) <= len(withdrawn), (said, withdrawn)
+    assert all(first_message.startswith(t.rstrip(".,!? ")) for t in early), said
