@@ -413,15 +413,7 @@ class SegmentingSession:
             return
         self.speculated = key
         self.speculations += 1
-        self.jobs.put_nowait(
-            Job(
-                "interim",
-                segment=self.segment_id,
-                samples=np.concatenate(self.segment),
-                start=self.segment_start / self.sample_rate,
-                speculative=True,
-            )
-        )
+        self._queue_interim(speculative=True)
 
     def _maybe_interim(self) -> None:
         if not (self.interim_results and self.segment and self.segmenter.in_speech):
@@ -435,13 +427,18 @@ class SegmentingSession:
             return
         self.last_interim_len = length
         self.interim_pending = True
+        self._queue_interim(speculations=self.speculations)
+
+    def _queue_interim(self, *, speculative: bool = False, speculations: int = 0) -> None:
+        """Queues a decode of the utterance so far."""
         self.jobs.put_nowait(
             Job(
                 "interim",
                 segment=self.segment_id,
                 samples=np.concatenate(self.segment),
                 start=self.segment_start / self.sample_rate,
-                speculations=self.speculations,
+                speculative=speculative,
+                speculations=speculations,
             )
         )
 
