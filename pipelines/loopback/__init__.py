@@ -7,7 +7,8 @@ rather than a place under test tooling.
 """
 
 from pipelines.loopback.base import Knobs, WireServer
-from pipelines.loopback.streaming import EnergySegmenter, SpeechServer
+from pipelines.loopback.segmenter import EnergySegmenter
+from pipelines.loopback.streaming import SpeechServer
 from pipelines.loopback.vendors.anthropic import AnthropicServer
 from pipelines.loopback.vendors.assemblyai import AssemblyAIServer
 from pipelines.loopback.vendors.baseten import BasetenServer
