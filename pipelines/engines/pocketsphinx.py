@@ -36,6 +36,13 @@ SUPPORTED_LANGUAGES = ("en", "en-us", "en-US")
 """The bundled model is US English; other languages would need another acoustic model."""
 
 
+LIVE_SEARCH = {"fwdflat": False, "beam": 1e-40, "wbeam": 1e-30, "maxhmmpf": 3000}
+"""The live decoders' search (streams): the forward pass only, so ending an utterance
+costs ~10 ms instead of a second pass over it (~0.2 s), with narrower beams, so decoding
+keeps well ahead of the speech (real-time factor ~0.15 instead of ~0.45 here; word error
+on espeak sentences 0.56 instead of 0.46). Batch decodes keep the full search."""
+
+
 class PocketsphinxError(RuntimeError):
     """The decoder could not be created or failed while decoding."""
 
@@ -67,7 +74,7 @@ class PocketsphinxEngine:
             if pool:
                 return pool.pop()
         try:
-            return Decoder(logfn="/dev/null", cmn=cmn)
+            return Decoder(logfn="/dev/null", cmn=cmn, **(LIVE_SEARCH if cmn == "live" else {}))
         except (RuntimeError, ValueError) as exc:
             raise PocketsphinxError(f"cannot load the pocketsphinx model: {exc}") from exc
 
@@ -122,11 +129,12 @@ def _clean(text: str) -> str:
 
 class PocketsphinxStream:
     """Incremental recognition: ``push`` audio, read ``partial()`` hypotheses as the
-    utterance grows, ``final()`` ends it and starts the next.
+    utterance grows, ``final()`` or ``finish()`` ends it and starts the next.
 
     Partials come from a live decoder, whose normalisation needs a few seconds of audio
     to settle; ``final()`` re-decodes the utterance in batch mode (RTF ~0.2), which is
-    markedly more accurate. Not thread-safe; owned by one caller."""
+    markedly more accurate; ``finish()`` keeps the live decoder's result, at once. Not
+    thread-safe; owned by one caller."""
 
     def __init__(self, engine: PocketsphinxEngine, sample_rate: int) -> None:
         self._engine = engine
@@ -150,11 +158,26 @@ class PocketsphinxStream:
         return _clean(hyp.hypstr) if hyp is not None else ""
 
     def final(self) -> str:
+        """Ends the utterance; its text from a batch re-decode (slower, more accurate)."""
         if not self._in_utt:
             return ""
         samples = np.concatenate(self._utterance)
         self.reset()
         return self._engine.transcribe(samples, self.sample_rate)
+
+    def finish(self) -> str:
+        """Ends the utterance; its text from the live decoder itself (no re-decode: it
+        costs the last search pass, not a decode of the utterance)."""
+        if not self._in_utt or self._decoder is None:
+            return ""
+        try:
+            self._decoder.end_utt()
+        except RuntimeError as exc:
+            raise PocketsphinxError(f"decoding failed: {exc}") from exc
+        hyp = self._decoder.hyp()
+        self._in_utt = False
+        self._utterance = []
+        return _clean(hyp.hypstr) if hyp is not None else ""
 
     def reset(self) -> None:
         """Drops the current utterance without a result."""

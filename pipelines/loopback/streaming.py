@@ -2,12 +2,15 @@
 AssemblyAI): audio in over a WebSocket, utterances cut by an energy segmenter on audio time
 (not wall time, so results do not depend on how fast the caller pushes audio), each cut
 transcribed by the offline STT engine in one worker task so results go out in order
-without blocking the audio. Once the caller has been quiet for ``EARLY_QUIET_MS`` the
-utterance so far is decoded at once (a speculative interim): when the segmenter then
-confirms the end, that text is the final's, which goes out without a decode of its own
-(a healthy final comes ``silence_ms`` after the end of speech, not that plus a decode of
-the whole utterance). A vendor module subclasses ``SegmentingSession`` for its
-messages and control frames, and ``SpeechServer`` for its routes.
+without blocking the audio. An engine that decodes incrementally (pocketsphinx) keeps
+pace with the speech (``LiveDecode``): each result feeds it only the audio since the last
+one. For a batch engine (Moonshine), once the caller has been quiet for
+``EARLY_QUIET_MS`` the utterance so far is decoded at once (a speculative interim): when
+the segmenter then confirms the end, that text is the final's, which goes out without a
+decode of its own. Either way a healthy final comes about ``silence_ms`` after the end of
+speech, not that plus a decode of the whole utterance. A vendor module subclasses
+``SegmentingSession`` for its messages and control frames, and ``SpeechServer`` for its
+routes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -85,11 +89,48 @@ class SpeechServer(WireServer):
             warm_up()
         else:
             self.engine.transcribe(np.zeros(1600, dtype=np.float32), 16000)
+        stream = getattr(self.engine, "stream", None)
+        if callable(stream):
+            stream(16000).close()  # a live decoder, back in the engine's pool
 
     async def transcribe(self, samples: Float32Array, sample_rate: int) -> str:
         if len(samples) == 0:
             return ""
         return (await asyncio.to_thread(self.engine.transcribe, samples, sample_rate)).strip()
+
+
+class LiveDecode:
+    """A session's decoder for an engine that decodes incrementally (``engine.stream``,
+    pocketsphinx): each decode of the utterance in progress feeds it only the audio since
+    the last one, an interim is the hypothesis so far and a final ends the utterance, so
+    decoding keeps pace with the speech and a final costs its last stretch, not the
+    whole utterance again. One lock orders the decodes and the close (a decode's thread
+    may outlive the task that awaited it)."""
+
+    def __init__(self, engine: Any, sample_rate: int) -> None:
+        self._stream = engine.stream(sample_rate)
+        self._segment: int | None = None
+        self._fed = 0
+        self._lock = threading.Lock()
+
+    def decode(self, segment: int, samples: Float32Array, *, final: bool) -> str:
+        """Text of utterance ``segment`` given all its audio so far (``samples`` grows
+        from one call to the next)."""
+        with self._lock:
+            if segment != self._segment:
+                self._stream.reset()
+                self._segment, self._fed = segment, 0
+            if len(samples) > self._fed:
+                self._stream.push(samples[self._fed :])
+                self._fed = len(samples)
+            if not final:
+                return str(self._stream.partial()).strip()
+            self._segment = None
+            return str(self._stream.finish()).strip()
+
+    def close(self) -> None:
+        with self._lock:
+            self._stream.close()
 
 
 @dataclass
@@ -174,6 +215,10 @@ class SegmentingSession:
         self.last_interim_len = 0
         self.utterance_end_at: int | None = None
         self.pending_bytes = b""
+        engine = server.engine
+        self.live = LiveDecode(engine, sample_rate) if hasattr(engine, "stream") else None
+        """The engine's incremental decoder, if it has one (else each decode is a batch
+        decode of the utterance so far)."""
 
     # what the vendor sends
 
@@ -222,6 +267,8 @@ class SegmentingSession:
                 worker.cancel()
             with contextlib.suppress(BaseException):
                 await worker
+            if self.live is not None:
+                await asyncio.to_thread(self.live.close)
 
     def _on_text(self, text: str) -> None:
         try:
@@ -384,7 +431,12 @@ class SegmentingSession:
                 continue
             assert job.samples is not None
             cached = self.decoded.pop(job.segment, None) if job.kind == "final" else None
-            if cached is not None and 0 < job.speech_samples <= cached[0]:
+            if self.live is not None:
+                final = job.kind == "final"
+                transcript = await asyncio.to_thread(
+                    self.live.decode, job.segment, job.samples, final=final
+                )
+            elif cached is not None and 0 < job.speech_samples <= cached[0]:
                 transcript = cached[1]  # decoded after the speech ended: the same words
             else:
                 transcript = await self.server.transcribe(job.samples, self.sample_rate)

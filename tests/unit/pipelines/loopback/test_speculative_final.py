@@ -1,6 +1,7 @@
 """The STT wire servers decode an utterance once the caller has been quiet for
 ``EARLY_QUIET_MS``; when the end is then confirmed that text is the final's (no decode of
-its own), and speech that resumes makes the final decode the whole utterance again."""
+its own), and speech that resumes makes the final decode the whole utterance again. An
+incremental engine is instead fed the utterance as it grows, each sample once."""
 
 from __future__ import annotations
 
@@ -76,3 +77,53 @@ async def test_speech_after_a_short_pause_is_decoded_again_for_the_final() -> No
     assert first < second, "the pause's speculative decode, then one after the last word"
     assert second / RATE >= 0.6 + 0.15 + 0.6 + 0.1
     assert final["channel"]["alternatives"][0]["transcript"] == f"words{second}"
+
+
+class StreamingEngine(CountingEngine):
+    """An incremental engine (``stream``): counts what each push feeds; a final is named
+    by the samples fed since the utterance began."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pushed: list[int] = []
+        self.closed = False
+
+    def stream(self, sample_rate: int) -> FakeStream:
+        return FakeStream(self)
+
+
+class FakeStream:
+    def __init__(self, engine: StreamingEngine) -> None:
+        self.engine = engine
+        self.fed = 0
+
+    def push(self, samples: Float32Array) -> None:
+        self.engine.pushed.append(len(samples))
+        self.fed += len(samples)
+
+    def partial(self) -> str:
+        return f"partial{self.fed}"
+
+    def finish(self) -> str:
+        fed, self.fed = self.fed, 0
+        return f"words{fed}"
+
+    def reset(self) -> None:
+        self.fed = 0
+
+    def close(self) -> None:
+        self.engine.closed = True
+
+
+async def test_an_incremental_engine_is_fed_each_sample_once_and_never_decodes_in_batch() -> None:
+    engine = StreamingEngine()
+    pcm = np.concatenate([quiet(0.3), tone(0.6), quiet(0.15), tone(0.6), quiet(0.8)])
+    async with utils.http_context.open():
+        (final,) = await finals(engine, pcm)
+    assert engine.calls == [], "no batch decode of the utterance"
+    assert len(engine.pushed) >= 2, "fed as the utterance grew (the pause's decode, the end's)"
+    # the final is the live decoder's result over the whole utterance, each sample fed once
+    fed = sum(engine.pushed)
+    assert final["channel"]["alternatives"][0]["transcript"] == f"words{fed}"
+    assert fed / RATE >= 0.6 + 0.15 + 0.6 + 0.3
+    assert engine.closed, "the session's decoder goes back when the socket closes"
