@@ -58,13 +58,14 @@ final latency on this worker (the health registry's ``final`` series, outliers l
 ``HedgePolicy.usual``), at least 0.3 s.
 With fewer than 5 samples, or a limit at or past the deadline, the stream keeps the
 deadline counted from ``END_OF_TURN_SILENCE`` of quiet."""
-INTERIM_RATE = RatePolicy(factor=3.0, floor=0.6, min_gaps=2)
-"""Speech an interim-capable provider may leave unanswered: three times its own recent
-interval between results (in seconds of speech), at least 0.6 s, at most the deadline
-(a server may skip an interim while it still decodes the last one: 2x tripped healthy
-streams on the local Deepgram server). The provider's p95 interval on this worker (the
-health registry's ``interim`` series) stands in while the turn is young (a stall before
-its second result) and is never undercut."""
+INTERIM_RATE = RatePolicy(factor=2.0, floor=0.6, min_gaps=2)
+"""Speech an interim-capable provider may leave unanswered: twice its own recent
+interval between results (in seconds of speech), at least 0.6 s, at most the deadline.
+The provider's p95 interval on this worker (the health registry's ``interim`` series)
+stands in while the turn is young (a stall before its second result) and is never
+undercut. (It was 3x while the local servers re-decoded the whole utterance for every
+interim and skipped one while the last was still decoding; they decode incrementally
+now and keep their interval.)"""
 RECOGNIZE_PER_AUDIO_SECOND = 0.25
 """Seconds a batch ``recognize`` may spend per second of audio, over the deadline
 (batch decoding time grows with the audio's length)."""

@@ -243,20 +243,15 @@ async def _deepgram_process(*args: str) -> AsyncIterator[str]:
         "deepgram",
         "--port=0",
         "--interim-interval=0.5",
+        "--preload",
         *args,
         stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
     assert proc.stdout is not None
     try:
-        url = str(json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))["url"])
-        # load the decoder before the call
-        noise = np.random.default_rng(0).normal(0, 300, 8000).astype(np.int16)
-        async with utils.http_context.http_session().post(
-            f"{url}/v1/listen?encoding=linear16&sample_rate=16000", data=noise.tobytes()
-        ) as resp:
-            await resp.read()
-        yield url
+        # --preload: the decoders (batch and live) are loaded before the banner
+        yield str(json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))["url"])
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)

@@ -46,6 +46,8 @@ from pipelines.providers.failover import (
     SwitchEvent,
     build_failover_layers,
 )
+from pipelines.providers.failover.stt import END_OF_TURN_SILENCE, FINAL_LATENCY
+from worker.dev.bench.failover import speech_span
 from worker.dev.services import Proxy, ToxiproxyServer
 from worker.settings import REPO_ROOT
 
@@ -521,4 +523,56 @@ async def test_stt_pocketsphinx_fallback_behind_stream_adapter(
         finals = await speak(model, pcm, nothing)
         await model.aclose()
     assert [(e.to_provider, e.reason) for e in events] == [("local:pocketsphinx", "server_error")]
+    assert len(heard(" ".join(finals))) >= 2, finals
+
+
+async def test_stt_stall_at_the_end_of_speech_is_caught_from_the_end_of_speech(
+    toxi: ToxiproxyServer, utterance: Any, tmp_path: Path
+) -> None:
+    """A primary that goes silent just before the caller stops owes the turn's final from
+    the end of speech, within its usual final latency (learnt from healthy turns on the
+    same chain): the switch comes then, not after the deadline counted from the quiet."""
+    primary, fallback = NOVA_3, NOVA_2
+    async with (
+        wire_process(primary.server, *primary.args, log=tmp_path / "a.json") as (a_url, _),
+        wire_process(fallback.server, *fallback.args, log=tmp_path / "b.json") as (b_url, _),
+    ):
+        proxy = await toxi.proxy("stt", a_url)
+        events: list[SwitchEvent] = []
+        health = HealthRegistry()
+        model = layers({"stt": [primary.spec(proxy.url), fallback.spec(b_url)]}, events, health)
+        quiet = np.zeros(16000, np.int16)
+        turn = np.concatenate([quiet[:8000], utterance, quiet])
+
+        async def nothing(t: float) -> None:
+            return None
+
+        for _ in range(FINAL_LATENCY.min_samples):
+            assert heard(" ".join(await speak(model["stt"], turn, nothing)))
+        limit = FINAL_LATENCY.limit(health.history(primary.id, "final"), DEADLINES.stt)
+        assert limit is not None, health.history(primary.id, "final")
+        assert events == []
+        _, end = speech_span(turn)
+        stall_at = round(50 * (end - 0.2)) / 50  # on the 20 ms frame grid
+        ends: list[float] = []
+
+        async def stall_then_stop(t: float) -> None:
+            if abs(t - stall_at) < 1e-6:
+                await fault_stall(proxy, WireServer())
+            if not ends and t >= end:
+                ends.append(time.time())  # the last speech frame has been pushed
+
+        finals = await speak(model["stt"], np.concatenate([turn, quiet]), stall_then_stop)
+        await model["stt"].aclose()
+    (event,) = events
+    assert (event.from_provider, event.to_provider, event.reason) == (
+        primary.id,
+        fallback.id,
+        "stall",
+    )
+    # the deadline's way would switch END_OF_TURN_SILENCE + 1.5 s after the end of speech
+    assert event.at - ends[0] <= limit + 0.3 < END_OF_TURN_SILENCE + DEADLINES.stt, (
+        event.at - ends[0],
+        limit,
+    )
     assert len(heard(" ".join(finals))) >= 2, finals
