@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Never
 
@@ -24,11 +25,19 @@ class _FakeSTTOptions:
     usage_every_frames: int | None = None
     """A ``RECOGNITION_USAGE`` event per this many frames pushed, stalled or not (the
     plugin's own count of the audio it sent, as Deepgram's does)."""
+    interim_every: int = 10
+    """Speech frames per interim."""
+    timed: bool = False
+    """Results carry an end time (the stream's audio so far, as Deepgram's words do)."""
+    decode_seconds: float = 0.0
+    """Wall seconds spent on each frame (a recogniser's decode time: a replayed turn is
+    answered over a while, not at once)."""
 
 
 class FakeSTT(stt.STT[Never]):
-    """Streaming STT: an interim per 10 speech frames, a final on flush whose text counts
-    the speech frames it heard (so a replayed turn shows in the count)."""
+    """Streaming STT: an interim per 10 speech frames (``interim_every``), a final on
+    flush whose text counts the speech frames it heard (so a replayed turn shows in the
+    count)."""
 
     def __init__(
         self,
@@ -38,6 +47,9 @@ class FakeSTT(stt.STT[Never]):
         stall_after_frames: int | None = None,
         final_after_silent_frames: int | None = None,
         usage_every_frames: int | None = None,
+        interim_every: int = 10,
+        timed: bool = False,
+        decode_seconds: float = 0.0,
     ) -> None:
         super().__init__(
             capabilities=stt.STTCapabilities(streaming=True, interim_results=interim_results)
@@ -47,6 +59,9 @@ class FakeSTT(stt.STT[Never]):
             stall_after_frames=stall_after_frames,
             final_after_silent_frames=final_after_silent_frames,
             usage_every_frames=usage_every_frames,
+            interim_every=interim_every,
+            timed=timed,
+            decode_seconds=decode_seconds,
         )
 
     def update_options(
@@ -79,10 +94,9 @@ class FakeSTT(stt.STT[Never]):
         return FakeSTTStream(stt=self, conn_options=conn_options)
 
 
-def _event(kind: stt.SpeechEventType, text: str = "") -> stt.SpeechEvent:
-    return stt.SpeechEvent(
-        type=kind, alternatives=[stt.SpeechData(language=LanguageCode("en"), text=text)]
-    )
+def _event(kind: stt.SpeechEventType, text: str = "", end: float = 0.0) -> stt.SpeechEvent:
+    data = stt.SpeechData(language=LanguageCode("en"), text=text, end_time=end)
+    return stt.SpeechEvent(type=kind, alternatives=[data])
 
 
 def _usage(seconds: float) -> stt.SpeechEvent:
@@ -102,6 +116,8 @@ class FakeSTTStream(stt.RecognizeStream):
         async for item in self._input_ch:
             if isinstance(item, rtc.AudioFrame):
                 frames += 1
+                if opts.decode_seconds:
+                    await asyncio.sleep(opts.decode_seconds)
                 if opts.usage_every_frames and frames % opts.usage_every_frames == 0:
                     self._event_ch.send_nowait(_usage(opts.usage_every_frames * 0.02))
                 if opts.fail_after_frames is not None and frames > opts.fail_after_frames:
@@ -118,9 +134,10 @@ class FakeSTTStream(stt.RecognizeStream):
                 else:
                     quiet = 0
                     speech += 1
-                    if speech % 10 == 0 and fake.capabilities.interim_results:
+                    if speech % opts.interim_every == 0 and fake.capabilities.interim_results:
+                        end = self.start_time_offset + frames * 0.02 if opts.timed else 0.0
                         self._event_ch.send_nowait(
-                            _event(stt.SpeechEventType.INTERIM_TRANSCRIPT, f"{speech}")
+                            _event(stt.SpeechEventType.INTERIM_TRANSCRIPT, f"{speech}", end)
                         )
             elif speech and opts.stall_after_frames is None:
                 self._event_ch.send_nowait(

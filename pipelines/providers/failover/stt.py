@@ -66,6 +66,9 @@ stands in while the turn is young (a stall before its second result) and is neve
 undercut. (It was 3x while the local servers re-decoded the whole utterance for every
 interim and skipped one while the last was still decoding; they decode incrementally
 now and keep their interval.)"""
+CATCH_UP_SLACK = 0.3
+"""A result whose words end this close to the audio sent so far has caught up with a
+replayed turn (the last word ends before the audio does)."""
 RECOGNIZE_PER_AUDIO_SECOND = 0.25
 """Seconds a batch ``recognize`` may spend per second of audio, over the deadline
 (batch decoding time grows with the audio's length)."""
@@ -94,18 +97,28 @@ def _is_speech(frame: rtc.AudioFrame) -> bool:
     return rms_dbfs(int16_to_float(np.frombuffer(frame.data, dtype=np.int16))) > SPEECH_DBFS
 
 
+TURN_LEAD_SECONDS = 0.3
+"""Quiet kept before a turn's first speech: the replay to the next provider starts
+there, not with the seconds the caller listened to the agent (a recogniser catching up
+on a replay decodes every second of it)."""
+
+
 class TurnBuffer:
-    """The caller's current turn as frames, bounded to ``max_seconds`` (oldest dropped).
+    """The caller's current turn as frames, bounded to ``max_seconds`` (oldest dropped),
+    with at most ``lead_seconds`` of quiet before its first speech.
 
     Positions are seconds of audio since the stream began (``position`` is the end of
     the newest frame, ``start`` the beginning of the oldest kept)."""
 
-    def __init__(self, max_seconds: float = 30.0) -> None:
+    def __init__(self, max_seconds: float = 30.0, lead_seconds: float = TURN_LEAD_SECONDS):
         self.max_seconds = max_seconds
+        self.lead_seconds = lead_seconds
         self.reset()
 
     def reset(self) -> None:
-        self._frames: deque[rtc.AudioFrame] = deque()
+        self._frames: deque[tuple[rtc.AudioFrame, bool]] = deque()
+        self._speech = 0
+        """Frames held that are speech."""
         self.start = 0.0
         self.position = 0.0
 
@@ -113,19 +126,26 @@ class TurnBuffer:
     def duration(self) -> float:
         return self.position - self.start
 
-    def push(self, frame: rtc.AudioFrame) -> None:
-        self._frames.append(frame)
+    def push(self, frame: rtc.AudioFrame, *, speech: bool = True) -> None:
+        self._frames.append((frame, speech))
+        self._speech += speech
         self.position += _frame_seconds(frame)
-        while self._frames and self.duration > self.max_seconds + 1e-9:
-            self.start += _frame_seconds(self._frames.popleft())
+        limit = self.max_seconds if self._speech else self.lead_seconds
+        while self._frames and self.duration > limit + 1e-9:
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        frame, speech = self._frames.popleft()
+        self._speech -= speech
+        self.start += _frame_seconds(frame)
 
     def frames(self) -> list[rtc.AudioFrame]:
-        return list(self._frames)
+        return [frame for frame, _ in self._frames]
 
     def trim_until(self, t: float) -> None:
         """Drops frames that end at or before ``t`` (a transcript covered them)."""
-        while self._frames and self.start + _frame_seconds(self._frames[0]) <= t + 1e-9:
-            self.start += _frame_seconds(self._frames.popleft())
+        while self._frames and self.start + _frame_seconds(self._frames[0][0]) <= t + 1e-9:
+            self._drop_oldest()
 
     def clear(self) -> None:
         self.trim_until(self.position)
@@ -257,6 +277,11 @@ class FailoverRecognizeStream(stt.RecognizeStream):
         """``time.monotonic()`` of the last speech frame, while the caller is quiet."""
         self._final_owed = False
         self._interim_gaps: deque[float] = deque(maxlen=8)
+        self._catching_up = False
+        """The provider was handed a replayed turn and its results do not reach the live
+        audio yet: they answer the backlog in a burst, so they say nothing of its rate
+        (learnt from them, a fallback's limit fell to the floor and it was failed over in
+        turn). A final, or a result without timings, ends the catching up."""
         self._early = len(failover.chain.links) > 1
         """Early stall detection (end of speech, interim rate): only with somewhere to go;
         a sole provider keeps the deadline."""
@@ -273,8 +298,9 @@ class FailoverRecognizeStream(stt.RecognizeStream):
     async def _forward_input(self) -> None:
         async for item in self._input_ch:
             if isinstance(item, rtc.AudioFrame):
-                self.turn.push(item)
-                self._track_speech(item)
+                speech = _is_speech(item)
+                self.turn.push(item, speech=speech)
+                self._track_speech(item, speech)
                 if self._inner is not None:
                     with contextlib.suppress(RuntimeError):
                         self._inner.push_frame(item)
@@ -286,7 +312,7 @@ class FailoverRecognizeStream(stt.RecognizeStream):
             with contextlib.suppress(RuntimeError):
                 self._inner.end_input()
 
-    def _track_speech(self, frame: rtc.AudioFrame) -> None:
+    def _track_speech(self, frame: rtc.AudioFrame, speech: bool) -> None:
         """The STT clock runs on audio: a provider owes a result for speech it was sent.
         Interim-capable ones answer within their own rate of results while the caller
         speaks (``INTERIM_RATE``; the deadline for a sole provider); every provider owes a
@@ -296,7 +322,7 @@ class FailoverRecognizeStream(stt.RecognizeStream):
         if wd is None:
             return
         seconds = _frame_seconds(frame)
-        if _is_speech(frame):
+        if speech:
             self._quiet = 0.0
             self._speech_end = None
             self._unanswered_speech += seconds
@@ -344,7 +370,9 @@ class FailoverRecognizeStream(stt.RecognizeStream):
             self._failover.chain.health.record_latency(wd.provider, "final", latency)
         if self._final_owed and not final:
             return  # a late interim does not pay the final owed
-        if not final and self._unanswered_speech > 0 and self._quiet == 0.0:
+        if self._catching_up:
+            self._catching_up = not (final or self._covers(ev, self.turn.position - CATCH_UP_SLACK))
+        elif not final and self._unanswered_speech > 0 and self._quiet == 0.0:
             self._interim_gaps.append(self._unanswered_speech)
             chain = self._failover.chain
             chain.health.record_latency(wd.provider, "interim", self._unanswered_speech)
@@ -368,7 +396,8 @@ class FailoverRecognizeStream(stt.RecognizeStream):
         if self._input_done:
             inner.end_input()
         self._inner, self._wd = inner, wd
-        if self._interim and any(_is_speech(f) for f in replayed):
+        self._catching_up = any(_is_speech(f) for f in replayed)
+        if self._interim and self._catching_up:
             wd.owe()
         try:
             async with inner:
@@ -387,6 +416,12 @@ class FailoverRecognizeStream(stt.RecognizeStream):
                 raise StallError("stt", link.id, time.monotonic() - wd.silent_since())
         finally:
             self._inner = self._wd = None
+
+    def _covers(self, ev: stt.SpeechEvent, position: float) -> bool:
+        """Whether a result's words reach ``position`` (seconds of the stream); a result
+        without timings counts as covering everything."""
+        end = ev.alternatives[0].end_time if ev.alternatives else 0.0
+        return end <= 0.0 or end - self.start_time_offset >= position
 
     def _trim_after_final(self, ev: stt.SpeechEvent) -> None:
         end = ev.alternatives[0].end_time - self.start_time_offset if ev.alternatives else 0.0

@@ -34,6 +34,20 @@ def test_turn_buffer_is_bounded_and_trims_what_a_transcript_covered() -> None:
     assert buf.frames() == [] and buf.position == pytest.approx(1.5)
 
 
+def test_turn_buffer_keeps_a_short_lead_of_quiet_before_the_turn_and_all_of_it_after() -> None:
+    buf = TurnBuffer(max_seconds=5.0, lead_seconds=0.3)
+    for _ in range(100):  # 2 s of the caller listening
+        buf.push(frame(False), speech=False)
+    assert buf.duration == pytest.approx(0.3) and buf.start == pytest.approx(1.7)
+    for speech in [True] * 25 + [False] * 50:  # 0.5 s of speech, then a 1 s pause
+        buf.push(frame(speech), speech=speech)
+    assert buf.duration == pytest.approx(0.3 + 0.5 + 1.0), "a pause inside the turn is kept"
+    buf.trim_until(3.0)  # a final covered the speech and half the pause
+    for _ in range(25):  # the caller listens again
+        buf.push(frame(False), speech=False)
+    assert buf.duration == pytest.approx(0.3) and buf.start == pytest.approx(3.7)
+
+
 async def collect_stt(
     model: stt.STT[Any], frames: list[rtc.AudioFrame], *, fault: Callable[[], None]
 ) -> list[str]:

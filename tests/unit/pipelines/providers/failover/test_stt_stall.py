@@ -151,3 +151,18 @@ async def test_a_young_turn_that_stalls_is_caught_at_the_providers_usual_interim
     # would have waited until frame 110
     assert 35 <= at <= 55, at
     assert [text for _, text in run.finals] == ["160"]
+
+
+async def test_a_fallback_catching_up_on_a_replayed_turn_is_not_held_to_its_burst_of_interims() -> (
+    None
+):
+    health = HealthRegistry()
+    a = FakeSTT(fail_after_frames=150)
+    # b answers the 3 s replayed turn over ~0.15 s (interims 8 live frames apart), then live
+    # every 40 speech frames (0.8 s): learnt from the burst, its limit would be the 0.6 s floor
+    b = FakeSTT(interim_every=40, timed=True, decode_seconds=0.001)
+    run = Run()
+    frames = [frame(True)] * 400 + [frame(False)] * 5
+    await run.go(chain(run, a, b, health, deadline=2.0), frames, -1, None)
+    assert [(ev.to_provider, ev.reason) for _, ev in run.switches] == [("v1:m", "connection")]
+    assert [text for _, text in run.finals] == ["400"], "b heard the whole turn"
