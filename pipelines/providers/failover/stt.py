@@ -58,14 +58,13 @@ final latency on this worker (the health registry's ``final`` series, outliers l
 ``HedgePolicy.usual``), at least 0.3 s.
 With fewer than 5 samples, or a limit at or past the deadline, the stream keeps the
 deadline counted from ``END_OF_TURN_SILENCE`` of quiet."""
-INTERIM_RATE = RatePolicy(factor=2.0, floor=0.6, min_gaps=2)
-"""Speech an interim-capable provider may leave unanswered: twice its own recent
+INTERIM_RATE = RatePolicy(factor=3.0, floor=0.6, min_gaps=2)
+"""Speech an interim-capable provider may leave unanswered: three times its own recent
 interval between results (in seconds of speech), at least 0.6 s, at most the deadline.
 The provider's p95 interval on this worker (the health registry's ``interim`` series)
 stands in while the turn is young (a stall before its second result) and is never
-undercut. (It was 3x while the local servers re-decoded the whole utterance for every
-interim and skipped one while the last was still decoding; they decode incrementally
-now and keep their interval.)"""
+undercut. 2x was tried with the incremental local servers: on a loaded machine (load
+average 4 on 2 cores) a healthy fallback lagged past it and was failed over in turn."""
 CATCH_UP_SLACK = 0.3
 """A result whose words end this close to the audio sent so far has caught up with a
 replayed turn (the last word ends before the audio does)."""
