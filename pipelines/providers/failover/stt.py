@@ -138,6 +138,10 @@ class TurnBuffer:
         self._speech -= speech
         self.start += _frame_seconds(frame)
 
+    @property
+    def has_speech(self) -> bool:
+        return self._speech > 0
+
     def frames(self) -> list[rtc.AudioFrame]:
         return [frame for frame, _ in self._frames]
 
@@ -395,7 +399,7 @@ class FailoverRecognizeStream(stt.RecognizeStream):
         if self._input_done:
             inner.end_input()
         self._inner, self._wd = inner, wd
-        self._catching_up = any(_is_speech(f) for f in replayed)
+        self._catching_up = self.turn.has_speech
         if self._interim and self._catching_up:
             wd.owe()
         try:
