@@ -171,12 +171,10 @@ class PocketsphinxStream:
         if not self._in_utt or self._decoder is None:
             return ""
         try:
-            self._decoder.end_utt()
+            self.reset()  # ends the utterance; its hypothesis stays readable
         except RuntimeError as exc:
             raise PocketsphinxError(f"decoding failed: {exc}") from exc
         hyp = self._decoder.hyp()
-        self._in_utt = False
-        self._utterance = []
         return _clean(hyp.hypstr) if hyp is not None else ""
 
     def reset(self) -> None:
